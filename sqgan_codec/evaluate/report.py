@@ -1,0 +1,638 @@
+"""Rate/quality benchmark: classical and learned codecs at target bit rates, on a folder of images.
+
+For every image, every classical codec × scale and every learned codec is coded at each target
+bpp; each decoded image gets bpp, PSNR, MS-SSIM, an LPIPS-style distance and, given a
+segmenter, the mIoU of its segmentation against ground truth (and against the segmentation of
+the original). Per codec × scale × target the set gets an FID-style distance and a
+dataset-level mIoU (summed confusion matrix). Outputs: ``results.csv`` (one row per image ×
+codec × scale × target), ``summary.json``, ``bpp_vs_*.png`` and ``report.md``.
+
+Learned codecs are :class:`LearnedCodec` objects: ``encode(rgb, target_bpp) -> bytes`` and
+``decode(bytes) -> RGB array or PIL image``. A segmenter is any callable
+``segment(rgb uint8 H×W×3) -> H×W class ids``.
+
+CLI: ``python benchmarks/rate_quality.py --help``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from ..classes import CLASS_NAMES, NUM_CLASSES
+from . import classical
+from . import metrics as M
+
+DEFAULT_TARGETS = (0.025, 0.05, 0.1)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+# metric name → (column, higher is better, axis label)
+PLOT_METRICS = {
+    "miou": ("miou", True, "mIoU (segmenter on decoded vs ground truth)"),
+    "psnr": ("psnr_mean", True, "PSNR [dB]"),
+    "ms_ssim": ("ms_ssim_mean", True, "MS-SSIM"),
+    "lpips_vgg_style": ("lpips_vgg_style_mean", False, "LPIPS-style (HED-VGG16) ↓"),
+    "fid_effnet_style": ("fid_effnet_style", False, "FID-style (EffNet-Lite0, 320-d) ↓"),
+}
+
+CSV_COLUMNS = ("image", "codec", "kind", "scale", "target_bpp", "status", "quality", "bytes", "bpp",
+               "psnr", "ms_ssim", "lpips_vgg_style", "miou", "pixel_acc", "seg_agree_miou",
+               "encode_s", "decode_s")
+
+
+# ----------------------------------------------------------------------------- plug-ins
+
+
+@dataclass
+class LearnedCodec:
+    """A learned codec under test. ``decode`` may return an RGB array or a PIL image."""
+
+    name: str
+    encode: Callable[[np.ndarray, float], bytes]
+    decode: Callable[[bytes], Any]
+
+
+def sqgan_learned(model: str = "sqgan-camvid11", device: str = "auto") -> LearnedCodec:
+    """The project's own codec: ``Codec().encode(img, bpp=t)`` / ``.decode(data)``.
+
+    Raises ImportError (or the codec's own error) while ``sqgan_codec.codec`` is not usable.
+    """
+    from sqgan_codec.codec import Codec
+
+    codec = Codec(model=model, device=device)
+    return LearnedCodec("sqgan", lambda rgb, t: codec.encode(rgb, bpp=t), codec.decode)
+
+
+def resolve_learned(factories: dict[str, Callable[[], LearnedCodec]], names: list[str] | None = None,
+                    log: Callable[[str], None] = print) -> list[LearnedCodec]:
+    """Build the learned codecs; one that cannot be built is skipped with a message."""
+    out = []
+    for name in (list(factories) if names is None else names):
+        if name not in factories:
+            log(f"skipping learned codec {name!r}: unknown (known: {', '.join(factories) or 'none'})")
+            continue
+        try:
+            out.append(factories[name]())
+        except Exception as exc:  # noqa: BLE001  (not written yet, weights missing, ...)
+            log(f"skipping learned codec {name!r}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def resolve_segmenter(spec: str | Callable | None, log: Callable[[str], None] = print) -> Callable | None:
+    """``None``/"none" → no segmentation metrics; a callable is used as is; a string goes to
+    ``sqgan_codec.segmenters.get_segmenter`` ("bundled", "onnx:PATH", ...) and its ``.segment``."""
+    if spec is None or spec == "none":
+        return None
+    if callable(spec):
+        return spec
+    try:
+        from sqgan_codec.segmenters import get_segmenter
+
+        seg = get_segmenter(spec)
+    except Exception as exc:  # noqa: BLE001
+        log(f"skipping segmentation metrics: segmenter {spec!r} unavailable ({type(exc).__name__}: {exc})")
+        return None
+    return getattr(seg, "segment", seg)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def find_images(image_dir: str | Path, label_dir: str | Path | None = "auto",
+                limit: int | None = None) -> list[tuple[Path, Path | None]]:
+    """Sorted (image, label-or-None) pairs. ``label_dir="auto"`` uses a sibling ``<dir>annot``
+    folder (CamVid layout) if there is one; labels are matched by file stem."""
+    image_dir = Path(image_dir)
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"no images in {image_dir}")
+    if label_dir == "auto":
+        sibling = image_dir.parent / (image_dir.name + "annot")
+        label_dir = sibling if sibling.is_dir() else None
+    labels: dict[str, Path] = {}
+    if label_dir is not None:
+        labels = {p.stem: p for p in sorted(Path(label_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if limit:
+        images = images[:limit]
+    return [(p, labels.get(p.stem)) for p in images]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def load_label(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: label maps must be single-channel class ids")
+    return arr.astype(np.uint8)
+
+
+def _as_rgb(decoded: Any) -> np.ndarray:
+    if isinstance(decoded, Image.Image):
+        return np.asarray(decoded.convert("RGB")).copy()
+    arr = np.asarray(decoded)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"decoder returned {arr.dtype} {arr.shape}, expected H×W×3 uint8")
+    return arr
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class BenchConfig:
+    targets: tuple[float, ...] = DEFAULT_TARGETS
+    codecs: tuple[str, ...] = classical.CODECS
+    scales: tuple[int, ...] = classical.SCALES
+    lpips: bool = True
+    lpips_scale: int = 2  # LPIPS-style on 2×2 area-downsampled images (CPU cost; see metrics)
+    fid: bool = True
+    workers: int = 1  # processes over images (fork); each uses one torch thread
+    threads: int = 1  # torch threads when workers == 1
+
+
+@dataclass
+class _Context:
+    config: BenchConfig
+    pairs: list[tuple[Path, Path | None]]
+    learned: list[LearnedCodec]
+    segment: Callable | None
+    lpips: M.LpipsVggStyle | None
+    fid: M.EffnetFeatures | None
+
+
+_CTX: _Context | None = None  # set in the parent before workers fork
+
+
+@dataclass
+class _ImageOutcome:
+    rows: list[dict]
+    cms: dict[tuple, np.ndarray] = field(default_factory=dict)
+    feats: dict[tuple, np.ndarray] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _image_metrics(ctx: _Context, ref: np.ndarray, dec: np.ndarray, ref_feats, gt, ref_pred, row: dict,
+                   key: tuple, out: _ImageOutcome) -> None:
+    row["psnr"] = M.psnr(ref, dec)
+    row["ms_ssim"] = M.ms_ssim(ref, dec)
+    if ctx.lpips is not None:
+        row["lpips_vgg_style"] = ctx.lpips.distance_from_features(ref_feats, ctx.lpips.features(dec))
+    if ctx.fid is not None:
+        out.feats[key] = ctx.fid(dec)
+    if ctx.segment is not None:
+        pred = np.asarray(ctx.segment(dec))
+        agree = M.confusion_matrix(ref_pred, pred)
+        row["seg_agree_miou"] = M.miou(agree)
+        if gt is not None:
+            cm = M.confusion_matrix(gt, pred)
+            out.cms[key] = cm
+            row["miou"], row["pixel_acc"] = M.miou(cm), M.pixel_accuracy(cm)
+
+
+def _evaluate_image(index: int) -> _ImageOutcome:
+    ctx = _CTX
+    assert ctx is not None
+    cfg = ctx.config
+    path, label_path = ctx.pairs[index]
+    ref = load_rgb(path)
+    gt = load_label(label_path) if label_path is not None else None
+    if gt is not None and gt.shape != ref.shape[:2]:
+        raise ValueError(f"{label_path}: size {gt.shape} differs from image {ref.shape[:2]}")
+    out = _ImageOutcome(rows=[])
+    cpu0 = time.process_time()
+    t_metrics = 0.0
+    t0 = time.perf_counter()
+    ref_feats = ctx.lpips.features(ref) if ctx.lpips is not None else None
+    ref_pred = None
+    base = {"image": path.name, "codec": "original", "kind": "original", "scale": 1, "target_bpp": None,
+            "status": "ok"}
+    if ctx.fid is not None:
+        out.feats[("original", 1, None)] = ctx.fid(ref)
+    if ctx.segment is not None:
+        ref_pred = np.asarray(ctx.segment(ref))
+        if ref_pred.shape != ref.shape[:2]:
+            raise ValueError(f"segmenter returned {ref_pred.shape} for a {ref.shape[:2]} image")
+        if gt is not None:
+            cm = M.confusion_matrix(gt, ref_pred)
+            out.cms[("original", 1, None)] = cm
+            base["miou"], base["pixel_acc"] = M.miou(cm), M.pixel_accuracy(cm)
+    out.rows.append(base)
+    t_metrics += time.perf_counter() - t0
+
+    t_coding = 0.0
+    for codec in cfg.codecs:
+        for scale in cfg.scales:
+            t0 = time.perf_counter()
+            try:
+                results = classical.code_at_bpps(ref, codec, scale, cfg.targets)
+                error = None
+            except Exception as exc:  # noqa: BLE001  (one codec failing must not stop the run)
+                results, error = {float(t): None for t in cfg.targets}, f"error: {type(exc).__name__}: {exc}"
+            t_coding += time.perf_counter() - t0
+            seen: dict[bytes, tuple[dict, tuple]] = {}
+            for target, res in results.items():
+                row = {"image": path.name, "codec": codec, "kind": "classical", "scale": scale,
+                       "target_bpp": target}
+                key = (codec, scale, target)
+                if res is None:
+                    row["status"] = error or "unreachable"
+                    out.rows.append(row)
+                    continue
+                row.update(status="ok", quality=res.quality, bytes=res.nbytes, bpp=res.bpp,
+                           encode_s=res.encode_s, decode_s=res.decode_s)
+                t0 = time.perf_counter()
+                if res.data in seen:  # same file for two targets: reuse its metrics
+                    prev_row, prev_key = seen[res.data]
+                    for k in ("psnr", "ms_ssim", "lpips_vgg_style", "miou", "pixel_acc", "seg_agree_miou"):
+                        if k in prev_row:
+                            row[k] = prev_row[k]
+                    for d in (out.cms, out.feats):
+                        if prev_key in d:
+                            d[key] = d[prev_key]
+                else:
+                    _image_metrics(ctx, ref, res.rgb, ref_feats, gt, ref_pred, row, key, out)
+                    seen[res.data] = (row, key)
+                t_metrics += time.perf_counter() - t0
+                out.rows.append(row)
+
+    t_learned = 0.0
+    h, w = ref.shape[:2]
+    for lc in ctx.learned:
+        for target in cfg.targets:
+            row = {"image": path.name, "codec": lc.name, "kind": "learned", "scale": 1, "target_bpp": float(target)}
+            key = (lc.name, 1, float(target))
+            try:
+                t0 = time.perf_counter()
+                data = bytes(lc.encode(ref, float(target)))
+                t1 = time.perf_counter()
+                dec = _as_rgb(lc.decode(data))
+                t2 = time.perf_counter()
+                t_learned += t2 - t0
+                if dec.shape != ref.shape:
+                    raise ValueError(f"decoded size {dec.shape} differs from input {ref.shape}")
+                row.update(status="ok", bytes=len(data), bpp=len(data) * 8 / (w * h), encode_s=t1 - t0,
+                           decode_s=t2 - t1)
+                t0 = time.perf_counter()
+                _image_metrics(ctx, ref, dec, ref_feats, gt, ref_pred, row, key, out)
+                t_metrics += time.perf_counter() - t0
+            except Exception as exc:  # noqa: BLE001
+                row["status"] = f"error: {type(exc).__name__}: {exc}"
+            out.rows.append(row)
+    out.timing = {"classical_coding_s": t_coding, "metrics_s": t_metrics, "learned_coding_s": t_learned,
+                  "cpu_s": time.process_time() - cpu0}
+    return out
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass
+class BenchResult:
+    rows: list[dict]
+    summary: dict
+
+
+def run_benchmark(pairs: list[tuple[Path, Path | None]], config: BenchConfig | None = None,
+                  learned: list[LearnedCodec] | None = None, segment: Callable | None = None,
+                  log: Callable[[str], None] = print, notes: list[str] | None = None) -> BenchResult:
+    """Evaluate every codec on every (image, label) pair; see the module docstring.
+
+    ``notes``: messages already logged by the caller (skipped plug-ins), kept in the summary.
+    """
+    global _CTX
+    import torch
+
+    cfg = config or BenchConfig()
+    skipped: list[str] = list(notes or [])
+
+    def note(msg: str) -> None:
+        skipped.append(msg)
+        log(msg)
+
+    torch.set_num_threads(1 if cfg.workers > 1 else max(1, cfg.threads))
+    avail = classical.available_codecs()
+    codecs = []
+    for c in cfg.codecs:
+        if c not in avail:
+            note(f"skipping classical codec {c!r}: unknown (known: {', '.join(classical.CODECS)})")
+        elif avail[c]:
+            note(f"skipping classical codec {c!r}: {avail[c]}")
+        else:
+            codecs.append(c)
+    cfg = BenchConfig(**{**asdict(cfg), "codecs": tuple(codecs),
+                         "targets": tuple(sorted(float(t) for t in cfg.targets))})
+    lp = fid = None
+    if cfg.lpips:
+        try:
+            lp = M.LpipsVggStyle(scale=cfg.lpips_scale)
+        except (M.MetricUnavailable, ImportError) as exc:
+            note(f"skipping lpips_vgg_style: {exc}")
+    if cfg.fid:
+        try:
+            fid = M.EffnetFeatures()
+        except (M.MetricUnavailable, ImportError) as exc:
+            note(f"skipping fid_effnet_style: {exc}")
+    if segment is None:
+        note("no segmenter: mIoU columns are empty")
+    elif not any(lab is not None for _, lab in pairs):
+        note("no ground-truth labels: only seg_agree_miou (decoded vs original segmentation) is reported")
+    _CTX = _Context(cfg, list(pairs), list(learned or []), segment, lp, fid)
+
+    outcomes: list[_ImageOutcome] = []
+    start = time.perf_counter()
+    n = len(pairs)
+
+    def progress(i: int, o: _ImageOutcome) -> None:
+        el = time.perf_counter() - start
+        t = o.timing
+        log(f"[{i + 1}/{n}] {pairs[i][0].name}: coding {t['classical_coding_s']:.1f}s, "
+            f"metrics {t['metrics_s']:.1f}s, learned {t['learned_coding_s']:.1f}s; "
+            f"elapsed {el / 60:.1f} min, eta {el / (i + 1) * (n - i - 1) / 60:.1f} min")
+
+    try:
+        if cfg.workers > 1 and n > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(min(cfg.workers, n), initializer=_init_worker) as pool:
+                for i, o in enumerate(pool.imap(_evaluate_image, range(n))):
+                    outcomes.append(o)
+                    progress(i, o)
+        else:
+            for i in range(n):
+                outcomes.append(_evaluate_image(i))
+                progress(i, outcomes[-1])
+    finally:
+        _CTX = None
+    wall = time.perf_counter() - start
+    rows = [r for o in outcomes for r in o.rows]
+    summary = summarise(outcomes, cfg, [lc.name for lc in (learned or [])], n, wall)
+    summary["skipped"] = skipped
+    summary["segmenter"] = None if segment is None else getattr(segment, "__qualname__", repr(segment))
+    if lp is not None:
+        summary["lpips_vgg_style_sources"] = lp.sources
+    return BenchResult(rows, summary)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def summarise(outcomes: list[_ImageOutcome], cfg: BenchConfig, learned: list[str], n_images: int,
+              wall_s: float) -> dict:
+    groups: dict[tuple, dict] = {}
+    orig_feats = [o.feats[("original", 1, None)] for o in outcomes if ("original", 1, None) in o.feats]
+    for o in outcomes:
+        for r in o.rows:
+            key = (r["codec"], r["scale"], r["target_bpp"])
+            g = groups.setdefault(key, {"kind": r["kind"], "rows": [], "cm": None, "feats": []})
+            g["rows"].append(r)
+        for key, cm in o.cms.items():
+            g = groups[key]
+            g["cm"] = cm.copy() if g["cm"] is None else g["cm"] + cm
+        for key, f in o.feats.items():
+            groups[key]["feats"].append(f)
+
+    out_groups = []
+    original = None
+    for (codec, scale, target), g in groups.items():
+        ok = [r for r in g["rows"] if r.get("status") == "ok"]
+        entry: dict[str, Any] = {"codec": codec, "kind": g["kind"], "scale": scale, "target_bpp": target,
+                                 "n_images": len(g["rows"]), "n_coded": len(ok),
+                                 "coverage": len(ok) / max(1, len(g["rows"]))}
+        if g["cm"] is not None:
+            iou = M.iou_from_confusion(g["cm"])
+            entry["miou"] = M.miou(g["cm"])
+            entry["pixel_acc"] = M.pixel_accuracy(g["cm"])
+            entry["per_class_iou"] = {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, iou)}
+        if codec == "original":
+            original = entry
+            continue
+        for col in ("bpp", "psnr", "ms_ssim", "lpips_vgg_style", "seg_agree_miou", "encode_s", "decode_s"):
+            entry[f"{col}_mean"] = _mean(r.get(col) for r in ok)
+        entry["bpp_max"] = max((r["bpp"] for r in ok), default=None)
+        if target is not None:
+            entry["n_over_target"] = sum(1 for r in ok if r["bpp"] > target + 1e-12)
+        if g["feats"] and len(orig_feats) >= 2:
+            entry["fid_effnet_style"] = M.frechet_distance(np.stack(g["feats"]), np.stack(orig_feats))
+        errors = sorted({r["status"] for r in g["rows"] if r.get("status", "ok").startswith("error")})
+        if errors:
+            entry["errors"] = errors[:5]
+        out_groups.append(entry)
+
+    times = {k: [o.timing[k] for o in outcomes]
+             for k in ("classical_coding_s", "metrics_s", "learned_coding_s", "cpu_s")}
+    return {
+        "n_images": n_images,
+        "config": asdict(cfg) | {"learned": learned},
+        "versions": classical.codec_versions(),
+        "original": original,
+        "groups": out_groups,
+        "timing": {
+            "wall_s": wall_s,
+            "wall_s_per_image": wall_s / max(1, n_images),
+            **{f"{k}_per_image": float(np.mean(v)) if v else None for k, v in times.items()},
+            "note": ("*_s_per_image: wall seconds per image inside one single-threaded worker; cpu_s_per_image: "
+                     "that worker's CPU time (less sensitive to other load on the machine)"),
+        },
+        "metric_notes": {
+            "psnr": "RGB, peak 255, mean over images",
+            "ms_ssim": "own implementation, RGB channel mean, 5 scales, standard weights; see metrics.py",
+            "lpips_vgg_style": ("LPIPS-v0.1 linear heads on HED (BSDS500-fine-tuned) VGG16 features, "
+                                f"images {cfg.lpips_scale}x area-downsampled; NOT comparable to published LPIPS"),
+            "fid_effnet_style": ("Frechet distance of 320-d pooled EfficientNet-Lite0 stride-32 features, decoded "
+                                 "set vs all originals; NOT comparable to published FID; few samples (<320) "
+                                 "make it biased: compare only within one image set"),
+            "miou": "dataset-level (summed confusion), 11 CamVid classes, void ignored",
+            "coverage": "share of images where the codec reached the target; means are over those images",
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "inf" if v > 0 else ("" if math.isnan(v) else "-inf")
+        return f"{v:.6g}"
+    return "" if v is None else v
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in CSV_COLUMNS})
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def write_json(summary: dict, path: Path) -> None:
+    path.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+
+
+def curves(summary: dict, metric: str, all_scales: bool = False) -> dict[str, list[tuple[float, float, int]]]:
+    """Label → [(mean bpp, value, scale)] over targets. Only groups that reached the target on
+    every image count. Default: per codec and target, the scale best in ``metric``."""
+    col, higher, _ = PLOT_METRICS[metric]
+    by_label: dict[str, dict[float, tuple[float, float, int]]] = {}
+    for g in summary["groups"]:
+        v = g.get(col)
+        if v is None or g["coverage"] < 1 or g.get("bpp_mean") is None or not math.isfinite(v):
+            continue
+        label = f"{g['codec']} 1/{g['scale']}" if all_scales and g["kind"] == "classical" else g["codec"]
+        point = (g["bpp_mean"], v, g["scale"])
+        cur = by_label.setdefault(label, {}).get(g["target_bpp"])
+        if cur is None or (v > cur[1] if higher else v < cur[1]):
+            by_label[label][g["target_bpp"]] = point
+    return {k: [pts[t] for t in sorted(pts)] for k, pts in sorted(by_label.items())}
+
+
+def write_plots(summary: dict, out_dir: Path, all_scales: bool = False) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric, (col, _higher, ylabel) in PLOT_METRICS.items():
+        cs = curves(summary, metric, all_scales)
+        if not cs:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for label, pts in cs.items():
+            style = "-o" if label.split()[0] in classical.CODECS else "-s"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label,
+                    lw=2.2 if style == "-s" else 1.3, ms=4)
+            if not all_scales:
+                for x, y, s in pts:
+                    if s != 1:
+                        ax.annotate(f"1/{s}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        if metric == "miou" and summary.get("original", {}) and summary["original"].get("miou") is not None:
+            ax.axhline(summary["original"]["miou"], color="k", ls="--", lw=1, label="original images")
+        for t in summary["config"]["targets"]:
+            ax.axvline(t, color="0.85", lw=0.8, zorder=0)
+        ax.set_xlabel("bits per pixel (mean over images)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel.split(' (')[0]} vs rate, {summary['n_images']} images"
+                     + ("" if all_scales else " (best scale per codec)"), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out_dir / f"bpp_vs_{metric}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _cell(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/quality benchmark") -> str:
+    """A markdown section: per target, each codec at its best scale (by mIoU, else MS-SSIM)."""
+    has_miou = any(g.get("miou") is not None for g in summary["groups"])
+    rank_col, rank_name = ("miou", "mIoU") if has_miou else ("ms_ssim_mean", "MS-SSIM")
+    lines = [f"## {title}", ""]
+    cfg = summary["config"]
+    lines.append(f"{summary['n_images']} images; targets {', '.join(str(t) for t in cfg['targets'])} bpp; "
+                 f"classical codecs at scales {', '.join('1/' + str(s) for s in cfg['scales'])} "
+                 f"(Lanczos down, bicubic up); learned: {', '.join(cfg['learned']) or 'none'}.")
+    orig = summary.get("original") or {}
+    if orig.get("miou") is not None:
+        lines.append(f"Segmenter mIoU on the original images: **{orig['miou']:.3f}** "
+                     f"(pixel accuracy {orig['pixel_acc']:.3f}).")
+    lines.append("")
+    for t in cfg["targets"]:
+        lines += [f"### ≤ {t} bpp", "",
+                  f"| codec | scale | bpp | PSNR | MS-SSIM | LPIPS-style ↓ | FID-style ↓ | mIoU | coverage |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        best: dict[str, dict] = {}
+        for g in summary["groups"]:
+            if g["target_bpp"] != t:
+                continue
+            cur = best.get(g["codec"])
+            key = (g["coverage"] >= 1, g.get(rank_col) if g.get(rank_col) is not None else -1)
+            if cur is None or key > (cur["coverage"] >= 1, cur.get(rank_col) if cur.get(rank_col) is not None else -1):
+                best[g["codec"]] = g
+        for g in sorted(best.values(), key=lambda g: (g["kind"] != "learned", g["codec"])):
+            name = f"**{g['codec']}**" if g["kind"] == "learned" else g["codec"]
+            cov = f"{g['n_coded']}/{g['n_images']}"
+            if g.get("n_over_target"):
+                cov += f" ({g['n_over_target']} over target)"
+            lines.append(f"| {name} | 1/{g['scale']} | {_cell(g.get('bpp_mean'), 4)} | {_cell(g.get('psnr_mean'), 2)} "
+                         f"| {_cell(g.get('ms_ssim_mean'), 4)} | {_cell(g.get('lpips_vgg_style_mean'), 4)} "
+                         f"| {_cell(g.get('fid_effnet_style'), 2)} | {_cell(g.get('miou'), 3)} | {cov} |")
+        lines.append("")
+    lines.append(f"Best scale per codec chosen by {rank_name} among scales that reached the target on every "
+                 "image; coverage counts images where the codec could get at or below the target at all "
+                 "(means are over those). Every codec × scale is in `summary.json` and `results.csv`.")
+    lines.append("")
+    notes = summary["metric_notes"]
+    lines.append(f"*LPIPS-style*: {notes['lpips_vgg_style']}. *FID-style*: {notes['fid_effnet_style']}.")
+    lines.append("")
+    for p in plots or []:
+        lines.append(f"![{p.stem}]({p.name})")
+    tm = summary["timing"]
+    lines += ["", f"Run time {tm['wall_s'] / 60:.1f} min ({tm['wall_s_per_image']:.1f} s/image wall); per image "
+              f"{_cell(tm.get('classical_coding_s_per_image'), 1)} s classical coding, "
+              f"{_cell(tm.get('metrics_s_per_image'), 1)} s metrics, "
+              f"{_cell(tm.get('learned_coding_s_per_image'), 1)} s learned coding, "
+              f"{_cell(tm.get('cpu_s_per_image'), 1)} CPU-s in all (one thread per worker).", ""]
+    if summary.get("skipped"):
+        lines += ["Skipped: " + "; ".join(summary["skipped"]), ""]
+    return "\n".join(lines)
+
+
+def write_all(result: BenchResult, out_dir: str | Path, all_scales: bool = False) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(result.rows, out / "results.csv")
+    write_json(result.summary, out / "summary.json")
+    plots = write_plots(result.summary, out, all_scales)
+    (out / "report.md").write_text(markdown(result.summary, plots))
+    return {"csv": out / "results.csv", "json": out / "summary.json", "markdown": out / "report.md",
+            **{p.stem: p for p in plots}}
+
+
+def default_workers() -> int:
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def eprint(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

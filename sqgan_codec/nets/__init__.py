@@ -1,0 +1,1 @@
+"""Neural networks of the codec. Nothing here imports training code."""

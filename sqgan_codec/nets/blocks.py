@@ -1,0 +1,61 @@
+"""Small building blocks: residual convs, SPADE normalisation, semantic-map helpers."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def one_hot_map(semantic_map: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """N×H×W class ids → N×C×H×W float one-hot; ids ≥ num_classes (void) become all-zero."""
+    valid = semantic_map < num_classes
+    oh = F.one_hot(semantic_map.clamp(max=num_classes - 1).long(), num_classes)
+    return (oh * valid.unsqueeze(-1)).permute(0, 3, 1, 2).float()
+
+
+def class_proportions(onehot: torch.Tensor, stride: int) -> torch.Tensor:
+    """Share of each class in every stride×stride cell (the SSM as seen at a coarser scale)."""
+    return F.avg_pool2d(onehot, stride) if stride > 1 else onehot
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int | None = None):
+        super().__init__()
+        cout = cout or cin
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(cout, cout, 3, 1, 1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.skip(x) + self.body(x), 0.2)
+
+
+class SPADE(nn.Module):
+    """Param-free normalisation modulated per pixel by the semantic map (Park et al. 2019)."""
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int = 32):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        # class proportions are smooth already: a 1x1 conv is enough and cheap at high resolution
+        self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, 1), nn.ReLU(inplace=True))
+        self.gamma_beta = nn.Conv2d(hidden, 2 * channels, 1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.gamma_beta(self.shared(cond)).chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class SPADEResBlock(nn.Module):
+    """Residual block with one SPADE norm (the second norm of SPADE's block is dropped for CPU cost)."""
+
+    def __init__(self, cin: int, cout: int, cond_channels: int, hidden: int = 32):
+        super().__init__()
+        self.norm = SPADE(cin, cond_channels, hidden)
+        self.conv0 = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.conv1 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        y = self.conv0(F.leaky_relu(self.norm(x, cond), 0.2))
+        y = self.conv1(F.leaky_relu(y, 0.2))
+        return self.skip(x) + y

@@ -1,0 +1,125 @@
+"""Weights registry: ``weights/registry.json`` maps a model name to its file, sha256 and config.
+
+Models are named, never numbered by position: each entry carries a stable ``id`` that the
+bitstream stores next to the first bytes of the weights' SHA-256, so a file is only decoded
+by exactly the weights that made it. Loading verifies the hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelMismatchError
+
+WEIGHTS_ENV = "SQGAN_WEIGHTS_DIR"
+
+
+def weights_dir() -> Path:
+    """Where the registry lives: $SQGAN_WEIGHTS_DIR, the installed package data, or the source tree."""
+    if os.environ.get(WEIGHTS_ENV):
+        return Path(os.environ[WEIGHTS_ENV])
+    try:
+        from importlib.resources import files
+
+        installed = Path(str(files("sqgan_codec._weights")))
+        if (installed / "registry.json").is_file():
+            return installed
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    id: int
+    kind: str  # "sqgan" or "segmenter"
+    file: str
+    sha256: str
+    config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.file
+
+    @property
+    def hash_prefix(self) -> bytes:
+        return bytes.fromhex(self.sha256)[:4]
+
+
+@lru_cache(maxsize=None)
+def _registry(directory: str) -> dict[str, Any]:
+    path = Path(directory) / "registry.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelMismatchError(f"no model registry at {path}") from None
+
+
+def entries() -> dict[str, ModelEntry]:
+    reg = _registry(str(weights_dir()))
+    return {name: ModelEntry(name=name, **spec) for name, spec in reg["models"].items()}
+
+
+def default_name(kind: str) -> str:
+    return _registry(str(weights_dir()))["defaults"][kind]
+
+
+def get(name: str) -> ModelEntry:
+    try:
+        return entries()[name]
+    except KeyError:
+        raise ModelMismatchError(f"unknown model {name!r}; known: {', '.join(entries())}") from None
+
+
+def find_by_id(model_id: int, hash_prefix: bytes) -> ModelEntry:
+    """The entry a bitstream names, checked against the weights' hash prefix."""
+    for entry in entries().values():
+        if entry.id == model_id:
+            if entry.hash_prefix != hash_prefix:
+                raise ModelMismatchError(
+                    f"stream was made with other weights for model {entry.name!r} "
+                    f"(hash {hash_prefix.hex()}, installed {entry.hash_prefix.hex()})")
+            return entry
+    raise ModelMismatchError(f"stream needs model id {model_id}, which this installation does not have")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _verified(path: str, sha256: str, mtime_ns: int) -> None:
+    actual = file_sha256(Path(path))
+    if actual != sha256:
+        raise ModelMismatchError(f"weights file {path} is damaged or replaced (sha256 {actual[:12]}…, "
+                                 f"registry says {sha256[:12]}…)")
+
+
+def load_state(entry: ModelEntry) -> tuple[dict[str, Any], dict[str, str]]:
+    """Verified tensors and metadata of a registry entry (tensors as float32 where floating)."""
+    from safetensors import safe_open
+    import torch
+
+    path = entry.path
+    if not path.is_file():
+        raise ModelMismatchError(f"weights file for {entry.name!r} is missing: {path}")
+    _verified(str(path), entry.sha256, path.stat().st_mtime_ns)
+    tensors = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            t = f.get_tensor(key)
+            tensors[key] = t.float() if t.is_floating_point() else t
+    del torch
+    return tensors, meta

@@ -1,0 +1,1 @@
+"""Training code. Imports the inference modules; nothing in the codec imports this package."""

@@ -1,0 +1,27 @@
+"""Training entry point: ``python -m sqgan_codec.train {segmenter,ssm,image,joint,export} ...``."""
+from __future__ import annotations
+
+import argparse
+
+from . import export, segmenter, sqgan
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sqgan_codec.train")
+    sub = parser.add_subparsers(dest="command", required=True)
+    segmenter.add_arguments(sub.add_parser("segmenter", help="train the bundled segmenter"))
+    sqgan.add_arguments(sub.add_parser("joint", help="train G_s and G_x (SQ-GAN)"))
+    export.add_arguments(sub)
+    args = parser.parse_args(argv)
+    if args.command == "segmenter":
+        segmenter.run(args)
+    elif args.command == "joint":
+        sqgan.run(args)
+    elif args.command == "export-segmenter":
+        export.export_segmenter(args)
+    elif args.command == "export-sqgan":
+        export.export_sqgan(args)
+
+
+if __name__ == "__main__":
+    main()

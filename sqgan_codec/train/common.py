@@ -1,0 +1,75 @@
+"""Shared training plumbing: time budget, atomic checkpoints, schedules, logging."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def cosine_lr(base: float, progress: float, warmup: float = 0.02, floor: float = 0.02) -> float:
+    """Learning rate at a fraction of the time budget: linear warm-up, then cosine to base*floor."""
+    if progress < warmup:
+        return base * max(progress / warmup, 0.05)
+    p = min(1.0, (progress - warmup) / (1 - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class Budget:
+    """Wall-clock training budget that survives resumes (elapsed time is checkpointed)."""
+
+    def __init__(self, minutes: float, already: float = 0.0):
+        self.total = minutes * 60.0
+        self.already = already
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.elapsed / self.total) if self.total > 0 else 1.0
+
+    def done(self) -> bool:
+        return self.elapsed >= self.total
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT so a loop can checkpoint and exit cleanly (resume picks it up)."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.stop = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, *_: object) -> None:
+        self.stop = True
+
+
+class JsonlLog:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **record) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()

@@ -1,0 +1,161 @@
+"""Turn training checkpoints into shipped inference weights (fp16 safetensors) + registry entries.
+
+    python -m sqgan_codec.train export-segmenter --checkpoint runs/segmenter/last.pt
+    python -m sqgan_codec.train export-sqgan --checkpoint runs/sqgan/last.pt --data ../shared/data/camvid
+
+The SQ-GAN export also measures the integer entropy tables (CompressAI's ``update()``): token
+statistics of the trained model on training images, over the whole range of keep ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES, VOID
+from ..codec import class_context, keep_pair
+from ..nets.blocks import one_hot_map
+from ..nets.samm import top_k_mask
+from ..nets.sqgan import SQGAN, SQGANConfig
+from ..registry import file_sha256, weights_dir
+from .data import load_splits
+
+SEGMENTER_NAME = "segmenter-camvid11-lite0"
+SQGAN_NAME = "sqgan-camvid11"
+MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2}  # stable ids: never reuse a number
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-segmenter", help="ship the segmenter checkpoint")
+    p.add_argument("--checkpoint", default="runs/segmenter/last.pt")
+    p.add_argument("--weights", default=None, help="weights folder (default: the registry's)")
+    p = sub.add_parser("export-sqgan", help="ship the SQ-GAN checkpoint with entropy tables")
+    p.add_argument("--checkpoint", default="runs/sqgan/last.pt")
+    p.add_argument("--data", required=True)
+    p.add_argument("--images", type=int, default=120, help="training images for the statistics")
+    p.add_argument("--weights", default=None)
+
+
+def _provenance(state: dict) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"steps": state.get("step"), "train_minutes": round(state.get("elapsed", 0) / 60, 1),
+            "args": state.get("args"), "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "hardware": f"{platform.machine()} CPU, torch {torch.__version__}", "code_commit": commit,
+            "data": "CamVid (SegNet 11-class, 480x360) train+val; non-commercial research use"}
+
+
+def _write(out_dir: Path, name: str, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, str],
+           config: dict, description: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    reg_path = out_dir / "registry.json"
+    reg = json.loads(reg_path.read_text()) if reg_path.exists() else {"defaults": {}, "models": {}}
+    reg["models"][name] = {"id": MODEL_IDS[name], "kind": kind, "file": path.name,
+                           "sha256": file_sha256(path), "config": config, "description": description}
+    reg["defaults"][kind] = reg["defaults"].get(kind, name)
+    reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), registry updated")
+    return path
+
+
+def _fp16(state: dict[str, torch.Tensor], drop: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if any(d in k for d in drop) or k.endswith("num_batches_tracked"):
+            continue
+        out[k] = v.half() if v.is_floating_point() else v
+    return out
+
+
+def export_segmenter(args: argparse.Namespace) -> Path:
+    state = torch.load(args.checkpoint, map_location="cpu")
+    config = {"num_classes": NUM_CLASSES, "input": "RGB 0..255, padded to a multiple of 32"}
+    meta = {"config": json.dumps(config), "classes": json.dumps(CLASS_NAMES), "class_set": CLASS_SET_ID,
+            "normalisation": "(x - 127) / 128", "provenance": json.dumps(_provenance(state))}
+    return _write(Path(args.weights) if args.weights else weights_dir(), SEGMENTER_NAME, "segmenter",
+                  _fp16(state["model"]), meta, config,
+                  "EfficientNet-Lite0 (ImageNet init) + FPN head, trained on CamVid train+val")
+
+
+@torch.no_grad()
+def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Integer token statistics of ``model`` over images, each at a random rate knob."""
+    rng = np.random.default_rng(seed)
+    cfg = model.config
+    ssm_mask = np.zeros((1, 4, 2), np.int64)
+    ssm_index = np.zeros((1, cfg.ssm_codes), np.int64)
+    img_mask = np.zeros((NUM_CLASSES + 1, 4, 2), np.int64)
+    img_index = np.zeros((NUM_CLASSES + 1, cfg.image_codes), np.int64)
+    code_votes = np.zeros((cfg.ssm_codes, NUM_CLASSES), np.int64)
+    records = []
+    s = cfg.latent_stride
+    for img, lab in zip(images, labels):
+        h, w = img.shape[:2]
+        gh, gw = -(-h // s), -(-w // s)
+        img = np.pad(img, ((0, gh * s - h), (0, gw * s - w), (0, 0)), mode="edge")
+        lab = np.pad(lab, ((0, gh * s - h), (0, gw * s - w)), mode="edge")
+        rgb = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+        onehot = one_hot_map(torch.from_numpy(lab)[None].long(), NUM_CLASSES)
+        lat_s, _, scores_s, _ = model.ssm.encode(onehot, 1.0)
+        idx_s = model.ssm.quantizer.codes_to_indices(lat_s)[0].numpy()
+        lat_x, _, scores_x = model.image.encode(rgb, onehot, 1.0)
+        idx_x = model.image.quantizer.codes_to_indices(lat_x)[0].numpy()
+        # majority ground-truth class of each cell votes for the class of its semantic-map code
+        cells = lab.reshape(gh, s, gw, s).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
+        for y in range(gh):
+            for x in range(gw):
+                counts = np.bincount(cells[y, x], minlength=VOID + 1)[:NUM_CLASSES]
+                if counts.sum():
+                    code_votes[idx_s[y, x], counts.argmax()] += 1
+        records.append((scores_s, idx_s, scores_x, idx_x, rng.random()))
+    code_class = code_votes.argmax(1)
+    for scores_s, idx_s, scores_x, idx_x, q in records:
+        keep_s_ratio, keep_x_ratio = keep_pair(q)
+        keep_s = top_k_mask(scores_s, keep_s_ratio)[0, 0].numpy()
+        keep_x = top_k_mask(scores_x, keep_x_ratio)[0, 0].numpy()
+        ctx = class_context(keep_s, idx_s, code_class)
+        for keep, idx, ctx_grid, mask_t, index_t in ((keep_s, idx_s, np.zeros_like(ctx), ssm_mask, ssm_index),
+                                                     (keep_x, idx_x, ctx, img_mask, img_index)):
+            bits = keep.astype(np.int64)
+            left = np.pad(bits, ((0, 0), (1, 0)))[:, :-1]
+            above = np.pad(bits, ((1, 0), (0, 0)))[:-1]
+            np.add.at(mask_t, (ctx_grid, left + 2 * above, bits), 1)
+            np.add.at(index_t, (ctx_grid[keep], idx[keep]), 1)
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int32))  # noqa: E731
+    return {"entropy.ssm.mask_counts": as_t(ssm_mask), "entropy.ssm.index_counts": as_t(ssm_index),
+            "entropy.image.mask_counts": as_t(img_mask), "entropy.image.index_counts": as_t(img_index),
+            "entropy.ssm.code_class": as_t(code_class)}
+
+
+def export_sqgan(args: argparse.Namespace) -> Path:
+    state = torch.load(args.checkpoint, map_location="cpu")
+    config = SQGANConfig.from_dict(state.get("config", {}))
+    model = SQGAN(config)
+    model.load_state_dict(state["model"])
+    model.eval()
+    # statistics with the fp16-rounded weights the codec will actually run
+    shipped = _fp16(model.state_dict(), drop=(".ema_",))
+    model.load_state_dict({k: v.float() for k, v in shipped.items()}, strict=False)
+    images, labels = load_splits(args.data, ["train"])
+    pick = np.random.default_rng(0).permutation(len(images))[: args.images]
+    tables = entropy_tables(model, images[pick], labels[pick])
+    meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
+            "class_set": CLASS_SET_ID, "provenance": json.dumps(_provenance(state)),
+            "entropy_tables": f"counts over {len(pick)} CamVid train images at random keep ratios"}
+    return _write(Path(args.weights) if args.weights else weights_dir(), SQGAN_NAME, "sqgan",
+                  {**shipped, **tables}, meta, config.to_dict(),
+                  "SQ-GAN for CamVid's 11 classes: G_s + G_x with SAMM, CPU-sized")

@@ -1,0 +1,49 @@
+"""Losses: class-weighted L1, perceptual distance on EfficientNet-Lite features."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..classes import CLASS_RELEVANCE, NUM_CLASSES
+from ..nets.efficientnet_lite import EfficientNetLite
+
+
+def relevance_pixel_weights(labels: torch.Tensor, strength: float = 2.0) -> torch.Tensor:
+    """Per-pixel weight 1 + strength × relevance of the pixel's class (void: 1)."""
+    rel = torch.tensor(list(CLASS_RELEVANCE) + [0.0], device=labels.device)
+    return 1.0 + strength * rel[labels.long().clamp(max=NUM_CLASSES)]
+
+
+def weighted_l1(recon: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return ((recon - target).abs().mean(1) * weights).sum() / weights.sum()
+
+
+class PerceptualLoss(nn.Module):
+    """L1 between frozen ImageNet EfficientNet-Lite0 features at strides 4, 8 and 16."""
+
+    def __init__(self, trunk_state: dict[str, torch.Tensor]):
+        super().__init__()
+        trunk = EfficientNetLite()
+        trunk.load_state_dict(trunk_state)
+        self.stem = nn.Sequential(trunk.conv_stem, trunk.bn0, nn.ReLU6())
+        self.blocks = trunk.blocks[: trunk.taps[4] + 1]
+        self.taps = {trunk.taps[1], trunk.taps[2], trunk.taps[4]}
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        return super().train(False)  # frozen BN statistics, always
+
+    def features(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(rgb)  # [-1, 1] is the trunk's own input range ((x·255 − 127)/128)
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ref = self.features(target)
+        return sum(F.l1_loss(a, b) for a, b in zip(self.features(recon), ref))

@@ -1,0 +1,201 @@
+"""End-to-end tests of the real codec with the shipped weights (weights/registry.json)."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sqgan_codec import bitstream
+from sqgan_codec.codec import Codec
+from sqgan_codec.errors import BitstreamError, ModelMismatchError, SqganError
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
+needs_camvid = pytest.mark.skipif(not (CAMVID / "test").is_dir(), reason="CamVid not beside the repo")
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def street() -> np.ndarray:
+    if not (CAMVID / "test").is_dir():
+        pytest.skip("CamVid not beside the repo")
+    path = sorted((CAMVID / "test").glob("*.png"))[40]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def street_sqg(codec: Codec, street: np.ndarray) -> bytes:
+    return codec.encode(street, bpp=0.05)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_round_trip_street_scene(codec: Codec, street: np.ndarray, street_sqg: bytes) -> None:
+    h, w = street.shape[:2]
+    assert 8 * len(street_sqg) / (w * h) <= 0.05
+    out = np.asarray(codec.decode(street_sqg))
+    assert out.shape == street.shape
+    # a trained codec beats the best constant image (the mean colour) by a clear margin
+    flat = np.broadcast_to(street.reshape(-1, 3).mean(0).round(), street.shape)
+    assert psnr(out, street) > psnr(flat, street) + 3.0
+
+
+def test_semantics_survive(codec: Codec, street: np.ndarray, street_sqg: bytes) -> None:
+    seg = codec.segmenter
+    original = seg.segment(street)
+    decoded = seg.segment(np.asarray(codec.decode(street_sqg)))
+    assert (original == decoded).mean() > 0.6
+
+
+def test_rate_rises_with_keep(codec: Codec, street: np.ndarray) -> None:
+    sizes = [len(codec.encode(street, keep=k)) for k in (0.0, 0.3, 1.0)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_bpp_targets_are_not_exceeded(codec: Codec, street: np.ndarray) -> None:
+    pixels = street.shape[0] * street.shape[1]
+    smallest = len(codec.encode(street, keep=0.0))
+    for target in (0.02, 0.03):
+        size = len(codec.encode(street, bpp=target))
+        assert size * 8 / pixels <= target or size == smallest
+
+
+def test_layered_decoding(codec: Codec, street_sqg: bytes) -> None:
+    stream = bitstream.unpack(street_sqg)
+    cut = street_sqg[: len(street_sqg) - len(stream.chunks["I"]) - 6]
+    base = codec.decode(street_sqg, layers="base")
+    from_cut = codec.decode(cut)
+    assert base.size == from_cut.size == (480, 360)
+    assert np.array_equal(np.asarray(base), np.asarray(from_cut))
+
+
+@pytest.mark.parametrize("shape,mode", [((1, 1), "RGB"), ((17, 33), "RGB"), ((37, 53), "L"),
+                                        ((70, 20), "RGBA"), ((31, 45), "I;16")])
+def test_any_image_round_trips(codec: Codec, shape: tuple[int, int], mode: str) -> None:
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    if mode == "RGB":
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    elif mode == "L":
+        img = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L")
+    elif mode == "RGBA":
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+    else:
+        img = Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = codec.encode(img, keep=0.5)
+    header = bitstream.read_header(data)
+    assert (header.width, header.height) == (w, h)
+    assert header.alpha_dropped == (mode == "RGBA")
+    out = codec.decode(data)
+    assert out.size == (w, h)
+    assert out.mode == ("L" if mode in ("L", "I;16") else "RGB")
+
+
+def test_tokens_identical_across_thread_counts(codec: Codec, street_sqg: bytes) -> None:
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            _, ssm, _ = codec.decode_semantic_map(street_sqg)
+            results.append((ssm, np.asarray(codec.decode(street_sqg), dtype=np.int16)))
+    finally:
+        torch.set_num_threads(before)
+    (ssm1, px1), (ssm2, px2) = results
+    assert np.array_equal(ssm1, ssm2)
+    assert np.abs(px1 - px2).max() <= 2
+
+
+def test_other_weights_are_refused(codec: Codec, street_sqg: bytes) -> None:
+    stream = bitstream.unpack(street_sqg)
+    import dataclasses
+
+    wrong_hash = dataclasses.replace(stream.header, weights_hash=b"\0\0\0\0")
+    with pytest.raises(ModelMismatchError):
+        codec.decode(bitstream.pack(wrong_hash, list(stream.chunks.items())))
+    wrong_model = dataclasses.replace(stream.header, model_id=99)
+    with pytest.raises(ModelMismatchError):
+        codec.decode(bitstream.pack(wrong_model, list(stream.chunks.items())))
+
+
+def test_fuzzed_streams_fail_cleanly(codec: Codec, street_sqg: bytes) -> None:
+    """Raw damage is caught by the container; payload damage with valid CRCs reaches the
+    entropy decoder and the networks: either way a SqganError or an image, never a crash."""
+    rng = random.Random(1234)
+    data = bytearray(street_sqg)
+    for _ in range(1500):
+        mutated = bytearray(data)
+        op = rng.randrange(3)
+        pos = rng.randrange(len(mutated))
+        if op == 0:
+            mutated[pos] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            del mutated[pos:pos + rng.randrange(1, 8)]
+        else:
+            mutated[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))
+        try:
+            codec.decode(bytes(mutated))
+        except SqganError:
+            pass
+    stream = bitstream.unpack(street_sqg)
+    decoded = 0
+    for _ in range(40):
+        chunks = dict(stream.chunks)
+        key = rng.choice(sorted(chunks))
+        payload = bytearray(chunks[key])
+        if rng.random() < 0.5 and len(payload) > 1:
+            payload = payload[: rng.randrange(len(payload))]
+        else:
+            payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
+        chunks[key] = bytes(payload)
+        try:
+            image = codec.decode(bitstream.pack(stream.header, list(chunks.items())))
+            assert image.size == (stream.header.width, stream.header.height)
+            decoded += 1
+        except BitstreamError:
+            pass
+    assert decoded >= 0
+
+
+def test_cli_end_to_end(tmp_path: Path, street: np.ndarray) -> None:
+    src = tmp_path / "in" / "sub"
+    src.mkdir(parents=True)
+    Image.fromarray(street).save(src / "a.png")
+    Image.fromarray(street[:100, :150]).convert("L").save(src / "b.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    sqgan = [sys.executable, "-m", "sqgan_codec.cli"]
+    enc = subprocess.run(sqgan + ["encode", str(tmp_path / "in"), "-o", str(tmp_path / "sqg"), "--recursive",
+                                  "--bpp", "0.05", "--json", "--quiet", "--device", "cpu"],
+                         capture_output=True, text=True)
+    assert enc.returncode == 1, enc.stderr  # broken.png failed, the others were done
+    assert "broken.png" in enc.stderr and "Traceback" not in enc.stderr
+    assert (tmp_path / "sqg" / "sub" / "a.sqg").is_file() and (tmp_path / "sqg" / "sub" / "b.sqg").is_file()
+    assert not (tmp_path / "sqg" / "sub" / "broken.sqg").exists()
+    info = subprocess.run(sqgan + ["info", str(tmp_path / "sqg" / "sub" / "a.sqg"), "--json"],
+                          capture_output=True, text=True, check=True)
+    fields = json.loads(info.stdout.strip().splitlines()[0])
+    assert (fields["width"], fields["height"]) == (480, 360)
+    dec = subprocess.run(sqgan + ["decode", str(tmp_path / "sqg"), "-o", str(tmp_path / "png"), "--recursive",
+                                  "--quiet", "--device", "cpu"], capture_output=True, text=True)
+    assert dec.returncode == 0, dec.stderr
+    assert Image.open(tmp_path / "png" / "sub" / "a.png").size == (480, 360)
+    assert Image.open(tmp_path / "png" / "sub" / "b.png").mode == "L"
+    again = subprocess.run(sqgan + ["decode", str(tmp_path / "sqg"), "-o", str(tmp_path / "png"), "--recursive",
+                                    "--quiet"], capture_output=True, text=True)
+    assert again.returncode != 0 and "exist" in again.stderr  # no silent overwrite
