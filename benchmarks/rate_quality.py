@@ -32,6 +32,18 @@ def _floats(s: str) -> tuple[float, ...]:
     return tuple(float(x) for x in s.split(",") if x.strip())
 
 
+def _segmenter_tag(spec: str) -> str:
+    """What cached segmentation numbers depend on: the spec and, for the bundled one, its weights."""
+    if spec != "bundled":
+        return spec
+    try:
+        from sqgan_codec import registry
+
+        return "bundled:" + registry.get(registry.default_name("segmenter")).sha256
+    except Exception:  # noqa: BLE001
+        return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--no-fid", action="store_true")
     p.add_argument("--lpips-scale", type=int, default=2, help="LPIPS-style on images downsampled by this factor")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="reuse per-image results of the original and the classical codecs from DIR")
     p.add_argument("--all-scales", action="store_true", help="plot every codec × scale, not the best scale")
     a = p.parse_args(argv)
 
@@ -66,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     segment = resolve_segmenter(a.segmenter, log=log)
     cfg = BenchConfig(targets=a.targets, codecs=tuple(x for x in a.codecs.split(",") if x),
                       scales=tuple(int(x) for x in a.scales.split(",") if x), lpips=not a.no_lpips,
-                      lpips_scale=a.lpips_scale, fid=not a.no_fid, workers=a.workers)
+                      lpips_scale=a.lpips_scale, fid=not a.no_fid, workers=a.workers,
+                      cache_dir=a.cache, cache_tag=_segmenter_tag(a.segmenter))
     result = run_benchmark(pairs, cfg, learned, segment, log=eprint, notes=notes)
     written = write_all(result, a.out, a.all_scales)
     for name, path in written.items():

@@ -24,7 +24,7 @@ import click
 from .errors import OutputExistsError, SqganError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .codec import Codec
+    from .codec import Codec, EncodeOptions
 
 PROG = "sqgan"
 SQG_SUFFIX = ".sqg"
@@ -37,7 +37,7 @@ STDIO = "-"
 
 def _make_codec(device: str) -> "Codec":
     """The one place the CLI creates a codec (tests substitute this function)."""
-    from .codec import Codec
+    from .codec import Codec, EncodeOptions
 
     return Codec(device=device)
 
@@ -434,6 +434,17 @@ _inputs_argument = click.argument(
               help="Target bits per pixel (the codec is built for 0.01-0.1).")
 @click.option("--keep", type=click.FloatRange(0, 1),
               help="Fraction of latent blocks to keep, instead of --bpp.")
+@click.option("--max-bytes", type=click.IntRange(min=1), metavar="N",
+              help="Hard cap on each file's size in bytes (alone or with --bpp).")
+@click.option("--priority", metavar="CLASS=W,...",
+              help="Re-weight which regions keep tokens, e.g. Pedestrian=4,SignSymbol=4,Sky=0.")
+@click.option("--roi", multiple=True, metavar="X,Y,W,H",
+              help="Region of interest in pixels that keeps more tokens (repeatable).")
+@click.option("--ssm", type=click.Choice(["vq", "lossless"]), default="vq", show_default=True,
+              help="Semantic map coding: masked VQ (G_s) or exact (lossless arithmetic coding).")
+@click.option("--split", type=click.Choice(["fixed", "search"]), default="fixed", show_default=True,
+              help="Semantic/image bit split with --bpp/--max-bytes: one schedule, or searched "
+                   "per image (slower).")
 @_device_option
 @_recursive_option
 @_overwrite_option
@@ -442,6 +453,7 @@ _inputs_argument = click.argument(
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images sent through the network together.")
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
+           max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, split: str,
            device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
            batch_size: int) -> None:
     """Compress images to .sqg files.
@@ -450,8 +462,16 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     to OUTPUT/a/x.sqg when INPUT is a folder (subfolders with --recursive)."""
     from .imageio import is_image_path
 
-    if bpp is not None and keep is not None:
-        raise click.UsageError("--bpp and --keep are mutually exclusive")
+    from .codec import EncodeOptions, parse_priority
+
+    if keep is not None and (bpp is not None or max_bytes is not None):
+        raise click.UsageError("--keep is exclusive with --bpp and --max-bytes")
+    try:
+        options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
+                                priority=parse_priority(priority) if priority else None,
+                                roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     _check_stdout_use(output, as_json)
     plan = _plan_jobs(inputs, output, recursive=recursive, accept=is_image_path,
                       out_suffix=SQG_SUFFIX, what="images")
@@ -459,10 +479,18 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     codec = _CodecHolder(device)
     try:
         for batch in _batches(plan.jobs, batch_size):
-            _encode_batch(batch, codec, rep, plan.mirror, bpp=bpp, keep=keep, overwrite=overwrite)
+            _encode_batch(batch, codec, rep, plan.mirror, options=options, overwrite=overwrite)
     finally:
         rep.close()
     _finish(rep, plan, "encoded")
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--roi takes X,Y,W,H in pixels, got {text!r}") from None
+    return x, y, w, h
 
 
 def _load_job(job: _Job, rep: _Reporter):
@@ -480,7 +508,9 @@ def _load_job(job: _Job, rep: _Reporter):
 
 
 def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror: bool, *,
-                  bpp: float | None, keep: float | None, overwrite: bool) -> None:
+                  options: "EncodeOptions", overwrite: bool) -> None:
+    from dataclasses import asdict
+
     from .imageio import write_atomic
 
     ready = []  # (job, loaded image, seconds spent loading)
@@ -501,7 +531,8 @@ def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
 
     images = [loaded for _, loaded, _ in ready]
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    results = _run_batch(lambda items: c.encode_many(items, bpp=bpp, keep=keep), images)
+    kwargs = asdict(options)
+    results = _run_batch(lambda items: _encode_warned(c, items, kwargs, rep), images)
     for (job, loaded, t_load), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             _job_failed(rep, job, _message(result))
@@ -522,6 +553,15 @@ def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
                     "bpp": round(8 * len(result) / pixels, 6),
                     "seconds": round(t_load + seconds, 4)})
         rep.advance()
+
+
+def _encode_warned(codec: "Codec", items: list, kwargs: dict, rep: _Reporter) -> list[bytes]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = codec.encode_many(items, **kwargs)
+    for w in caught:
+        rep.warn(str(w.message))
+    return out
 
 
 def _run_batch(call: Callable[[list], list], items: list) -> list[tuple[Any, float]]:
@@ -563,14 +603,17 @@ def _job_failed(rep: _Reporter, job: _Job, message: str) -> None:
 @_device_option
 @click.option("--layers", type=click.Choice(["all", "base"]), default="all", show_default=True,
               help="base: decode from the semantic layer only, ignoring image tokens.")
+@click.option("--ssm-out", type=click.Path(dir_okay=True, path_type=str), metavar="PATH",
+              help="Also write the decoded semantic map (8-bit PNG of class ids): a file for "
+                   "one input, else a folder mirroring OUTPUT.")
 @_recursive_option
 @_overwrite_option
 @_quiet_option
 @_json_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Streams sent through the network together.")
-def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, recursive: bool,
-           overwrite: bool, quiet: bool, as_json: bool, batch_size: int) -> None:
+def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_out: str | None,
+           recursive: bool, overwrite: bool, quiet: bool, as_json: bool, batch_size: int) -> None:
     """Decompress .sqg files to images.
 
     INPUT is a .sqg file, a folder of them, or - (stdin). x.sqg becomes x.png in
@@ -583,10 +626,25 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, recur
     codec = _CodecHolder(device)
     try:
         for batch in _batches(plan.jobs, batch_size):
-            _decode_batch(batch, codec, rep, plan.mirror, layers=layers, overwrite=overwrite)
+            _decode_batch(batch, codec, rep, plan.mirror, layers=layers, overwrite=overwrite,
+                          ssm_out=ssm_out, output=output)
     finally:
         rep.close()
     _finish(rep, plan, "decoded")
+
+
+def _write_ssm(semantic_map, job: _Job, mirror: bool, ssm_out: str, output: str, overwrite: bool) -> None:
+    from PIL import Image
+
+    from .imageio import save_image_atomic
+
+    if mirror and job.dst != STDIO:
+        dst = os.path.join(ssm_out, os.path.relpath(job.dst, output))
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    else:
+        dst = ssm_out
+    save_image_atomic(Image.fromarray(semantic_map, "L"), dst, overwrite=overwrite,
+                      input_path=None if job.src == STDIO else job.src)
 
 
 _TRUNCATED_BASE = "stream is truncated: only its base layer (semantic map) can be decoded"
@@ -604,8 +662,7 @@ def _check_stream(data: bytes):
 
 
 def _decode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror: bool, *,
-                  layers: str, overwrite: bool) -> None:
-    from . import bitstream
+                  layers: str, overwrite: bool, ssm_out: str | None = None, output: str = "") -> None:
     from .imageio import encode_image, save_image_atomic
 
     ready = []  # (job, data, header, seconds spent reading)
@@ -630,13 +687,16 @@ def _decode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
 
     datas = [data for _, data, _, _ in ready]
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    results = _run_batch(lambda items: c.decode_many(items, layers=layers), datas)
+    results = _run_batch(lambda items: [c.decode_with_map(d, layers=layers) for d in items], datas)
     for (job, data, header, t_read), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             _job_failed(rep, job, _message(result))
             continue
+        result, semantic_map = result
         try:
             _prepare_folder(job, mirror)
+            if ssm_out is not None:
+                _write_ssm(semantic_map, job, mirror, ssm_out, output, overwrite)
             if job.dst == STDIO:
                 _write_stdout(encode_image(result, "PNG"))
             else:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import bitstream, registry
-from .classes import CLASS_SET_ID, NUM_CLASSES
+from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
+
+CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import BitstreamError, ModelMismatchError, SqganError
 from .imageio import LoadedImage, load_image
@@ -42,6 +45,76 @@ def keep_pair(quality: float) -> tuple[float, float]:
     return min(1.0, 0.15 + 1.2 * q), max(MIN_KEEP, q)
 
 
+def keep_pair_biased(quality: float, ssm_bias: float) -> tuple[float, float]:
+    """:func:`keep_pair` with the semantic map's share moved by ``ssm_bias`` (split search)."""
+    keep_ssm, keep_image = keep_pair(quality)
+    return min(1.0, max(MIN_KEEP, keep_ssm + ssm_bias)), keep_image
+
+
+# Semantic-map shares tried by ``split="search"`` (0 = the paper-style fixed split).
+SPLIT_BIASES = (-0.1, 0.0, 0.15, 0.35)
+# Rank boost of latent positions inside a region of interest.
+ROI_BOOST = 4.0
+SSM_MODES = ("vq", "lossless")
+SPLIT_MODES = ("fixed", "search")
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to spend the bits of one image. See :meth:`Codec.encode`."""
+
+    bpp: float | None = None
+    keep: float | None = None
+    max_bytes: int | None = None
+    priority: Mapping[str, float] | None = None
+    roi: Sequence[tuple[int, int, int, int]] = ()
+    ssm: str = "vq"
+    split: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.bpp is not None and self.keep is not None:
+            raise ValueError("give bpp or keep, not both")
+        if self.bpp is not None and not self.bpp > 0:
+            raise ValueError("bpp must be positive")
+        if self.keep is not None and not 0 <= self.keep <= 1:
+            raise ValueError("keep must be in [0, 1]")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError("max_bytes must be a positive number of bytes")
+        if self.ssm not in SSM_MODES:
+            raise ValueError(f"ssm must be one of {SSM_MODES}")
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"split must be one of {SPLIT_MODES}")
+        if self.priority:
+            unknown = [k for k in self.priority if k not in CLASS_INDEX]
+            if unknown:
+                raise ValueError(f"unknown class name(s) {unknown} in priority; classes: {', '.join(CLASS_NAMES)}")
+            if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
+                raise ValueError("priorities must be finite and non-negative")
+        for box in self.roi:
+            if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+                raise ValueError(f"a region of interest is x,y,w,h with w, h > 0: {box}")
+
+    @property
+    def rate_controlled(self) -> bool:
+        return self.bpp is not None or self.max_bytes is not None
+
+
+def parse_priority(text: str) -> dict[str, float]:
+    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight}; names are matched case-insensitively."""
+    lookup = {n.lower(): n for n in CLASS_NAMES}
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip().lower() not in lookup:
+            raise ValueError(f"bad priority {part!r}: expected CLASS=WEIGHT with CLASS one of "
+                             f"{', '.join(CLASS_NAMES)}")
+        try:
+            out[lookup[name.strip().lower()]] = float(value)
+        except ValueError:
+            raise ValueError(f"bad priority weight in {part!r}") from None
+    return out
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,6 +122,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SqganError("CUDA was requested but is not available")
     return dev
+
+
+def block_class_counts(padded_map: np.ndarray, stride: int) -> np.ndarray:
+    """Pixel count of each class in each stride×stride block: int [gh, gw, NUM_CLASSES]."""
+    gh, gw = padded_map.shape[0] // stride, padded_map.shape[1] // stride
+    blocks = padded_map.reshape(gh, stride, gw, stride).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
+    return np.stack([(blocks == c).sum(-1) for c in range(NUM_CLASSES)], axis=-1).astype(np.int64)
+
+
+def block_majority(block_counts: np.ndarray) -> np.ndarray:
+    """Entropy-coding context of each image token when the map is coded losslessly: the most
+    frequent class in its block (ties: lowest id). Integers only."""
+    return block_counts.argmax(-1).astype(np.int64)
 
 
 def class_context(ssm_keep: np.ndarray, ssm_indices: np.ndarray, code_class: np.ndarray) -> np.ndarray:
@@ -101,6 +187,11 @@ class Codec:
         self.image_tables = StreamTables(tensors["entropy.image.mask_counts"].numpy(),
                                          tensors["entropy.image.index_counts"].numpy())
         self.code_class = tensors["entropy.ssm.code_class"].numpy().astype(np.int64)
+        self.lossless_tables = None
+        if "entropy.ssm_lossless.counts" in tensors:
+            from .ssm_lossless import LabelMapTables
+
+            self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
         self._segmenter_spec = segmenter
         self._segmenter = None
         self.max_pixels = MAX_PIXELS
@@ -163,19 +254,68 @@ class Codec:
                                            img_scores[j:j + 1], img_indices[j])
         return results  # type: ignore[return-value]
 
+    def block_classes(self, analysis: _Analysis) -> np.ndarray:
+        """Per latent block, the pixel count of each class: int [gh, gw, NUM_CLASSES]."""
+        gh, gw = analysis.ssm_indices.shape
+        return block_class_counts(self._padded(analysis.semantic_map, gh, gw), self.stride)
+
+    def position_weights(self, analysis: _Analysis, options: EncodeOptions) -> np.ndarray | None:
+        """Encode-time rank multipliers of latent positions from class priorities and ROIs.
+
+        A block's weight is the pixel-weighted mean priority of its classes (unnamed classes
+        1), times ``ROI_BOOST`` where it touches a region of interest. Only the ranking of
+        positions changes: masks are transmitted, so the decoder needs none of this.
+        """
+        if not options.priority and not options.roi:
+            return None
+        gh, gw = analysis.ssm_indices.shape
+        weights = np.ones((gh, gw), np.float64)
+        if options.priority:
+            per_class = np.ones(NUM_CLASSES, np.float64)
+            for name, value in options.priority.items():
+                per_class[CLASS_INDEX[name]] = value
+            counts = self.block_classes(analysis)
+            weights = (counts * per_class).sum(-1) / np.maximum(counts.sum(-1), 1)
+        st = self.stride
+        for x, y, w, h in options.roi:
+            x0, y0 = max(0, int(x) // st), max(0, int(y) // st)
+            x1, y1 = min(gw, -(-(int(x) + int(w)) // st)), min(gh, -(-(int(y) + int(h)) // st))
+            if x1 > x0 and y1 > y0:
+                weights[y0:y1, x0:x1] *= ROI_BOOST
+        return weights
+
+    def _ranked(self, analysis: _Analysis, options: EncodeOptions) -> _Analysis:
+        weights = self.position_weights(analysis, options)
+        if weights is None:
+            return analysis
+        w = torch.from_numpy(weights).to(analysis.image_scores)[None, None]
+        return replace(analysis, ssm_scores=analysis.ssm_scores * w, image_scores=analysis.image_scores * w)
+
     def pack(self, analysis: _Analysis, keep_ssm: float, keep_image: float, *,
-             segmenter_id: int = 0) -> bytes:
-        """Entropy-code an analysed image at the given keep ratios into a .sqg stream."""
+             segmenter_id: int = 0, ssm: str = "vq") -> bytes:
+        """Entropy-code an analysed image at the given keep ratios into a .sqg stream.
+
+        ``ssm="lossless"`` codes the semantic map exactly instead of by G_s (``keep_ssm`` unused).
+        """
         keep_ssm = min(max(keep_ssm, MIN_KEEP), 1.0)
         keep_image = min(max(keep_image, 0.0), 1.0)
-        ssm_keep = top_k_mask(analysis.ssm_scores, keep_ssm)[0, 0].cpu().numpy()
-        ssm_bytes = encode_tokens(ssm_keep, analysis.ssm_indices, np.zeros(ssm_keep.shape, np.int64),
-                                  self.ssm_tables)
-        chunks = [("S", ssm_bytes)]
+        if ssm == "lossless":
+            from .ssm_lossless import encode_label_map
+
+            chunks = [(bitstream.CHUNK_SEMANTIC_LOSSLESS,
+                       encode_label_map(analysis.semantic_map, self._lossless_tables()))]
+            keep_ssm = 1.0
+            ctx_of_tokens = lambda: block_majority(self.block_classes(analysis))  # noqa: E731
+        else:
+            ssm_keep = top_k_mask(analysis.ssm_scores, keep_ssm)[0, 0].cpu().numpy()
+            ssm_bytes = encode_tokens(ssm_keep, analysis.ssm_indices, np.zeros(ssm_keep.shape, np.int64),
+                                      self.ssm_tables)
+            chunks = [(bitstream.CHUNK_SEMANTIC, ssm_bytes)]
+            ctx_of_tokens = lambda: class_context(ssm_keep, analysis.ssm_indices, self.code_class)  # noqa: E731
         if keep_image > 0:
             img_keep = top_k_mask(analysis.image_scores, keep_image)[0, 0].cpu().numpy()
-            ctx = class_context(ssm_keep, analysis.ssm_indices, self.code_class)
-            chunks.append(("I", encode_tokens(img_keep, analysis.image_indices, ctx, self.image_tables)))
+            chunks.append((bitstream.CHUNK_IMAGE, encode_tokens(img_keep, analysis.image_indices,
+                                                                ctx_of_tokens(), self.image_tables)))
         loaded = analysis.loaded
         header = bitstream.Header(
             model_id=self.entry.id, weights_hash=self.entry.hash_prefix,
@@ -185,58 +325,98 @@ class Codec:
             keep_ssm=keep_ssm, keep_image=keep_image)
         return bitstream.pack(header, chunks)
 
+    def _lossless_tables(self):
+        if self.lossless_tables is None:
+            raise ModelMismatchError(f"model {self.entry.name!r} has no tables for lossless semantic maps")
+        return self.lossless_tables
+
     def encode(self, image: Any, *, bpp: float | None = None, keep: float | None = None,
+               max_bytes: int | None = None, priority: Mapping[str, float] | None = None,
+               roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "vq", split: str = "fixed",
                semantic_map: np.ndarray | None = None) -> bytes:
         """Encode an image (path, PIL image or numpy array) to .sqg bytes.
 
         ``bpp``: target bits per pixel (file bytes, header included); the largest stream not
-        above it is chosen (the smallest possible if none fits). ``keep``: rate knob in [0, 1]
-        instead. Neither: ``keep=0.3``.
+        above it is chosen (the smallest possible if none fits, with a warning).
+        ``max_bytes``: hard cap on the file size (with or without ``bpp``). ``keep``: rate knob
+        in [0, 1] instead. None of them: ``keep=0.3``.
+        ``priority``: {class name: weight} re-ranks which latent positions are kept (e.g.
+        ``{"Pedestrian": 4, "Sky": 0}``); ``roi``: (x, y, w, h) boxes that keep more tokens.
+        ``ssm="lossless"`` codes the semantic map exactly instead of with G_s.
+        ``split="search"`` chooses the semantic/image bit split per image by trying several
+        and keeping the best-scoring decode (slower); ``"fixed"`` uses one schedule.
+        ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
         """
-        if bpp is not None and keep is not None:
-            raise ValueError("give bpp or keep, not both")
+        options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
+                                roi=tuple(roi), ssm=ssm, split=split)
         analysis = self.analyse(image, semantic_map)
         seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
-        if bpp is None:
-            return self.pack(analysis, *keep_pair(0.3 if keep is None else keep), segmenter_id=seg_id)
-        if bpp <= 0:
-            raise ValueError("bpp must be positive")
-        return self._fit_rate(analysis, bpp, seg_id)
+        return self._encode_analysis(analysis, options, seg_id)
 
-    def _fit_rate(self, analysis: _Analysis, bpp: float, seg_id: int) -> bytes:
+    def encode_many(self, images: Sequence[Any], *, bpp: float | None = None, keep: float | None = None,
+                    **kwargs: Any) -> list[bytes]:
+        """Encode several images with the same options as :meth:`encode` (same-size images
+        share network passes)."""
+        options = EncodeOptions(bpp=bpp, keep=keep, **kwargs)
+        seg_id = getattr(self.segmenter, "segmenter_id", 0)
+        return [self._encode_analysis(a, options, seg_id) for a in self.analyse_many(list(images))]
+
+    def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
+        analysis = self._ranked(analysis, options)
+        if not options.rate_controlled:
+            q = 0.3 if options.keep is None else options.keep
+            return self.pack(analysis, *keep_pair(q), segmenter_id=seg_id, ssm=options.ssm)
         pixels = analysis.loaded.width * analysis.loaded.height
-        budget = bpp * pixels / 8.0
+        budget = math.inf if options.bpp is None else options.bpp * pixels / 8.0
+        if options.max_bytes is not None:
+            budget = min(budget, options.max_bytes)
+        biases = SPLIT_BIASES if options.split == "search" and options.ssm == "vq" else (0.0,)
+        candidates = [self._fit_rate(analysis, budget, seg_id, options.ssm, b) for b in biases]
+        if len(candidates) == 1:
+            best = candidates[0]
+        else:
+            best = max(dict.fromkeys(candidates), key=lambda d: self._score_decode(d, analysis))
+        if len(best) > budget:
+            warnings.warn(f"{analysis.loaded.name or 'image'}: cannot go below {len(best)} bytes "
+                          f"({8 * len(best) / pixels:.4f} bpp); wrote the smallest stream", stacklevel=3)
+        return best
+
+    def _fit_rate(self, analysis: _Analysis, budget: float, seg_id: int, ssm: str = "vq",
+                  ssm_bias: float = 0.0) -> bytes:
+        """Largest stream not above ``budget`` bytes along the rate knob (bisection)."""
+        def at(q: float) -> bytes:
+            return self.pack(analysis, *keep_pair_biased(q, ssm_bias), segmenter_id=seg_id, ssm=ssm)
+
         lo, hi = 0.0, 1.0
-        best = self.pack(analysis, *keep_pair(lo), segmenter_id=seg_id)
+        best = at(lo)
         if len(best) > budget:
             return best  # cannot go that low: the smallest stream
-        top = self.pack(analysis, *keep_pair(hi), segmenter_id=seg_id)
+        top = at(hi)
         if len(top) <= budget:
             return top
         for _ in range(14):
             mid = (lo + hi) / 2
-            data = self.pack(analysis, *keep_pair(mid), segmenter_id=seg_id)
+            data = at(mid)
             if len(data) <= budget:
                 lo, best = mid, data
             else:
                 hi = mid
         return best
 
-    def encode_many(self, images: Sequence[Any], *, bpp: float | None = None,
-                    keep: float | None = None) -> list[bytes]:
-        """Encode several images; same-size images share network passes."""
-        if bpp is not None and keep is not None:
-            raise ValueError("give bpp or keep, not both")
-        if bpp is not None and bpp <= 0:
-            raise ValueError("bpp must be positive")
-        seg_id = getattr(self.segmenter, "segmenter_id", 0)
-        out = []
-        for analysis in self.analyse_many(list(images)):
-            if bpp is None:
-                out.append(self.pack(analysis, *keep_pair(0.3 if keep is None else keep), segmenter_id=seg_id))
-            else:
-                out.append(self._fit_rate(analysis, bpp, seg_id))
-        return out
+    def _score_decode(self, data: bytes, analysis: _Analysis) -> float:
+        """Encoder-side quality of a candidate stream: agreement (mIoU) of the segmenter on
+        the decoded image with the encoder's semantic map, plus a small PSNR term."""
+        decoded = np.asarray(self.decode(data).convert("RGB"))
+        pred = self.segmenter.segment(decoded)
+        ref = analysis.semantic_map
+        ious = []
+        for c in np.union1d(np.unique(ref), np.unique(pred)):
+            inter = np.logical_and(ref == c, pred == c).sum()
+            union = np.logical_or(ref == c, pred == c).sum()
+            ious.append(inter / union)
+        mse = np.mean((decoded.astype(np.float64) - analysis.loaded.rgb.astype(np.float64)) ** 2)
+        psnr = 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+        return float(np.mean(ious)) + 0.01 * psnr
 
     # ------------------------------------------------------------------ decode
     def _check_header(self, header: bitstream.Header) -> None:
@@ -260,17 +440,27 @@ class Codec:
         stream = bitstream.unpack(bytes(data), allow_truncated=True)
         header = stream.header
         self._check_header(header)
-        if "S" not in stream.chunks:
+        gh, gw = header.grid
+        if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks:
+            from .ssm_lossless import decode_label_map
+
+            exact = decode_label_map(stream.chunks[bitstream.CHUNK_SEMANTIC_LOSSLESS],
+                                     (header.height, header.width), self._lossless_tables())
+            padded_map = self._padded(exact, gh, gw)
+            state = {"stream": stream, "padded_map": padded_map,
+                     "token_context": block_majority(block_class_counts(padded_map, self.stride))}
+            return header, exact, state
+        if bitstream.CHUNK_SEMANTIC not in stream.chunks:
             raise BitstreamError("stream has no semantic-map layer" +
                                  (" (file truncated)" if stream.truncated else ""))
-        gh, gw = header.grid
         ssm_keep, ssm_indices = decode_tokens(stream.chunks["S"], (gh, gw), np.zeros((gh, gw), np.int64),
                                               self.ssm_tables)
         keep_t = torch.from_numpy(ssm_keep).to(self.device)[None, None]
         idx_t = torch.from_numpy(ssm_indices).to(self.device)[None]
         logits = self.net.ssm.decode_indices(idx_t, keep_t)
         padded_map = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        state = {"stream": stream, "ssm_keep": ssm_keep, "ssm_indices": ssm_indices, "padded_map": padded_map}
+        state = {"stream": stream, "padded_map": padded_map,
+                 "token_context": class_context(ssm_keep, ssm_indices, self.code_class)}
         return header, padded_map[: header.height, : header.width], state
 
     @torch.inference_mode()
@@ -280,14 +470,19 @@ class Codec:
         ``layers="base"`` renders from the semantic map alone (also what a file cut after the
         semantic-map chunk gives).
         """
+        return self.decode_with_map(data, layers=layers)[0]
+
+    @torch.inference_mode()
+    def decode_with_map(self, data: bytes, *, layers: str = "all") -> tuple[Image.Image, np.ndarray]:
+        """:meth:`decode`, also returning the decoded semantic map (H×W uint8 class ids)."""
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}")
-        header, _, state = self.decode_semantic_map(data)
+        header, semantic_map, state = self.decode_semantic_map(data)
         gh, gw = header.grid
         stream = state["stream"]
         if layers == "all" and "I" in stream.chunks:
-            ctx = class_context(state["ssm_keep"], state["ssm_indices"], self.code_class)
-            img_keep, img_indices = decode_tokens(stream.chunks["I"], (gh, gw), ctx, self.image_tables)
+            img_keep, img_indices = decode_tokens(stream.chunks["I"], (gh, gw), state["token_context"],
+                                                  self.image_tables)
         else:
             img_keep, img_indices = np.zeros((gh, gw), bool), np.zeros((gh, gw), np.int64)
         onehot = one_hot_map(torch.from_numpy(state["padded_map"]).to(self.device)[None], NUM_CLASSES)
@@ -296,7 +491,7 @@ class Codec:
         arr = ((rgb[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         arr = np.ascontiguousarray(arr[: header.height, : header.width])
         image = Image.fromarray(arr, "RGB")
-        return image.convert("L") if header.colour_mode == "L" else image
+        return (image.convert("L") if header.colour_mode == "L" else image), semantic_map
 
     def decode_many(self, datas: Sequence[bytes], *, layers: str = "all") -> list[Image.Image]:
         return [self.decode(d, layers=layers) for d in datas]

@@ -1,0 +1,130 @@
+"""Encode-time controls with the shipped weights: byte caps, class priorities, regions of
+interest, split search, lossless semantic maps and the decoded-map output."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sqgan_codec import bitstream
+from sqgan_codec.classes import CLASS_NAMES
+from sqgan_codec.codec import Codec, EncodeOptions, parse_priority
+from sqgan_codec.entropy import decode_tokens
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    if not (CAMVID / "test").is_dir():
+        pytest.skip("CamVid not beside the repo")
+    path = sorted((CAMVID / "test").glob("*.png"))[60]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def image_keep_mask(codec: Codec, data: bytes) -> np.ndarray:
+    _, _, state = codec.decode_semantic_map(data)
+    stream = bitstream.unpack(data)
+    header = stream.header
+    keep, _ = decode_tokens(stream.chunks["I"], header.grid, state["token_context"], codec.image_tables)
+    return keep
+
+
+def test_parse_priority() -> None:
+    assert parse_priority("pedestrian=4, SignSymbol=4,Sky=0") == {"Pedestrian": 4.0, "SignSymbol": 4.0,
+                                                                  "Sky": 0.0}
+    for bad in ("Foo=1", "Sky", "Sky=x"):
+        with pytest.raises(ValueError):
+            parse_priority(bad)
+    with pytest.raises(ValueError):
+        EncodeOptions(priority={"Sky": -1.0})
+    with pytest.raises(ValueError):
+        EncodeOptions(bpp=0.05, keep=0.3)
+
+
+def test_max_bytes_is_a_hard_cap(codec: Codec, scene: np.ndarray) -> None:
+    smallest = len(codec.encode(scene, keep=0.0))
+    largest = len(codec.encode(scene, keep=1.0))
+    for cap in (smallest + 40, smallest + 200, largest + 100):
+        data = codec.encode(scene, max_bytes=cap)
+        assert len(data) <= cap
+        assert len(data) >= min(cap - 40, largest)  # and the cap is used, not wasted
+        assert np.asarray(codec.decode(data)).shape == scene.shape
+    with pytest.warns(UserWarning, match="cannot go below"):
+        data = codec.encode(scene, max_bytes=10)
+    assert len(data) == smallest
+
+
+def test_priority_moves_tokens_to_the_named_class(codec: Codec, scene: np.ndarray) -> None:
+    analysis = codec.analyse(scene)
+    counts = codec.block_classes(analysis)
+    majority = counts.argmax(-1)
+    road = CLASS_NAMES.index("Road")
+    sky = CLASS_NAMES.index("Sky")
+    plain = image_keep_mask(codec, codec.encode(scene, keep=0.15))
+    boosted = image_keep_mask(codec, codec.encode(scene, keep=0.15, priority={"Road": 8.0, "Sky": 0.0}))
+    assert plain.sum() == boosted.sum()  # same number of tokens, other places
+    assert boosted[majority == road].sum() > plain[majority == road].sum()
+    if (majority == sky).any():
+        assert boosted[majority == sky].sum() <= plain[majority == sky].sum()
+
+
+def test_roi_keeps_more_tokens_inside(codec: Codec, scene: np.ndarray) -> None:
+    box = (320, 48, 128, 96)  # x, y, w, h in pixels: 8×6 latent blocks
+    plain = image_keep_mask(codec, codec.encode(scene, keep=0.1))
+    focused = image_keep_mask(codec, codec.encode(scene, keep=0.1, roi=[box]))
+    inside = (slice(3, 9), slice(20, 28))
+    assert focused[inside].sum() > plain[inside].sum()
+
+
+def test_split_search_respects_the_target(codec: Codec, scene: np.ndarray) -> None:
+    pixels = scene.shape[0] * scene.shape[1]
+    fixed = codec.encode(scene, bpp=0.04)
+    searched = codec.encode(scene, bpp=0.04, split="search")
+    assert 8 * len(searched) / pixels <= 0.04
+    assert len(searched) >= 0.9 * len(fixed)
+    assert np.asarray(codec.decode(searched)).shape == scene.shape
+
+
+def test_lossless_semantic_map(codec: Codec, scene: np.ndarray) -> None:
+    if codec.lossless_tables is None:
+        pytest.skip("shipped model has no lossless semantic-map tables")
+    analysis = codec.analyse(scene)
+    data = codec.encode(scene, keep=0.2, ssm="lossless", semantic_map=analysis.semantic_map)
+    assert bitstream.CHUNK_SEMANTIC_LOSSLESS in bitstream.unpack(data).chunks
+    image, decoded_map = codec.decode_with_map(data)
+    assert np.array_equal(decoded_map, analysis.semantic_map)
+    assert np.asarray(image).shape == scene.shape
+    base = codec.decode(data, layers="base")
+    assert base.size == image.size
+
+
+def test_cli_controls_and_ssm_out(tmp_path: Path, scene: np.ndarray) -> None:
+    src = tmp_path / "scene.png"
+    Image.fromarray(scene).save(src)
+    sqg = tmp_path / "scene.sqg"
+    cli = [sys.executable, "-m", "sqgan_codec.cli"]
+    run = subprocess.run(cli + ["encode", str(src), "-o", str(sqg), "--max-bytes", "700", "--priority",
+                                "Pedestrian=4,Sky=0", "--roi", "0,0,64,64", "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["bytes"] <= 700
+    ssm_png = tmp_path / "scene_ssm.png"
+    run = subprocess.run(cli + ["decode", str(sqg), "-o", str(tmp_path / "out.png"), "--ssm-out", str(ssm_png)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    ids = np.asarray(Image.open(ssm_png))
+    assert ids.shape == scene.shape[:2] and ids.max() < len(CLASS_NAMES)
+    bad = subprocess.run(cli + ["encode", str(src), "-o", str(tmp_path / "x.sqg"), "--priority", "Foo=2"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Foo" in bad.stderr and not (tmp_path / "x.sqg").exists()
