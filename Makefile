@@ -26,11 +26,15 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Regenerates docs/benchmarks.md from the shipped weights (CamVid beside the repo). Classical
+# codec results are cached per image in out/rq-cache, so a re-run after retraining is quick.
 bench: venv
 	mkdir -p docs/bench
-	$(PY) benchmarks/segmenter.py --data ../shared/data/camvid --out docs/bench/segmenter.md
-	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out docs/bench/rq
+	$(PY) benchmarks/segmenter.py --data ../shared/data/camvid --threads 2 --out docs/bench/segmenter.md
+	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out docs/bench/rq --cache out/rq-cache --workers 2
 	$(PY) benchmarks/entropy_gain.py --data ../shared/data/camvid > docs/bench/entropy.md
+	$(PY) benchmarks/ssm_lossless.py --data ../shared/data/camvid > docs/bench/ssm_lossless.md
+	$(PY) benchmarks/features.py --data ../shared/data/camvid --every 4 --out docs/bench/features.md
 	$(PY) benchmarks/speed.py --out docs/bench/speed.md
 	$(PY) benchmarks/assemble.py
 

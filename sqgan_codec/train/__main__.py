@@ -1,4 +1,7 @@
-"""Training entry point: ``python -m sqgan_codec.train {segmenter,ssm,image,joint,export} ...``."""
+"""Training entry point: ``python -m sqgan_codec.train {segmenter,ssm,image,joint,export-*} ...``.
+
+Under ``torchrun`` (WORLD_SIZE > 1) the SQ-GAN stages train data-parallel; see docs/training.md.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +13,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sqgan_codec.train")
     sub = parser.add_subparsers(dest="command", required=True)
     segmenter.add_arguments(sub.add_parser("segmenter", help="train the bundled segmenter"))
-    sqgan.add_arguments(sub.add_parser("joint", help="train G_s and G_x (SQ-GAN)"))
+    for stage in sqgan.STAGES:
+        sqgan.add_arguments(sub.add_parser(stage, help=sqgan.STAGE_HELP[stage]), stage)
     export.add_arguments(sub)
     args = parser.parse_args(argv)
     if args.command == "segmenter":
         segmenter.run(args)
-    elif args.command == "joint":
-        sqgan.run(args)
+    elif args.command in sqgan.STAGES:
+        sqgan.run(args, args.command)
     elif args.command == "export-segmenter":
         export.export_segmenter(args)
     elif args.command == "export-sqgan":

@@ -43,10 +43,84 @@ def load_splits(root: str | Path, splits: list[str], limit: int | None = None) -
     return images, np.concatenate([p[1] for p in parts])
 
 
+def find_images(root: str | Path, splits: list[str], limit: int | None = None,
+                exclude: str | Path | None = None) -> list[tuple[str, Path, Path | None]]:
+    """``(key, image path, label path or None)`` of every training image under ``root``.
+
+    Two layouts: CamVid's (``root/{split}`` images, ``root/{split}annot`` same-named label
+    maps), used when any of ``splits`` is a folder of ``root``; otherwise ``root`` is a plain
+    folder of images, searched recursively (hidden entries skipped), with no label maps.
+    ``key`` is the image's path relative to ``root`` (``train/0001TP_006690.png``): it names
+    the image's cached pseudo-label. ``limit`` keeps the first N images of each split (plain
+    folder: of the folder). Files under ``exclude`` (the run's output folder, should it lie
+    inside ``root``) are not training images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SystemExit(f"--data {root}: not a folder")
+    found: list[tuple[str, Path, Path | None]] = []
+    if any((root / s).is_dir() for s in splits):
+        for split in splits:
+            folder = root / split
+            if not folder.is_dir():
+                raise SystemExit(f"--data {root}: no split folder {split!r} (use --splits)")
+            names = sorted(p.name for p in folder.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            annot = root / f"{split}annot"
+            for n in names[:limit] if limit else names:
+                label = annot / n
+                found.append((f"{split}/{n}", folder / n, label if label.is_file() else None))
+    else:
+        skip = Path(exclude).resolve() if exclude is not None else None
+        if skip is not None and (skip == root.resolve() or not skip.is_relative_to(root.resolve())):
+            skip = None  # only an output folder strictly inside the data folder is left out
+        paths = sorted(p for p in root.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                       and not (skip is not None and p.resolve().is_relative_to(skip)))
+        for p in paths[:limit] if limit else paths:
+            found.append((p.relative_to(root).as_posix(), p, None))
+    if not found:
+        raise SystemExit(f"--data {root}: no images found")
+    return found
+
+
+def read_label(path: Path) -> np.ndarray:
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None or lab.ndim != 2:
+        raise OSError(f"cannot read label map {path} (a single-channel PNG of class ids)")
+    return lab.astype(np.uint8, copy=False)
+
+
+def load_training_set(root: str | Path, splits: list[str], limit: int | None = None,
+                      exclude: str | Path | None = None
+                      ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+    """Keys, images (H×W×3 uint8, sizes may differ) and label maps (None where the image has
+    none: pseudo-label those) of :func:`find_images`."""
+    return read_items(find_images(root, splits, limit, exclude))
+
+
+def read_items(items: list[tuple[str, Path, Path | None]]
+               ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+    """Read :func:`find_images` entries: keys, images and label maps (or None)."""
+    keys, images, labels = [], [], []
+    for key, image_path, label_path in items:
+        img = _read_rgb(image_path)
+        lab = read_label(label_path) if label_path is not None else None
+        if lab is not None and lab.shape != img.shape[:2]:
+            raise SystemExit(f"label map {label_path} is {lab.shape[1]}x{lab.shape[0]}, "
+                             f"its image {img.shape[1]}x{img.shape[0]}")
+        keys.append(key)
+        images.append(img)
+        labels.append(lab)
+    return keys, images, labels
+
+
 class CropSampler:
     """Random multi-scale crops with flips and photometric jitter, as uint8 arrays."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, crop: tuple[int, int],
+    def __init__(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | list[np.ndarray],
+                 crop: tuple[int, int],
                  scale: tuple[float, float] = (0.75, 1.5), jitter: float = 0.25, seed: int = 0):
         self.images, self.labels = images, labels
         self.crop, self.scale, self.jitter = crop, scale, jitter
@@ -75,6 +149,9 @@ class CropSampler:
         return xs, ys
 
 
-def class_frequencies(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    counts = np.bincount(labels.reshape(-1), minlength=num_classes + 1)[:num_classes].astype(np.float64)
-    return counts / counts.sum()
+def class_frequencies(labels: np.ndarray | list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Share of each class among the labelled (non-void) pixels of one array or a list of maps."""
+    maps = [labels] if isinstance(labels, np.ndarray) else list(labels)
+    counts = sum(np.bincount(m.reshape(-1), minlength=num_classes + 1)[:num_classes] for m in maps)
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / max(counts.sum(), 1.0)

@@ -25,7 +25,8 @@ from ..nets.blocks import one_hot_map
 from ..nets.samm import top_k_mask
 from ..nets.sqgan import SQGAN, SQGANConfig
 from ..registry import file_sha256, weights_dir
-from .data import load_splits
+from .data import find_images, read_items
+from .pseudo import fill_pseudo_labels
 
 SEGMENTER_NAME = "segmenter-camvid11-lite0"
 SQGAN_NAME = "sqgan-camvid11"
@@ -150,9 +151,13 @@ def export_sqgan(args: argparse.Namespace) -> Path:
     # statistics with the fp16-rounded weights the codec will actually run
     shipped = _fp16(model.state_dict(), drop=(".ema_",))
     model.load_state_dict({k: v.float() for k, v in shipped.items()}, strict=False)
-    images, labels = load_splits(args.data, ["train"])
-    pick = np.random.default_rng(0).permutation(len(images))[: args.images]
-    tables = entropy_tables(model, images[pick], labels[pick])
+    # CamVid's train split (or a plain image folder; maps it lacks are pseudo-labelled, cached
+    # beside the checkpoint like the training run's)
+    items = find_images(args.data, ["train"], exclude=Path(args.checkpoint).parent)
+    pick = np.random.default_rng(0).permutation(len(items))[: args.images]
+    keys, images, labels = read_items([items[i] for i in pick])
+    labels = fill_pseudo_labels(keys, images, labels, Path(args.checkpoint).parent / "pseudo_labels")
+    tables = entropy_tables(model, images, labels)
     meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
             "class_set": CLASS_SET_ID, "provenance": json.dumps(_provenance(state)),
             "entropy_tables": f"counts over {len(pick)} CamVid train images at random keep ratios"}

@@ -1,10 +1,23 @@
-"""Train SQ-GAN (G_s and G_x together) on a CamVid-layout folder, time-budgeted and resumable.
+"""Train SQ-GAN on a folder of images, time-budgeted and resumable, in the paper's three stages.
 
+    python -m sqgan_codec.train ssm   --data ../shared/data/camvid --minutes 30 --resume
+    python -m sqgan_codec.train image --data ../shared/data/camvid --minutes 45 --resume
     python -m sqgan_codec.train joint --data ../shared/data/camvid --minutes 90 --resume
 
-Schedule (by fraction of the time budget): G_s learns the semantic map throughout; G_x learns
-on the ground-truth map, and from ``--decoded-from`` on its decoder is conditioned on the map
-G_s decodes (the paper's third stage), so it learns to live with G_s's errors.
+* ``ssm``: only G_s (``model.ssm``) learns to code the semantic map.
+* ``image``: only G_x (``model.image``) learns to code the image, encoder and decoder both given
+  the ground-truth map.
+* ``joint``: both together; from ``--decoded-from`` (a fraction of the time budget) G_x's decoder
+  is conditioned on the map G_s decodes (the paper's third stage), so it learns to live with
+  G_s's errors.
+
+Every stage reads and writes the same checkpoint (``<out>/last.pt``: model, opt, step, elapsed,
+config, args), always with the whole model's state. ``--resume`` continues the checkpoint's own
+stage where it stopped; resuming a checkpoint written by another stage starts this stage from its
+weights (``step``/``elapsed`` stay cumulative, ``--minutes``/``--max-steps`` count from the
+stage's start, recorded in ``args``). Folders without label maps are pseudo-labelled by the
+bundled segmenter (see :mod:`.pseudo`); under ``torchrun`` the job is data-parallel (see
+:mod:`.ddp`), ``--batch`` being the global batch.
 """
 from __future__ import annotations
 
@@ -12,41 +25,58 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
-from ..classes import NUM_CLASSES, VOID
+from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID
 from ..nets.blocks import one_hot_map
 from ..nets.sqgan import SQGAN, SQGANConfig
+from . import ddp
 from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
-from .data import CropSampler, load_splits
+from .data import CropSampler, load_training_set
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
+from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
 
+STAGES = ("ssm", "image", "joint")
+STAGE_HELP = {
+    "ssm": "train G_s only: the semantic-map codec (SQ-GAN stage 1)",
+    "image": "train G_x only, on ground-truth maps (SQ-GAN stage 2)",
+    "joint": "train G_s and G_x; G_x decodes from G_s's map late in the budget (stage 3)",
+}
+STAGE_PREFIX = {"ssm": ("ssm.",), "image": ("image.",), "joint": ("ssm.", "image.")}
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="CamVid-layout folder")
-    p.add_argument("--splits", default="train,val")
-    p.add_argument("--minutes", type=float, default=60.0, help="total wall-clock budget")
+
+def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
+    p.add_argument("--data", required=True,
+                   help="CamVid-layout folder ({split}/ + {split}annot/), or any folder of images "
+                        "(pseudo-labelled by the bundled segmenter)")
+    p.add_argument("--splits", default="train,val", help="split folders of a CamVid-layout --data")
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this stage")
     p.add_argument("--out", default="runs/sqgan")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--batch", type=int, default=8,
+                   help="global batch: under torchrun split evenly across the processes")
     p.add_argument("--crop", type=int, default=160)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--perceptual", type=float, default=0.05)
-    p.add_argument("--semantic", type=float, default=0.1,
-                   help="weight of the semantic-consistency loss (frozen bundled segmenter on the output)")
+    if stage in ("image", "joint"):
+        p.add_argument("--perceptual", type=float, default=0.05)
+        p.add_argument("--semantic", type=float, default=0.1,
+                       help="weight of the semantic-consistency loss (frozen bundled segmenter on the output)")
     p.add_argument("--keep-min", type=float, default=0.05)
-    p.add_argument("--decoded-from", type=float, default=0.6,
-                   help="budget fraction after which G_x decodes from G_s's map")
+    if stage == "joint":
+        p.add_argument("--decoded-from", type=float, default=0.6,
+                       help="budget fraction after which G_x decodes from G_s's map")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps of this stage")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on CUDA: synchronise BatchNorm batch statistics across GPUs")
 
 
 def _sample_grid(path: Path, target: torch.Tensor, recon: torch.Tensor) -> None:
@@ -54,6 +84,12 @@ def _sample_grid(path: Path, target: torch.Tensor, recon: torch.Tensor) -> None:
     grid = torch.cat(list(rows), dim=2)
     arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     Image.fromarray(arr).save(path)
+
+
+def _colourise(ids: torch.Tensor) -> torch.Tensor:
+    """N×H×W class ids → N×3×H×W in [-1, 1] (SegNet palette, void black)."""
+    palette = torch.tensor(list(CLASS_COLOURS) + [(0, 0, 0)], dtype=torch.float32, device=ids.device)
+    return palette[ids.long().clamp(max=NUM_CLASSES)].permute(0, 3, 1, 2) / 127.5 - 1
 
 
 def frozen_segmenter(device: torch.device) -> torch.nn.Module | None:
@@ -71,94 +107,221 @@ def frozen_segmenter(device: torch.device) -> torch.nn.Module | None:
     return net.to(device).eval().requires_grad_(False)
 
 
-def run(args: argparse.Namespace) -> Path:
+def trainable_names(model: nn.Module, stage: str) -> list[str]:
+    """Names of the parameters a stage trains, in ``named_parameters`` order (= optimizer order)."""
+    return [n for n, _ in model.named_parameters() if n.startswith(STAGE_PREFIX[stage])]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, saved_names: list[str],
+                         names: list[str], params: list[torch.Tensor], log=print) -> int:
+    """Load a checkpoint's optimizer state into ``opt`` parameter by parameter (by name), so a
+    stage can resume a checkpoint written by a stage that trained another parameter set.
+    Returns how many parameters got their state back (0: the state was not used)."""
+    groups = saved.get("param_groups", [])
+    if len(groups) != 1 or len(groups[0]["params"]) != len(saved_names):
+        log(f"note: optimizer state not loaded ({sum(len(g['params']) for g in groups)} saved "
+            f"parameters in {len(groups)} groups do not match the {len(saved_names)} expected)")
+        return 0
+    by_name = {n: groups[0]["params"][i] for i, n in enumerate(saved_names)}
+    state: dict[int, dict] = {}
+    for i, (n, p) in enumerate(zip(names, params)):
+        s = saved["state"].get(by_name.get(n, -1))
+        if s is not None and all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape
+                                 for v in s.values()):
+            state[i] = s
+    group = {k: v for k, v in groups[0].items() if k != "params"}
+    opt.load_state_dict({"state": state, "param_groups": [{**group, "params": list(range(len(params)))}]})
+    if len(state) < len(params):
+        log(f"note: optimizer state loaded for {len(state)} of {len(params)} parameters "
+            "(the others start fresh)")
+    return len(state)
+
+
+class StageForward(nn.Module):
+    """The forward pass a stage trains (what DDP wraps): G_s and/or G_x on one batch."""
+
+    def __init__(self, model: SQGAN, stage: str):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, rgb: torch.Tensor, onehot: torch.Tensor, keep_s: torch.Tensor,
+                keep_x: torch.Tensor, decoded: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+        out = {}
+        if self.stage in ("ssm", "joint"):
+            out["s"] = self.model.ssm(onehot, keep_s)
+        if self.stage in ("image", "joint"):
+            dec_map = None
+            if decoded and "s" in out:
+                dec_map = one_hot_map(out["s"]["logits"].detach().argmax(1), NUM_CLASSES)
+            out["x"] = self.model.image(rgb, onehot, keep_x, dec_map)
+        return out
+
+
+def run(args: argparse.Namespace, stage: str | None = None) -> Path:
+    stage = stage or getattr(args, "command", None) or "joint"
+    if stage not in STAGES:
+        raise ValueError(f"unknown SQ-GAN stage {stage!r}")
+    args.command = stage
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = pick_device(args.device)
+    info, device = ddp.setup(pick_device(args.device))
+    try:
+        return _train(args, stage, info, device)
+    finally:
+        ddp.teardown(info)
+
+
+def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: torch.device) -> Path:
+    say = print if info.is_main else (lambda *a, **k: None)
+    if args.batch % info.world:
+        raise SystemExit(f"--batch {args.batch} (the global batch) must be a multiple of the "
+                         f"{info.world} processes")
+    batch = args.batch // info.world
+    torch.manual_seed(args.seed + info.rank)
     out = Path(args.out)
     ckpt_path = out / "last.pt"
+    trains_x = stage in ("image", "joint")
+    perceptual_w = getattr(args, "perceptual", 0.0) if trains_x else 0.0
+    semantic_w = getattr(args, "semantic", 0.0) if trains_x else 0.0
+    decoded_from = getattr(args, "decoded_from", 2.0) if stage == "joint" else 2.0
 
-    images, labels = load_splits(args.data, args.splits.split(","), args.limit)
-    if labels is None:
-        raise SystemExit("no label maps found: make pseudo-labels with `sqgan segment` first")
-    sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
-                          seed=args.seed)
+    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out)
+    labels = fill_pseudo_labels(keys, images, labels, out / "pseudo_labels", device=str(device),
+                                rank=info.rank, world=info.world, barrier=info.barrier, log=say)
     ce_weights = (balanced_class_weights(labels) *
                   relevance_pixel_weights(torch.arange(NUM_CLASSES), 1.0)).to(device)
 
     model = SQGAN(SQGANConfig()).to(device)
-    perceptual = PerceptualLoss(imagenet_trunk_state()).to(device)
-    segnet = frozen_segmenter(device) if args.semantic > 0 else None
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    step, already = 0, 0.0
+    names = trainable_names(model, stage)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    params = [p for p in model.parameters() if p.requires_grad]
+    perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if perceptual_w > 0 else None
+    segnet = frozen_segmenter(device) if semantic_w > 0 else None
+    opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
+
+    step, stage_step0, stage_elapsed0, already = 0, 0, 0.0, 0.0
+    previous: list[dict] = []
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device)
+        saved_args = state.get("args") or {}
+        saved_stage = saved_args.get("command", "joint")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, already = state["step"], state["elapsed"]
-        sampler.rng = np.random.default_rng(args.seed + step)
-        print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        previous = list(saved_args.get("previous_stages", []))
+        if saved_stage == stage:
+            stage_step0 = int(saved_args.get("stage_start_step", 0))
+            stage_elapsed0 = float(saved_args.get("stage_start_elapsed", 0.0))
+            already = elapsed - stage_elapsed0
+            say(f"resumed {stage} at step {step}, {already / 60:.1f} min elapsed")
+        else:
+            saved0 = int(saved_args.get("stage_start_step", 0))
+            saved_e0 = float(saved_args.get("stage_start_elapsed", 0.0))
+            previous.append({"stage": saved_stage, "steps": step - saved0,
+                             "minutes": round((elapsed - saved_e0) / 60, 2)})
+            stage_step0, stage_elapsed0 = step, elapsed
+            say(f"starting stage {stage} from the {saved_stage} checkpoint at step {step}")
+        if saved_stage in STAGES:
+            load_optimizer_state(opt, state["opt"], trainable_names(model, saved_stage), names, params,
+                                 log=say)
+        else:
+            say(f"note: optimizer state not loaded (checkpoint of unknown stage {saved_stage!r})")
+    args.stage_start_step, args.stage_start_elapsed = stage_step0, stage_elapsed0
+    args.previous_stages = previous
+    args.world_size = info.world
+
+    rank_seed = args.seed + step if info.rank == 0 else [args.seed + step, info.rank]
+    sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
+                          seed=rank_seed)
     budget = Budget(args.minutes, already)
-    log = JsonlLog(out / "log.jsonl")
+    log = JsonlLog(out / "log.jsonl") if info.is_main else None
     last_save = time.monotonic()
 
+    forward: nn.Module = StageForward(model, stage)
+    if args.sync_bn and not (info.enabled and device.type == "cuda"):
+        say("note: --sync-bn only acts under torchrun on CUDA; BatchNorm statistics stay per process")
+    if info.enabled:
+        if args.sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            forward.model = model
+        ddp.sync_quantizers(model, info.world, seed=args.seed + step)
+        # DDP's default broadcast_buffers=True (forward_sync_buffers in newer torch) is kept:
+        # rank 0's buffers are copied to every rank at the start of each forward
+        forward = nn.parallel.DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None)
+
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                                    "elapsed": budget.elapsed, "config": model.config.to_dict(),
-                                    "args": vars(args)})
+        if info.is_main:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                                        "elapsed": stage_elapsed0 + budget.elapsed,
+                                        "config": model.config.to_dict(), "args": vars(args)})
 
     model.train()
     flag = StopFlag()
-    while not flag.stop and not budget.done() and (args.max_steps is None or step < args.max_steps):
-        progress = budget.progress
+    while True:
+        local_stop = (flag.stop or budget.done()
+                      or (args.max_steps is not None and step - stage_step0 >= args.max_steps))
+        stop, progress = ddp.agree(info, local_stop, budget.progress, device)
+        if stop:
+            break
         lr = cosine_lr(args.lr, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sampler.sample(args.batch)
+        x, y = sampler.sample(batch)
         rgb = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
         lab = torch.from_numpy(y).to(device).long()
         onehot = one_hot_map(lab, NUM_CLASSES)
         n = rgb.shape[0]
+        keep_s = torch.empty(n).uniform_(args.keep_min, 1.0)
+        keep_x = torch.empty(n).uniform_(args.keep_min, 1.0)
+        res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from)
+        s_out, x_out = res.get("s"), res.get("x")
 
-        # G_s: code the semantic map
-        s_out = model.ssm(onehot, torch.empty(n).uniform_(args.keep_min, 1.0))
-        ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=VOID)
-
-        # G_x: code the image; decoder sees G_s's map in the late stage
-        dec_map = None
-        if progress >= args.decoded_from:
-            dec_map = one_hot_map(s_out["logits"].detach().argmax(1), NUM_CLASSES)
-        x_out = model.image(rgb, onehot, torch.empty(n).uniform_(args.keep_min, 1.0), dec_map)
-        pix_w = relevance_pixel_weights(lab)
-        l1 = weighted_l1(x_out["rgb"], rgb, pix_w)
-        perc = perceptual(x_out["rgb"], rgb) if args.perceptual > 0 else torch.zeros((), device=device)
-        sem = torch.zeros((), device=device)
-        if segnet is not None:
-            # task loss of semantic communication: the receiver's segmenter must recover the map
-            sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
-                                  ignore_index=VOID)
-        loss = (ssm_loss + s_out["vq_loss"] + l1 + args.perceptual * perc + x_out["vq_loss"]
-                + args.semantic * sem)
+        zero = torch.zeros((), device=device)
+        loss, parts = zero, {}
+        if s_out is not None:  # G_s: code the semantic map
+            ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=VOID)
+            loss = loss + ssm_loss + s_out["vq_loss"]
+            parts.update(ssm_ce=ssm_loss, vq_s=s_out["vq_loss"])
+        if x_out is not None:  # G_x: code the image (decoder sees G_s's map in the late joint stage)
+            l1 = weighted_l1(x_out["rgb"], rgb, relevance_pixel_weights(lab))
+            perc = perceptual(x_out["rgb"], rgb) if perceptual is not None else zero
+            sem = zero
+            if segnet is not None:
+                # task loss of semantic communication: the receiver's segmenter must recover the map
+                sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
+                                      ignore_index=VOID)
+            loss = loss + l1 + perceptual_w * perc + x_out["vq_loss"] + semantic_w * sem
+            parts.update(l1=l1, perc=perc, sem=sem, vq_x=x_out["vq_loss"])
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if step % 20 == 0:
-            used_x = int(x_out["indices"][x_out["keep"][:, 0]].unique().numel())
-            used_s = int(s_out["indices"][s_out["keep"][:, 0]].unique().numel())
-            rec = dict(step=step, loss=loss.item(), ssm_ce=ssm_loss.item(), l1=l1.item(), perc=perc.item(), sem=sem.item(),
-                       vq_x=x_out["vq_loss"].item(), vq_s=s_out["vq_loss"].item(), codes_x=used_x,
-                       codes_s=used_s, lr=lr, minutes=round(budget.elapsed / 60, 2))
+        if step % 20 == 0 and info.is_main:  # rank 0's share of the batch
+            rec: dict = dict(step=step, loss=loss.item(), **{k: v.item() for k, v in parts.items()})
+            if x_out is not None:
+                rec["codes_x"] = int(x_out["indices"][x_out["keep"][:, 0]].unique().numel())
+            if s_out is not None:
+                rec["codes_s"] = int(s_out["indices"][s_out["keep"][:, 0]].unique().numel())
+            rec.update(lr=lr, minutes=round(budget.elapsed / 60, 2))
             log.write(**rec)
             print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()),
                   flush=True)
-        if time.monotonic() - last_save > args.checkpoint_minutes * 60:
+        if info.is_main and time.monotonic() - last_save > args.checkpoint_minutes * 60:
             checkpoint()
-            _sample_grid(out / "samples.png", rgb, x_out["rgb"].detach())
+            if x_out is not None:
+                _sample_grid(out / "samples.png", rgb, x_out["rgb"].detach())
+            else:
+                decoded_map = s_out["logits"].detach().argmax(1)
+                _sample_grid(out / "samples.png", _colourise(lab), _colourise(decoded_map))
             last_save = time.monotonic()
     checkpoint()
-    print(f"done: {step} steps, checkpoint {ckpt_path}")
+    if info.enabled:
+        same = ddp.consistent(model, info)
+        verdict = "identical on all" if same else "DIFFER across the"
+        say(f"ddp: parameters and codebooks {verdict} {info.world} ranks")
+    info.barrier()  # every rank leaves once the final checkpoint is on disk
+    say(f"done: {step} steps, checkpoint {ckpt_path}")
     return ckpt_path

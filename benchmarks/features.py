@@ -1,0 +1,163 @@
+"""What the beyond-the-paper encode controls buy, measured on CamVid test (issue 6).
+
+    python benchmarks/features.py --data ../shared/data/camvid --every 4 --out docs/bench/features.md
+
+1. Rate control: actual bpp (file bytes, header included) against --bpp targets.
+2. Bit split: per-image split search against the fixed schedule, at equal targets.
+3. Task priorities: per-class IoU of prioritised classes with and without --priority, at the
+   same target, on the images that contain them; the cost to the other classes.
+4. Semantic map coding: masked-VQ (G_s) against lossless, bits of the map and quality at
+   equal total target.
+5. Layers: base-only (semantic map alone) against full decoding.
+
+mIoU here is the bundled segmenter on the decoded image against the ground-truth labels,
+summed over the images (dataset-level confusion matrix), void ignored.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqgan_codec import bitstream  # noqa: E402
+from sqgan_codec.classes import CLASS_NAMES, NUM_CLASSES  # noqa: E402
+from sqgan_codec.codec import Codec  # noqa: E402
+from sqgan_codec.evaluate.metrics import confusion_matrix, iou_from_confusion, psnr  # noqa: E402
+
+PRIORITY = {"Pedestrian": 4.0, "SignSymbol": 4.0, "Bicyclist": 4.0, "Pole": 2.0}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        self.bpp: list[float] = []
+        self.psnr: list[float] = []
+
+    def add(self, codec: Codec, data: bytes, rgb: np.ndarray, gt: np.ndarray, layers: str = "all") -> None:
+        dec = np.asarray(codec.decode(data, layers=layers).convert("RGB"))
+        self.cm += confusion_matrix(gt, codec.segmenter.segment(dec))
+        self.bpp.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
+        self.psnr.append(psnr(rgb, dec))
+
+    @property
+    def iou(self) -> np.ndarray:
+        return iou_from_confusion(self.cm)
+
+    def row(self, name: str) -> str:
+        return (f"| {name} | {np.mean(self.bpp):.4f} | {np.nanmean(self.iou):.4f} | "
+                f"{np.mean(self.psnr):.2f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="../shared/data/camvid")
+    p.add_argument("--every", type=int, default=4, help="use every N-th test image")
+    p.add_argument("--targets", default="0.02,0.03,0.05,0.1")
+    p.add_argument("--compare-at", type=float, default=0.03, help="bpp for the A/B comparisons")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    warnings.simplefilter("ignore")
+    root = Path(a.data)
+    paths = sorted((root / "test").glob("*.png"))[:: a.every]
+    targets = [float(t) for t in a.targets.split(",")]
+    codec = Codec(device="cpu")
+    t_start = time.perf_counter()
+
+    rate_err: dict[float, list[float]] = {t: [] for t in targets}
+    floor_hits: dict[float, int] = {t: 0 for t in targets}
+    ceiling_hits: dict[float, int] = {t: 0 for t in targets}
+    variants = {k: Tally() for k in ("fixed", "search", "priority", "lossless", "base", "full")}
+    ssm_bits = {"vq": [], "lossless": []}
+    t = a.compare_at
+    for i, path in enumerate(paths):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        gt = np.asarray(Image.open(root / "testannot" / path.name))
+        pixels = rgb.shape[0] * rgb.shape[1]
+        analysis = codec.analyse(rgb)
+        seg_id = 0
+        smallest = len(codec.pack(analysis, 0.0, 0.0))
+        largest = len(codec.pack(analysis, 1.0, 1.0))
+        for target in targets:
+            data = codec._encode_analysis(analysis, _opts(bpp=target), seg_id)
+            rate_err[target].append(8 * len(data) / pixels / target - 1)
+            floor_hits[target] += len(data) == smallest and 8 * smallest / pixels > target
+            ceiling_hits[target] += len(data) == largest
+        fixed = codec._encode_analysis(analysis, _opts(bpp=t), seg_id)
+        variants["fixed"].add(codec, fixed, rgb, gt)
+        variants["full"].add(codec, fixed, rgb, gt)
+        variants["base"].add(codec, _base_only(fixed), rgb, gt, layers="base")
+        variants["search"].add(codec, codec._encode_analysis(analysis, _opts(bpp=t, split="search"), seg_id),
+                               rgb, gt)
+        prio = codec._encode_analysis(analysis, _opts(bpp=t, priority=PRIORITY), seg_id)
+        variants["priority"].add(codec, prio, rgb, gt)
+        if codec.lossless_tables is not None:
+            lossless = codec._encode_analysis(analysis, _opts(bpp=t, ssm="lossless"), seg_id)
+            variants["lossless"].add(codec, lossless, rgb, gt)
+            ssm_bits["lossless"].append(8 * len(bitstream.unpack(lossless).chunks["L"]))
+        ssm_bits["vq"].append(8 * len(bitstream.unpack(fixed).chunks["S"]))
+        print(f"[{i + 1}/{len(paths)}] {path.name} {time.perf_counter() - t_start:.0f}s", file=sys.stderr)
+
+    cmd = (f"python benchmarks/features.py --data {a.data} --every {a.every} --targets {a.targets} "
+           f"--compare-at {a.compare_at} --threads {a.threads}")
+    lines = ["# Encode controls: what they buy", "",
+             f"Command: `{cmd}` ({len(paths)} CamVid test images, every {a.every}th, 480x360; "
+             "mIoU of the bundled segmenter on the decoded images against ground truth, void ignored).", "",
+             "## Rate control (`--bpp`)", "",
+             "| target bpp | mean abs error | max overshoot | images at the floor | images at the ceiling |",
+             "|---|---|---|---|---|"]
+    for target in targets:
+        err = np.array(rate_err[target])
+        lines.append(f"| {target} | {np.mean(np.abs(err)) * 100:.2f} % | {max(err.max(), 0) * 100:.2f} % | "
+                     f"{floor_hits[target]} | {ceiling_hits[target]} |")
+    lines += ["", "Floor: the smallest possible stream is larger than the target (a warning is "
+              "printed). Ceiling: every token is kept and the stream is still below the target "
+              "(the model's maximum rate).", "",
+              f"## A/B at {t} bpp", "", "| variant | mean bpp | mIoU | PSNR [dB] |", "|---|---|---|---|"]
+    names = {"fixed": "fixed split (paper-style schedule)", "search": "`--split search`",
+             "priority": f"`--priority {','.join(f'{k}={v:g}' for k, v in PRIORITY.items())}`",
+             "lossless": "`--ssm lossless`", "base": "base layer only (`--layers base`)",
+             "full": "full decoding (same files as fixed)"}
+    for key, label in names.items():
+        if variants[key].bpp:
+            lines.append(variants[key].row(label))
+    fixed_iou, prio_iou = variants["fixed"].iou, variants["priority"].iou
+    lines += ["", "### Per-class IoU with and without priorities", "",
+              "| class | fixed | with priority | change |", "|---|---|---|---|"]
+    for c, name in enumerate(CLASS_NAMES):
+        mark = " (prioritised)" if name in PRIORITY else ""
+        lines.append(f"| {name}{mark} | {fixed_iou[c]:.4f} | {prio_iou[c]:.4f} | {prio_iou[c] - fixed_iou[c]:+.4f} |")
+    lines += ["", "### Bits of the semantic map", "", "| coding | mean bits per image |", "|---|---|"]
+    for key, bits in ssm_bits.items():
+        if bits:
+            lines.append(f"| {key} | {np.mean(bits):.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+
+
+def _opts(**kw):
+    from sqgan_codec.codec import EncodeOptions
+
+    return EncodeOptions(**kw)
+
+
+def _base_only(data: bytes) -> bytes:
+    """The file cut after its semantic layer, as a receiver of the base layer alone gets it."""
+    stream = bitstream.unpack(data)
+    header = stream.header
+    return bitstream.pack(header, [(k, v) for k, v in stream.chunks.items() if k != bitstream.CHUNK_IMAGE])
+
+
+if __name__ == "__main__":
+    main()
