@@ -108,7 +108,7 @@ def resolve_segmenter(spec: str | Callable | None, log: Callable[[str], None] = 
 
 
 def find_images(image_dir: str | Path, label_dir: str | Path | None = "auto",
-                limit: int | None = None) -> list[tuple[Path, Path | None]]:
+                limit: int | None = None, every: int = 1) -> list[tuple[Path, Path | None]]:
     """Sorted (image, label-or-None) pairs. ``label_dir="auto"`` uses a sibling ``<dir>annot``
     folder (CamVid layout) if there is one; labels are matched by file stem."""
     image_dir = Path(image_dir)
@@ -121,6 +121,7 @@ def find_images(image_dir: str | Path, label_dir: str | Path | None = "auto",
     labels: dict[str, Path] = {}
     if label_dir is not None:
         labels = {p.stem: p for p in sorted(Path(label_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = images[::max(1, every)]
     if limit:
         images = images[:limit]
     return [(p, labels.get(p.stem)) for p in images]

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--scales", default=",".join(str(s) for s in classical.SCALES), help="downscale factors")
     p.add_argument("--learned", default=",".join(LEARNED), help=f"learned codecs of {sorted(LEARNED)} ('' for none)")
     p.add_argument("--segmenter", default="bundled", help="segmenter spec for sqgan_codec.segmenters ('none' to skip)")
+    p.add_argument("--every", type=int, default=1, metavar="K",
+                   help="use every K-th image (sorted by name): a spread subset")
     p.add_argument("--quick", type=int, default=None, metavar="N", help="use only the first N images")
     p.add_argument("--workers", type=int, default=default_workers(), help="processes over images")
     p.add_argument("--no-lpips", action="store_true")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     a = p.parse_args(argv)
 
     labels = None if a.labels == "none" else a.labels
-    pairs = find_images(a.images, labels, a.quick)
+    pairs = find_images(a.images, labels, a.quick, a.every)
     eprint(f"{len(pairs)} images, {sum(lab is not None for _, lab in pairs)} with labels")
     notes: list[str] = []
 
