@@ -158,9 +158,14 @@ def export_sqgan(args: argparse.Namespace) -> Path:
     keys, images, labels = read_items([items[i] for i in pick])
     labels = fill_pseudo_labels(keys, images, labels, Path(args.checkpoint).parent / "pseudo_labels")
     tables = entropy_tables(model, images, labels)
+    from ..ssm_lossless import fill_void, fit_tables
+
+    lossless = fit_tables(fill_void(lab) for lab in labels)  # for `--ssm lossless`
+    tables["entropy.ssm_lossless.counts"] = torch.from_numpy(lossless.counts.astype(np.int32))
     meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
             "class_set": CLASS_SET_ID, "provenance": json.dumps(_provenance(state)),
-            "entropy_tables": f"counts over {len(pick)} CamVid train images at random keep ratios"}
+            "entropy_tables": f"counts over {len(pick)} CamVid train images at random keep ratios; "
+                                f"lossless-map contexts over their label maps"}
     return _write(Path(args.weights) if args.weights else weights_dir(), SQGAN_NAME, "sqgan",
                   {**shipped, **tables}, meta, config.to_dict(),
                   "SQ-GAN for CamVid's 11 classes: G_s + G_x with SAMM, CPU-sized")

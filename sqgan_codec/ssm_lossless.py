@@ -1,0 +1,314 @@
+"""Lossless range coding of semantic label maps (H×W class ids ``0 .. NUM_CLASSES-1``).
+
+Every probability comes from an integer count table (:class:`LabelMapTables`, saved with the
+weights), turned into float64 ratios by the same numpy arithmetic on every machine, so any
+machine decodes the exact map. No probability depends on a network output.
+
+Coding order. Rows top to bottom; each row in five passes over its columns (coarse to fine,
+like a binary subdivision), so that each pass is one vectorised coder call and later passes
+see the row's earlier passes on both sides:
+
+====  ================  ===========================================================
+pass  columns x         the five known neighbours, in priority order
+====  ================  ===========================================================
+0     x ≡ 0 (mod 16)    a[x], a[x-1], a[x+1], aa[x], a[x+2]
+1     x ≡ 8 (mod 16)    c[x-8], c[x+8], a[x], a[x-1], a[x+1]
+2     x ≡ 4 (mod 8)     c[x-4], c[x+4], a[x], a[x-1], a[x+1]
+3     x ≡ 2 (mod 4)     c[x-2], c[x+2], a[x], a[x-1], a[x+1]
+4     x odd             c[x-1], c[x+1], a[x], a[x-1], a[x+1]
+====  ================  ===========================================================
+
+``c`` is the current row, ``a`` the row above, ``aa`` the row two above. A neighbour outside
+the map has the value ``NONE`` (= NUM_CLASSES), which no pixel can copy.
+
+Symbols. The five neighbours fall into groups of equal labels, numbered in order of first
+appearance (their *partition pattern*, one of 52). A pixel is coded as the number of the
+group holding its label (0..4), or 5 = escape when no neighbour has its label; an escape is
+followed by the label itself. Contexts (static, from the table):
+
+- copy symbol: (pass, partition pattern, label of the first neighbour) → 5·52·12 = 3120
+  categoricals over 6 symbols;
+- escaped label: (pass, label of the first neighbour) → 5·12 = 60 categoricals over the
+  NUM_CLASSES labels.
+
+Within a pass: the copy symbols of the pass in column order, then the escaped labels of the
+pass in column order. On piecewise-constant maps almost every pixel copies a neighbour with
+probability close to 1, so nearly all bits go to boundary pixels. Trailing zero bytes of the
+stream are dropped; the decoder pads them back. The map's shape is not in the stream.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Iterable
+
+import numpy as np
+
+from .classes import NUM_CLASSES
+from .errors import BitstreamError
+
+NONE = NUM_CLASSES  # value of neighbours outside the map
+_K = 5  # neighbours per pixel
+_ESCAPE = _K  # copy symbol meaning "no neighbour has this label"
+_NUM_SYMBOLS = _K + 1
+_LABELS = NUM_CLASSES + 1  # first-neighbour label context, NONE included
+_PAD = 8  # columns of NONE on each side of a row (largest horizontal offset)
+_MAX_COUNT = 2**31 - 1  # counts are stored as int32
+
+# (columns start, step, neighbour offsets (dy, dx)) per pass
+_PASSES: tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...] = (
+    (0, 16, ((-1, 0), (-1, -1), (-1, 1), (-2, 0), (-1, 2))),
+    (8, 16, ((0, -8), (0, 8), (-1, 0), (-1, -1), (-1, 1))),
+    (4, 8, ((0, -4), (0, 4), (-1, 0), (-1, -1), (-1, 1))),
+    (2, 4, ((0, -2), (0, 2), (-1, 0), (-1, -1), (-1, 1))),
+    (1, 2, ((0, -1), (0, 1), (-1, 0), (-1, -1), (-1, 1))),
+)
+
+
+def _partition_tables() -> tuple[int, np.ndarray, np.ndarray]:
+    """Partition patterns of the 5 neighbours as restricted growth strings (g[0] = 0,
+    g[j] ≤ max(g[:j]) + 1). Returns (pattern count, pattern id per 10-bit pairwise-equality
+    code, group number per (pattern, neighbour))."""
+    pairs = list(combinations(range(_K), 2))
+    patterns: list[tuple[int, ...]] = [(0,)]
+    for _ in range(_K - 1):
+        patterns = [p + (g,) for p in patterns for g in range(max(p) + 2)]
+    lut = np.zeros(1 << len(pairs), np.int16)  # codes no neighbourhood can produce stay 0
+    for pid, rgs in enumerate(patterns):
+        lut[sum(1 << b for b, (i, j) in enumerate(pairs) if rgs[i] == rgs[j])] = pid
+    return len(patterns), lut, np.array(patterns, np.uint8)
+
+
+_NUM_PATTERNS, _PATTERN_OF_CODE, _GROUP = _partition_tables()
+_PAIR_I, _PAIR_J = (np.array(v) for v in zip(*combinations(range(_K), 2)))
+_DIGIT = _LABELS ** np.arange(_K - 1, -1, -1, dtype=np.int64)  # neighbours → one integer
+_PASS_CONTEXTS = _NUM_PATTERNS * _LABELS
+_COPY_CONTEXTS = len(_PASSES) * _PASS_CONTEXTS
+_ESCAPE_CONTEXTS = len(_PASSES) * _LABELS
+NUM_CONTEXTS = _COPY_CONTEXTS + _ESCAPE_CONTEXTS
+_ESCAPED = 255  # copied-label marker of the escape symbol; other values ≥ NUM_CLASSES are invalid
+
+
+@functools.cache
+def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per neighbourhood integer v = Σ nb[i]·12^(4-i): (copy context within a pass [v],
+    group number of each neighbour [v, 5], label copied by each symbol [v, 6]).
+
+    Lookups keep the per-row work to a few numpy calls (decode speed). Built once (~40 ms)."""
+    digits = np.indices((_LABELS,) * _K, dtype=np.uint8).reshape(_K, -1)
+    code = np.zeros(digits.shape[1], np.int16)
+    for b, (i, j) in enumerate(zip(_PAIR_I, _PAIR_J)):
+        code |= (digits[i] == digits[j]).astype(np.int16) << b
+    pattern = _PATTERN_OF_CODE[code]
+    context = pattern.astype(np.int32) * _LABELS + digits[0]
+    group = _GROUP[pattern]
+    copied = np.full((digits.shape[1], _NUM_SYMBOLS), NONE, np.uint8)  # NONE: no such group
+    rows = np.arange(digits.shape[1])
+    for j in range(_K - 1, -1, -1):  # the first neighbour of each group writes last
+        copied[rows, group[:, j]] = digits[j]
+    copied[:, _ESCAPE] = _ESCAPED
+    return context, group, copied
+
+
+@dataclass(frozen=True)
+class LabelMapTables:
+    """Integer statistics of label maps, int [NUM_CONTEXTS, NUM_CLASSES].
+
+    Rows ``0 .. 3119``: copy symbols, row (pass·52 + pattern)·12 + first-neighbour label,
+    counts in the first 6 columns, the other columns zero. Rows ``3120 .. 3179``: escaped
+    labels, row 3120 + pass·12 + first-neighbour label. Counts fit int32 so the table can be
+    saved as one weights tensor (34,980 entries).
+    """
+
+    counts: np.ndarray
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.counts)
+        if counts.shape != (NUM_CONTEXTS, NUM_CLASSES) or not np.issubdtype(counts.dtype, np.integer):
+            raise ValueError(f"label-map tables must be integer [{NUM_CONTEXTS}, {NUM_CLASSES}], "
+                             f"got {counts.dtype} {list(counts.shape)}")
+        if counts.min() < 0 or counts.max() > _MAX_COUNT:
+            raise ValueError("label-map tables must be non-negative counts that fit int32")
+        if counts[:_COPY_CONTEXTS, _NUM_SYMBOLS:].any():
+            raise ValueError("label-map tables have counts in unused copy-symbol columns")
+        counts = counts.astype(np.int64)
+        counts.flags.writeable = False
+        object.__setattr__(self, "counts", counts)
+
+    def probabilities(self) -> tuple[np.ndarray, np.ndarray]:
+        """(copy [passes, 624, 6], escape [60, NUM_CLASSES]) float64; every symbol stays codable."""
+        copy = self.counts[:_COPY_CONTEXTS, :_NUM_SYMBOLS].astype(np.float64) + 1.0
+        escape = self.counts[_COPY_CONTEXTS:].astype(np.float64) + 1.0
+        copy = (copy / copy.sum(axis=1, keepdims=True)).reshape(len(_PASSES), _PASS_CONTEXTS, _NUM_SYMBOLS)
+        return copy, escape / escape.sum(axis=1, keepdims=True)
+
+
+class _Layout:
+    """Flat indices into a NONE-padded copy of an h×w map: 2 rows above, _PAD columns each side."""
+
+    def __init__(self, h: int, w: int):
+        self.h, self.w = h, w
+        self.stride = w + 2 * _PAD
+        self.columns: list[np.ndarray] = []  # columns of each pass
+        self.neighbours: list[np.ndarray] = []  # [5, n] flat neighbour indices for row 0
+        self.targets: list[np.ndarray] = []  # [n] flat pixel indices for row 0
+        for start, step, offsets in _PASSES:
+            xs = np.arange(start, w, step, dtype=np.int64)
+            base = 2 * self.stride + _PAD + xs
+            self.columns.append(xs)
+            self.targets.append(base)
+            shifts = np.array([dy * self.stride + dx for dy, dx in offsets], np.int64)
+            self.neighbours.append(base[None, :] + shifts[:, None])
+
+    def padded(self, labels: np.ndarray | None = None) -> np.ndarray:
+        buf = np.full((self.h + 2, self.stride), NONE, np.int64)
+        if labels is not None:
+            buf[2:, _PAD:_PAD + self.w] = labels
+        return buf
+
+
+def _neighbourhood(nb: np.ndarray) -> np.ndarray:
+    """One integer per pixel for its 5 neighbour labels nb [5, n] (each in 0..NONE)."""
+    return _DIGIT @ nb
+
+
+def _copy_symbols(nb: np.ndarray, v: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Group number of each pixel's label among its neighbours, _ESCAPE where none has it."""
+    match = nb == labels[None, :]
+    j = match.argmax(axis=0)
+    group = _neighbourhood_tables()[1][v, j]
+    return np.where(match.any(axis=0), group, _ESCAPE)
+
+
+def _escape_contexts(nb0: np.ndarray, p: int) -> np.ndarray:
+    """Escape context of pass p, counted from the first escape row of the table."""
+    return p * _LABELS + nb0
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise ValueError(f"a label map must be a 2-D integer array, got {arr.dtype} {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= NUM_CLASSES):
+        raise ValueError(f"label map values must lie in 0..{NUM_CLASSES - 1}")
+    return arr.astype(np.int64)
+
+
+def _categorical():
+    import constriction
+
+    return constriction, constriction.stream.model.Categorical(perfect=False)
+
+
+def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
+    """Count every copy symbol and escaped label of the example maps (void-free class ids)."""
+    counts = np.zeros((NUM_CONTEXTS, NUM_CLASSES), np.int64)
+    context_of = _neighbourhood_tables()[0]
+    for labels in label_maps:
+        arr = _check_labels(labels)
+        layout = _Layout(*arr.shape)
+        flat = layout.padded(arr).ravel()
+        rows = np.arange(layout.h, dtype=np.int64)[:, None] * layout.stride
+        for p in range(len(_PASSES)):
+            if not layout.columns[p].size or not layout.h:
+                continue
+            nb = flat[layout.neighbours[p][:, None, :] + rows[None]].reshape(_K, -1)
+            truth = flat[layout.targets[p][None, :] + rows].reshape(-1)
+            v = _neighbourhood(nb)
+            sym = _copy_symbols(nb, v, truth)
+            esc = sym == _ESCAPE
+            index = np.concatenate([
+                (p * _PASS_CONTEXTS + context_of[v]) * NUM_CLASSES + sym,
+                (_COPY_CONTEXTS + _escape_contexts(nb[0, esc], p)) * NUM_CLASSES + truth[esc]])
+            counts += np.bincount(index, minlength=counts.size).reshape(counts.shape)
+    big = counts.max(axis=1, keepdims=True)
+    scale = np.maximum(-(-big // _MAX_COUNT), 1)  # ceil; rows over the int32 limit shrink
+    return LabelMapTables((counts // scale).astype(np.int32))
+
+
+def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
+    """Range-code one label map (h×w ints in 0..NUM_CLASSES-1); the shape is not stored."""
+    constriction, categorical = _categorical()
+    arr = _check_labels(labels)
+    layout = _Layout(*arr.shape)
+    flat = layout.padded(arr).ravel()
+    copy_p, escape_p = tables.probabilities()
+    context_of = _neighbourhood_tables()[0]
+    encoder = constriction.stream.queue.RangeEncoder()
+    for y in range(layout.h):
+        shift = y * layout.stride
+        for p in range(len(_PASSES)):
+            if not layout.columns[p].size:
+                continue
+            nb = flat[layout.neighbours[p] + shift]
+            truth = flat[layout.targets[p] + shift]
+            v = _neighbourhood(nb)
+            sym = _copy_symbols(nb, v, truth)
+            encoder.encode(sym.astype(np.int32), categorical, copy_p[p][context_of[v]])
+            esc = sym == _ESCAPE
+            if esc.any():
+                encoder.encode(truth[esc].astype(np.int32), categorical,
+                               escape_p[_escape_contexts(nb[0, esc], p)])
+    # trailing zero bytes are implied: the decoder pads them back
+    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+
+
+def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables) -> np.ndarray:
+    """Inverse of :func:`encode_label_map`: uint8 h×w. Raises BitstreamError on bad data."""
+    constriction, categorical = _categorical()
+    h, w = (int(v) for v in shape)
+    if h < 0 or w < 0:
+        raise ValueError(f"bad label-map shape {shape}")
+    layout = _Layout(h, w)
+    buf = layout.padded()
+    flat = buf.ravel()
+    copy_p, escape_p = tables.probabilities()
+    context_of, _, copied = _neighbourhood_tables()
+    passes = [(p, layout.neighbours[p], layout.targets[p], copy_p[p])
+              for p in range(len(_PASSES)) if layout.columns[p].size]
+    padded = bytes(data) + b"\x00" * (-len(data) % 4)
+    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        for y in range(h):
+            shift = y * layout.stride
+            for p, neighbours, targets, probs in passes:
+                nb = flat[neighbours + shift]
+                v = _neighbourhood(nb)
+                sym = decoder.decode(categorical, probs[context_of[v]])
+                values = copied[v, sym]
+                esc = values == _ESCAPED
+                if esc.any():
+                    values[esc] = decoder.decode(categorical, escape_p[_escape_contexts(nb[0, esc], p)])
+                if values.max() >= NUM_CLASSES:
+                    raise BitstreamError("label-map stream copies a neighbour that does not exist")
+                flat[targets + shift] = values
+        exhausted = decoder.maybe_exhausted()
+    except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
+        raise BitstreamError(f"label-map stream cannot be decoded ({exc})") from None
+    if not exhausted:
+        raise BitstreamError("label-map stream has data after its last pixel")
+    return buf[2:, _PAD:_PAD + w].astype(np.uint8)
+
+
+def fill_void(labels: np.ndarray) -> np.ndarray:
+    """Replace void (CamVid's 11, or any id ≥ NUM_CLASSES) by a nearby class, growing the
+    classes into the void one pixel a step. Turns ground-truth maps into maps a segmenter could
+    have produced, to fit tables and measure on. An all-void map becomes class 0."""
+    out = np.array(labels, dtype=np.int64)
+    hole = (out < 0) | (out >= NUM_CLASSES)
+    while hole.any():
+        if hole.all():
+            out[...] = 0
+            break
+        for axis, step in ((1, 1), (0, 1), (1, -1), (0, -1)):  # from left, above, right, below
+            src = np.roll(out, step, axis=axis)
+            src_hole = np.roll(hole, step, axis=axis)
+            edge = [slice(None)] * 2
+            edge[axis] = 0 if step == 1 else -1
+            src_hole[tuple(edge)] = True  # nothing wraps around the border
+            take = hole & ~src_hole
+            out[take] = src[take]
+            hole &= ~take
+    return out.astype(np.uint8)
