@@ -34,13 +34,15 @@ def _codec(device: str) -> "Codec":
 
 
 def encode(image: Any, *, bpp: float | None = None, keep: float | None = None,
-           device: str = "auto") -> bytes:
+           device: str = "auto", **options: Any) -> bytes:
     """Encode an image (path, ``PIL.Image.Image`` or numpy array) to ``.sqg`` bytes.
 
     ``bpp`` is a target in bits per pixel counted on the whole file; ``keep`` in [0, 1] is the
-    rate knob instead (the share of latent positions kept). Uses the default model.
+    rate knob instead (the share of latent positions kept). Uses the default model. Further
+    options (``max_bytes``, ``priority``, ``roi``, ``ssm``, ``split``): see
+    :meth:`sqgan_codec.codec.Codec.encode`.
     """
-    return _codec(device).encode(image, bpp=bpp, keep=keep)
+    return _codec(device).encode(image, bpp=bpp, keep=keep, **options)
 
 
 def decode(data: bytes, *, device: str = "auto", layers: str = "all") -> "Image.Image":
