@@ -465,7 +465,7 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     from .codec import EncodeOptions, parse_priority
 
     if keep is not None and (bpp is not None or max_bytes is not None):
-        raise click.UsageError("--keep is exclusive with --bpp and --max-bytes")
+        raise click.UsageError("--keep and --bpp/--max-bytes are mutually exclusive")
     try:
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
                                 priority=parse_priority(priority) if priority else None,
@@ -687,7 +687,10 @@ def _decode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
 
     datas = [data for _, data, _, _ in ready]
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    results = _run_batch(lambda items: [c.decode_with_map(d, layers=layers) for d in items], datas)
+    if ssm_out is None:
+        results = _run_batch(lambda items: [(im, None) for im in c.decode_many(items, layers=layers)], datas)
+    else:
+        results = _run_batch(lambda items: [c.decode_with_map(d, layers=layers) for d in items], datas)
     for (job, data, header, t_read), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             _job_failed(rep, job, _message(result))

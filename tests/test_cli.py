@@ -50,8 +50,8 @@ class FakeCodec:
         self.decode_calls: list[dict] = []
         FakeCodec.instances.append(self)
 
-    def encode_many(self, images, *, bpp=None, keep=None):
-        self.encode_calls.append({"n": len(images), "bpp": bpp, "keep": keep})
+    def encode_many(self, images, *, bpp=None, keep=None, **options):
+        self.encode_calls.append({"n": len(images), "bpp": bpp, "keep": keep, **options})
         out = []
         for li in images:
             assert isinstance(li, LoadedImage)
@@ -152,7 +152,9 @@ def test_options_reach_the_codec(tmp_path, fake):
     assert run("encode", tmp_path / "x.png", "-o", tmp_path / "a.sqg", "--bpp", "0.05",
                "--device", "cpu").exit_code == 0
     codec = fake.instances[-1]
-    assert codec.device == "cpu" and codec.encode_calls == [{"n": 1, "bpp": 0.05, "keep": None}]
+    assert codec.device == "cpu" and len(codec.encode_calls) == 1
+    call = codec.encode_calls[0]
+    assert (call["n"], call["bpp"], call["keep"], call["max_bytes"], call["ssm"]) == (1, 0.05, None, None, "vq")
     assert run("encode", tmp_path / "x.png", "-o", tmp_path / "b.sqg",
                "--keep", "0.3").exit_code == 0
     assert fake.instances[-1].encode_calls[0]["keep"] == 0.3
