@@ -22,6 +22,7 @@ bundled segmenter (see :mod:`.pseudo`); under ``torchrun`` the job is data-paral
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this stage")
     p.add_argument("--out", default="runs/sqgan")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init-from", default=None, metavar="NAME|FILE",
+                   help="start from shipped weights (a registry name such as sqgan-camvid11, or a "
+                        ".safetensors file) when no checkpoint is resumed: continues the committed model")
     p.add_argument("--batch", type=int, default=8,
                    help="global batch: under torchrun split evenly across the processes")
     p.add_argument("--crop", type=int, default=160)
@@ -157,6 +161,44 @@ class StageForward(nn.Module):
         return out
 
 
+def init_from_shipped(model: SQGAN, source: str) -> tuple[int, float]:
+    """Load shipped fp16 inference weights into ``model`` for further training.
+
+    The export drops the quantisers' EMA state; it is rebuilt from the codebooks (each code its
+    own running mean with count 1) and marked initialised, so the first step does not replace
+    the learned codebook by data samples. Returns (steps, seconds) trained before, from the
+    file's provenance.
+    """
+    from pathlib import Path as _Path
+
+    from safetensors import safe_open
+
+    from .. import registry
+    from ..nets.quantizer import VectorQuantizer
+
+    path = _Path(source)
+    if not path.suffix == ".safetensors":
+        entry = registry.get(source)
+        registry.load_state(entry)  # verifies the hash
+        path = registry.weights_dir() / entry.file
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k).float() for k in f.keys() if not k.startswith("entropy.")}
+        meta = f.metadata() or {}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if ".ema_" not in k]
+    if missing or unexpected:
+        raise SystemExit(f"{path} does not fit the SQ-GAN network (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    for module in model.modules():
+        if isinstance(module, VectorQuantizer):
+            module.ema_sum.copy_(module.codebook)
+            module.ema_count.fill_(1.0)
+            module.ema_usage.fill_(1.0)
+            module.ema_initialised.fill_(True)
+    prov = json.loads(meta.get("provenance", "{}") or "{}")
+    return int(prov.get("steps", 0)), 60.0 * float(prov.get("train_minutes", 0.0))
+
+
 def run(args: argparse.Namespace, stage: str | None = None) -> Path:
     stage = stage or getattr(args, "command", None) or "joint"
     if stage not in STAGES:
@@ -226,6 +268,11 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                                  log=say)
         else:
             say(f"note: optimizer state not loaded (checkpoint of unknown stage {saved_stage!r})")
+    elif getattr(args, "init_from", None):
+        step, already = init_from_shipped(model, args.init_from)
+        stage_elapsed0, stage_step0 = already, step
+        already = 0.0
+        say(f"initialised from shipped weights {args.init_from} (trained {step} steps before)")
     args.stage_start_step, args.stage_start_elapsed = stage_step0, stage_elapsed0
     args.previous_stages = previous
     args.world_size = info.world
