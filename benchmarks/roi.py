@@ -20,15 +20,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqgan_codec.classes import NUM_CLASSES  # noqa: E402
-from sqgan_codec.codec import Codec  # noqa: E402
-from sqgan_codec.evaluate.metrics import confusion_matrix, miou  # noqa: E402
+from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
+from sqgan_codec.evaluate.metrics import confusion_matrix, miou, psnr  # noqa: E402
 
 BOX = (256, 96, 192, 160)  # x, y, w, h on a 480x360 frame
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
 
 
 def main() -> None:
@@ -55,15 +50,14 @@ def main() -> None:
         gt = np.asarray(Image.open(root / "testannot" / path.name))
         analysis = codec.analyse(rgb)
         for key, roi in (("plain", ()), ("roi", (BOX,))):
-            from sqgan_codec.codec import EncodeOptions
-
             data = codec._encode_analysis(analysis, EncodeOptions(bpp=a.bpp, roi=roi), 0)
             dec = np.asarray(codec.decode(data).convert("RGB"))
             pred = codec.segmenter.segment(dec)
             s = stats[key]
             s["bpp"].append(8 * len(data) / gt.size)
-            s["psnr_in"].append(_psnr(rgb[inside], dec[inside]))
-            s["psnr_out"].append(_psnr(rgb[~inside], dec[~inside]))
+            # masked pixels as 1×N×3 "images" for the RGB metric
+            s["psnr_in"].append(psnr(rgb[inside][None], dec[inside][None]))
+            s["psnr_out"].append(psnr(rgb[~inside][None], dec[~inside][None]))
             s["cm_in"] += confusion_matrix(gt[inside], pred[inside])
             s["cm_out"] += confusion_matrix(gt[~inside], pred[~inside])
     lines = ["# Region of interest (`--roi`)", "",
