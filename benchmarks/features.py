@@ -26,6 +26,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from sqgan_codec import bitstream  # noqa: E402
 from sqgan_codec.classes import CLASS_NAMES, NUM_CLASSES  # noqa: E402
@@ -140,10 +143,7 @@ def main() -> None:
     for key, bits in ssm_bits.items():
         if bits:
             lines.append(f"| {key} | {np.mean(bits):.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 def _opts(**kw):

@@ -18,6 +18,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from sqgan_codec.classes import NUM_CLASSES  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
@@ -70,10 +73,7 @@ def main() -> None:
         s = stats[key]
         lines.append(f"| {label} | {np.mean(s['bpp']):.4f} | {np.mean(s['psnr_in']):.2f} | "
                      f"{np.mean(s['psnr_out']):.2f} | {miou(s['cm_in']):.3f} | {miou(s['cm_out']):.3f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

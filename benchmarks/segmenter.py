@@ -15,6 +15,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from sqgan_codec.classes import CLASS_NAMES  # noqa: E402
 from sqgan_codec.evaluate.metrics import confusion_matrix, iou_from_confusion, pixel_accuracy  # noqa: E402
@@ -54,10 +57,7 @@ def main() -> None:
         f"torch {torch.__version__}): median {np.median(warm):.0f} ms, p90 {np.percentile(warm, 90):.0f} ms",
         "", "| class | IoU |", "|---|---|",
     ] + [f"| {n} | {v:.4f} |" for n, v in zip(CLASS_NAMES, iou)]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

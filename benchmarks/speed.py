@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import emit  # noqa: E402  (this script's folder is on sys.path)
+
 SIZES = ((480, 360), (1024, 512), (1920, 1080), (3840, 2160))
 
 
@@ -119,10 +121,7 @@ def main() -> None:
                      f"{r['networks']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
                      f"{r['decode_map']:.3f} | {r['demask']:.3f} | {r['spade_decoder']:.3f} | **{r['decode']:.3f}** | "
                      f"{r['peak_rss_mb']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

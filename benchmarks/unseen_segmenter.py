@@ -25,6 +25,9 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from sqgan_codec.classes import NUM_CLASSES, VOID  # noqa: E402
 from sqgan_codec.codec import Codec  # noqa: E402
@@ -144,10 +147,7 @@ def main() -> None:
         mb, mu = miou(cms[(name, "bundled")]), miou(cms[(name, "unseen")])
         lines.append(f"| {name} | {np.mean(bpps[name]):.4f} | {mb:.3f} | {mb / ref['bundled']:.2f} | "
                      f"{mu:.3f} | {mu / ref['unseen']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -155,6 +155,8 @@ class _Analysis:
     ssm_indices: np.ndarray
     image_scores: torch.Tensor
     image_indices: np.ndarray
+    # rate-independent results of pack(), computed on first use (the rate search packs ~16×)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 class Codec:
@@ -302,10 +304,13 @@ class Codec:
         if ssm == "lossless":
             from .ssm_lossless import encode_label_map
 
-            chunks = [(bitstream.CHUNK_SEMANTIC_LOSSLESS,
-                       encode_label_map(analysis.semantic_map, self._lossless_tables()))]
+            cache = analysis.cache
+            if "lossless_map" not in cache:
+                cache["lossless_map"] = encode_label_map(analysis.semantic_map, self._lossless_tables())
+                cache["block_majority"] = block_majority(self.block_classes(analysis))
+            chunks = [(bitstream.CHUNK_SEMANTIC_LOSSLESS, cache["lossless_map"])]
             keep_ssm = 1.0
-            ctx_of_tokens = lambda: block_majority(self.block_classes(analysis))  # noqa: E731
+            ctx_of_tokens = lambda: cache["block_majority"]  # noqa: E731
         else:
             ssm_keep = top_k_mask(analysis.ssm_scores, keep_ssm)[0, 0].cpu().numpy()
             ssm_bytes = encode_tokens(ssm_keep, analysis.ssm_indices, np.zeros(ssm_keep.shape, np.int64),
