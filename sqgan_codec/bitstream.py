@@ -23,14 +23,15 @@ from sqgan_codec.errors import BitstreamError, TruncatedError, UnsupportedVersio
 # conversion, ^Z stops `type` on Windows.
 MAGIC = b"\x89SQG\r\n\x1a\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1 added the refinement chunk R
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
 CHUNK_SEMANTIC_LOSSLESS = "L"    # lossless semantic map, instead of S
 CHUNK_IMAGE = "I"                # image tokens (enhancement layer)
+CHUNK_REFINE = "R"               # low-pass colour residual (refinement layer), always last
 SEMANTIC_CHUNKS = (CHUNK_SEMANTIC, CHUNK_SEMANTIC_LOSSLESS)
-CRITICAL_CHUNKS = (CHUNK_HEADER, *SEMANTIC_CHUNKS, CHUNK_IMAGE)
+CRITICAL_CHUNKS = (CHUNK_HEADER, *SEMANTIC_CHUNKS, CHUNK_IMAGE, CHUNK_REFINE)
 
 MAX_VARINT_BYTES = 5             # enough for any uint32
 MAX_DIMENSION = 1 << 20          # width/height limit in pixels
@@ -273,15 +274,18 @@ def _read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
 
 def _check_chunk_order(kind: str, seen: dict[str, bytes]) -> None:
     """Raise unless critical chunk ``kind`` may follow the critical chunks in ``seen``
-    (the header already read). Order: H, then S or L, then I (always last)."""
+    (the header already read). Order: H, then S or L, then I, then R (each of I and R
+    optional; R, when present, is last)."""
     if kind == CHUNK_HEADER:
         raise BitstreamError("duplicate header chunk 'H'")
     if kind in SEMANTIC_CHUNKS:
         if any(k in seen for k in SEMANTIC_CHUNKS):
             raise BitstreamError(f"chunk {kind!r}: the stream already has a semantic-map chunk")
-    elif kind == CHUNK_IMAGE:
+    elif kind in (CHUNK_IMAGE, CHUNK_REFINE):
         if not any(k in seen for k in SEMANTIC_CHUNKS):
-            raise BitstreamError("chunk 'I' comes before the semantic-map chunk (S or L)")
+            raise BitstreamError(f"chunk {kind!r} comes before the semantic-map chunk (S or L)")
+        if kind == CHUNK_IMAGE and CHUNK_REFINE in seen:
+            raise BitstreamError("chunk 'I' after 'R': the refinement chunk must be last")
     else:
         raise BitstreamError(f"unknown critical chunk {kind!r}")
 
@@ -309,8 +313,8 @@ class Stream:
 def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     """Serialise a stream: magic, ``H`` chunk, then ``chunks`` in the given order.
 
-    ``chunks`` must hold exactly one of S/L, then at most one I (last); lowercase
-    (ancillary) chunks may go anywhere before I. Raises BitstreamError for a list that
+    ``chunks`` must hold exactly one of S/L, then at most one I, then at most one R (last);
+    lowercase (ancillary) chunks may go anywhere before I. Raises BitstreamError for a list that
     would not parse, so the writer can never produce a file its own reader rejects.
     """
     seen: dict[str, bytes] = {}
@@ -318,8 +322,10 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
             raise BitstreamError(f"chunk type must be one ASCII letter: {kind!r}")
-        if CHUNK_IMAGE in seen:
-            raise BitstreamError(f"chunk {kind!r} after 'I': the image chunk must be last")
+        if CHUNK_REFINE in seen:
+            raise BitstreamError(f"chunk {kind!r} after 'R': the refinement chunk must be last")
+        if CHUNK_IMAGE in seen and kind != CHUNK_REFINE:
+            raise BitstreamError(f"chunk {kind!r} after 'I': only 'R' may follow the image chunk")
         if kind.isupper():
             _check_chunk_order(kind, seen)
             seen[kind] = payload
@@ -327,6 +333,14 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     if not any(k in seen for k in SEMANTIC_CHUNKS):
         raise BitstreamError("a stream needs a semantic-map chunk (S or L)")
     return b"".join(framed)
+
+
+def append_refinement(data: bytes, payload: bytes) -> bytes:
+    """A stream with the refinement chunk ``R`` appended (``data`` must not have one)."""
+    stream = unpack(data)
+    if CHUNK_REFINE in stream.chunks:
+        raise BitstreamError("the stream already has a refinement chunk 'R'")
+    return bytes(data) + _frame_chunk(CHUNK_REFINE, bytes(payload))
 
 
 def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = False) -> Stream:
@@ -344,8 +358,9 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
     pos = len(MAGIC)
     try:
         while pos < len(view):
-            if CHUNK_IMAGE in chunks:
-                raise BitstreamError(f"{len(view) - pos} bytes of trailing data after the last chunk 'I'")
+            if CHUNK_REFINE in chunks or (CHUNK_IMAGE in chunks and view[pos] != ord(CHUNK_REFINE)):
+                last = CHUNK_REFINE if CHUNK_REFINE in chunks else CHUNK_IMAGE
+                raise BitstreamError(f"{len(view) - pos} bytes of trailing data after the last chunk {last!r}")
             kind, payload, pos = _read_chunk(view, pos)
             if header is None:
                 if kind != CHUNK_HEADER:

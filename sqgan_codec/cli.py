@@ -440,8 +440,12 @@ _inputs_argument = click.argument(
               help="Re-weight which regions keep tokens, e.g. Pedestrian=4,SignSymbol=4,Sky=0.")
 @click.option("--roi", multiple=True, metavar="X,Y,W,H",
               help="Region of interest in pixels that keeps more tokens (repeatable).")
-@click.option("--ssm", type=click.Choice(["vq", "lossless"]), default="vq", show_default=True,
-              help="Semantic map coding: masked VQ (G_s) or exact (lossless arithmetic coding).")
+@click.option("--ssm", type=click.Choice(["auto", "vq", "lossless"]), default="auto", show_default=True,
+              help="Semantic map coding: masked VQ (G_s), exact (lossless arithmetic coding), or auto "
+                   "(exact when a --bpp/--max-bytes budget has room beyond G_s's largest stream).")
+@click.option("--refine", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="Refinement layer: a low-pass colour residual after the tokens (+1 to 1.5 dB PSNR "
+                   "for a few dozen bytes; fills budgets above the token stream's maximum).")
 @click.option("--split", type=click.Choice(["fixed", "search"]), default="fixed", show_default=True,
               help="Semantic/image bit split with --bpp/--max-bytes: one schedule, or searched "
                    "per image (slower).")
@@ -453,8 +457,8 @@ _inputs_argument = click.argument(
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images sent through the network together.")
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
-           max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, split: str,
-           device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
+           max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
+           split: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
            batch_size: int) -> None:
     """Compress images to .sqg files.
 
@@ -469,7 +473,8 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     try:
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
                                 priority=parse_priority(priority) if priority else None,
-                                roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split)
+                                roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split,
+                                refine=refine)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_stdout_use(output, as_json)
@@ -742,7 +747,8 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
         try:
             stream = _check_stream(data)
             truncated = stream.truncated
-            layers = ["base"] + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
+            layers = (["base"] + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
+                      + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
                 note = _TRUNCATED_BASE
         except SqganError as e:

@@ -27,6 +27,7 @@ from .imageio import LoadedImage, load_image
 from .nets.blocks import one_hot_map
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
+from .refine import Residual, apply_residual, decode_residual
 
 CLASS_SET_CODES = {CLASS_SET_ID: 0}
 LAYERS = ("all", "base")
@@ -55,8 +56,20 @@ def keep_pair_biased(quality: float, ssm_bias: float) -> tuple[float, float]:
 SPLIT_BIASES = (-0.1, 0.0, 0.15, 0.35)
 # Rank boost of latent positions inside a region of interest.
 ROI_BOOST = 4.0
-SSM_MODES = ("vq", "lossless")
+SSM_MODES = ("auto", "vq", "lossless")
 SPLIT_MODES = ("fixed", "search")
+REFINE_MODES = ("auto", "off")
+# Refinement layer (refine.py): share of a rate-controlled budget set aside for it (at least
+# REFINE_MIN_BYTES), the strides tried finest first, the coarsest step a finer stride may use
+# before a coarser one is preferred, and the setting used without rate control.
+REFINE_SHARE = 0.12
+REFINE_MIN_BYTES = 40
+REFINE_STRIDES = (8, 16, 32)
+REFINE_MAX_STEP = 24
+REFINE_DEFAULT = (32, 12)
+REFINE_FRAMING_BYTES = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
+# ssm="auto" picks the exact map only if it leaves at least this share of image tokens.
+LOSSLESS_MIN_IMAGE_KEEP = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,9 @@ class EncodeOptions:
     max_bytes: int | None = None
     priority: Mapping[str, float] | None = None
     roi: Sequence[tuple[int, int, int, int]] = ()
-    ssm: str = "vq"
+    ssm: str = "auto"
     split: str = "fixed"
+    refine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.keep is not None:
@@ -84,6 +98,8 @@ class EncodeOptions:
             raise ValueError(f"ssm must be one of {SSM_MODES}")
         if self.split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}")
+        if self.refine not in REFINE_MODES:
+            raise ValueError(f"refine must be one of {REFINE_MODES}")
         if self.priority:
             unknown = [k for k in self.priority if k not in CLASS_INDEX]
             if unknown:
@@ -301,6 +317,8 @@ class Codec:
         """
         keep_ssm = min(max(keep_ssm, MIN_KEEP), 1.0)
         keep_image = min(max(keep_image, 0.0), 1.0)
+        if ssm not in ("vq", "lossless"):
+            raise ValueError(f"pack codes the semantic map by 'vq' or 'lossless', not {ssm!r}")
         if ssm == "lossless":
             from .ssm_lossless import encode_label_map
 
@@ -337,8 +355,8 @@ class Codec:
 
     def encode(self, image: Any, *, bpp: float | None = None, keep: float | None = None,
                max_bytes: int | None = None, priority: Mapping[str, float] | None = None,
-               roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "vq", split: str = "fixed",
-               semantic_map: np.ndarray | None = None) -> bytes:
+               roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "auto", split: str = "fixed",
+               refine: str = "auto", semantic_map: np.ndarray | None = None) -> bytes:
         """Encode an image (path, PIL image or numpy array) to .sqg bytes.
 
         ``bpp``: target bits per pixel (file bytes, header included); the largest stream not
@@ -347,13 +365,17 @@ class Codec:
         in [0, 1] instead. None of them: ``keep=0.3``.
         ``priority``: {class name: weight} re-ranks which latent positions are kept (e.g.
         ``{"Pedestrian": 4, "Sky": 0}``); ``roi``: (x, y, w, h) boxes that keep more tokens.
-        ``ssm="lossless"`` codes the semantic map exactly instead of with G_s.
+        ``ssm``: ``"vq"`` codes the semantic map with G_s, ``"lossless"`` exactly; ``"auto"``
+        (default) takes lossless when a rate-controlled budget has room for it beyond G_s's
+        largest stream, else G_s.
+        ``refine``: ``"auto"`` (default) appends the refinement layer (a low-pass colour
+        residual, see :mod:`sqgan_codec.refine`) within the budget; ``"off"``: tokens only.
         ``split="search"`` chooses the semantic/image bit split per image by trying several
         and keeping the best-scoring decode (slower); ``"fixed"`` uses one schedule.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
         """
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
-                                roi=tuple(roi), ssm=ssm, split=split)
+                                roi=tuple(roi), ssm=ssm, split=split, refine=refine)
         analysis = self.analyse(image, semantic_map)
         seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
         return self._encode_analysis(analysis, options, seg_id)
@@ -370,13 +392,21 @@ class Codec:
         analysis = self._ranked(analysis, options)
         if not options.rate_controlled:
             q = 0.3 if options.keep is None else options.keep
-            return self.pack(analysis, *keep_pair(q), segmenter_id=seg_id, ssm=options.ssm)
+            ssm = "vq" if options.ssm == "auto" else options.ssm
+            data = self.pack(analysis, *keep_pair(q), segmenter_id=seg_id, ssm=ssm)
+            if options.refine == "auto":
+                stride, step = REFINE_DEFAULT
+                residual = Residual(analysis.loaded.rgb, self._decode_arrays(data)[0], stride)
+                data = bitstream.append_refinement(data, residual.encode(step))
+            return data
         pixels = analysis.loaded.width * analysis.loaded.height
         budget = math.inf if options.bpp is None else options.bpp * pixels / 8.0
         if options.max_bytes is not None:
             budget = min(budget, options.max_bytes)
-        biases = SPLIT_BIASES if options.split == "search" and options.ssm == "vq" else (0.0,)
-        candidates = [self._fit_rate(analysis, budget, seg_id, options.ssm, b) for b in biases]
+        refine = options.refine == "auto"
+        ssm = self._choose_ssm(analysis, budget, seg_id, options.ssm, refine)
+        biases = SPLIT_BIASES if options.split == "search" and ssm == "vq" else (0.0,)
+        candidates = [self._fit_refined(analysis, budget, seg_id, ssm, b, refine) for b in biases]
         if len(candidates) == 1:
             best = candidates[0]
         else:
@@ -385,6 +415,56 @@ class Codec:
             warnings.warn(f"{analysis.loaded.name or 'image'}: cannot go below {len(best)} bytes "
                           f"({8 * len(best) / pixels:.4f} bpp); wrote the smallest stream", stacklevel=3)
         return best
+
+    @staticmethod
+    def _refine_reserve(budget: float) -> float:
+        return max(REFINE_MIN_BYTES, REFINE_SHARE * budget)
+
+    def _choose_ssm(self, analysis: _Analysis, budget: float, seg_id: int, ssm: str, refine: bool) -> str:
+        """``auto``: the exact map when G_s's largest stream leaves room for it (with at least
+        ``LOSSLESS_MIN_IMAGE_KEEP`` of the image tokens and the refinement reserve)."""
+        if ssm != "auto":
+            return ssm
+        if self.lossless_tables is None:
+            return "vq"
+        room = budget - (self._refine_reserve(budget) if refine else 0.0)
+        if len(self.pack(analysis, 1.0, 1.0, segmenter_id=seg_id, ssm="vq")) >= room:
+            return "vq"
+        lossless = self.pack(analysis, 1.0, LOSSLESS_MIN_IMAGE_KEEP, segmenter_id=seg_id, ssm="lossless")
+        return "lossless" if len(lossless) <= room else "vq"
+
+    def _fit_refined(self, analysis: _Analysis, budget: float, seg_id: int, ssm: str, ssm_bias: float,
+                     refine: bool) -> bytes:
+        """Token stream plus refinement layer within ``budget`` bytes: the tokens get the budget
+        less a reserve, the refinement the rest (all of it where the tokens top out)."""
+        if refine:
+            tokens = self._fit_rate(analysis, budget - self._refine_reserve(budget), seg_id, ssm, ssm_bias)
+            room = budget - len(tokens) - REFINE_FRAMING_BYTES
+            payload = self._refinement_within(analysis, tokens, room) if room > 0 else None
+            if payload is not None:
+                return bitstream.append_refinement(tokens, payload)
+        return self._fit_rate(analysis, budget, seg_id, ssm, ssm_bias)
+
+    def _refinement_within(self, analysis: _Analysis, tokens: bytes, room: float) -> bytes | None:
+        """The finest refinement payload of at most ``room`` bytes: the finest stride whose
+        step can stay ≤ REFINE_MAX_STEP, else the coarsest stride that fits at all."""
+        decoded = self._decode_arrays(tokens)[0]
+        chosen = None
+        for stride in REFINE_STRIDES:
+            residual = Residual(analysis.loaded.rgb, decoded, stride)
+            if len(residual.encode(255)) > room:
+                continue
+            lo, hi = 0, 255  # invariant: step hi fits; step lo does not (or is 0)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if len(residual.encode(mid)) <= room:
+                    hi = mid
+                else:
+                    lo = mid
+            chosen = residual.encode(hi)
+            if hi <= REFINE_MAX_STEP:
+                break
+        return chosen
 
     def _fit_rate(self, analysis: _Analysis, budget: float, seg_id: int, ssm: str = "vq",
                   ssm_bias: float = 0.0) -> bytes:
@@ -480,6 +560,18 @@ class Codec:
     @torch.inference_mode()
     def decode_with_map(self, data: bytes, *, layers: str = "all") -> tuple[Image.Image, np.ndarray]:
         """:meth:`decode`, also returning the decoded semantic map (H×W uint8 class ids)."""
+        arr, semantic_map, header, stream = self._decode_arrays(data, layers=layers)
+        if layers == "all" and bitstream.CHUNK_REFINE in stream.chunks:
+            correction = decode_residual(stream.chunks[bitstream.CHUNK_REFINE], header.height, header.width)
+            arr = apply_residual(arr, correction)
+        image = Image.fromarray(arr, "RGB")
+        return (image.convert("L") if header.colour_mode == "L" else image), semantic_map
+
+    @torch.inference_mode()
+    def _decode_arrays(self, data: bytes, *, layers: str = "all"
+                       ) -> tuple[np.ndarray, np.ndarray, bitstream.Header, bitstream.Stream]:
+        """Network decode of the token layers: (RGB H×W×3 uint8 before refinement, semantic
+        map, header, parsed stream)."""
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}")
         header, semantic_map, state = self.decode_semantic_map(data)
@@ -494,9 +586,7 @@ class Codec:
         rgb = self.net.image.decode_indices(torch.from_numpy(img_indices).to(self.device)[None],
                                             torch.from_numpy(img_keep).to(self.device)[None, None], onehot)
         arr = ((rgb[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        arr = np.ascontiguousarray(arr[: header.height, : header.width])
-        image = Image.fromarray(arr, "RGB")
-        return (image.convert("L") if header.colour_mode == "L" else image), semantic_map
+        return np.ascontiguousarray(arr[: header.height, : header.width]), semantic_map, header, stream
 
     def decode_many(self, datas: Sequence[bytes], *, layers: str = "all") -> list[Image.Image]:
         return [self.decode(d, layers=layers) for d in datas]

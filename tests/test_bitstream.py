@@ -35,7 +35,7 @@ def frame(kind: str | bytes, payload: bytes) -> bytes:
         zlib.crc32(type_byte + payload).to_bytes(4, "big")
 
 
-def header_payload(version_byte: int = 0x10, flags: int = 0, extra: bytes = b"") -> bytes:
+def header_payload(version_byte: int = 0x11, flags: int = 0, extra: bytes = b"") -> bytes:
     """The H payload of make_header() (480x360, stride 16), built by hand."""
     return bytes([version_byte, flags, 3]) + HASH + encode_varint(480) + encode_varint(360) + \
         bytes([4, 0, 0, 0, 64, 153]) + extra
@@ -117,7 +117,7 @@ def test_grid_and_padding():
 
 def test_to_dict():
     info = make_header().to_dict()
-    assert info["version"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}" == "1.0"
+    assert info["version"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}" == "1.1"
     assert info["model"] == 3 and info["weights_hash"] == "a1b2c3d4"
     assert (info["width"], info["height"], info["grid"], info["padding"]) == (480, 360, [23, 30], [8, 0])
     assert info["colour_mode"] == "RGB" and info["class_set"] == "camvid11"
@@ -394,7 +394,7 @@ def test_fuzz_with_valid_crcs_reaches_the_parsers():
     """CRCs stop most fuzzed bytes at the framing; re-frame mutated header payloads and
     chunk sequences so the header parser and the order rules see them too."""
     rng = random.Random(7)
-    kinds = "HSLIQhtz"
+    kinds = "HSLIRQhtz"
     for i in range(3000):
         payload = mutate(header_payload(version_byte=rng.choice((0x10, 0x12))), rng)
         if i % 10 == 0:
@@ -405,5 +405,5 @@ def test_fuzz_with_valid_crcs_reaches_the_parsers():
             stream = unpack(data, allow_truncated=bool(i % 2))
         except SqganError:
             continue
-        assert set(stream.chunks) <= {"S", "L", "I"}
+        assert set(stream.chunks) <= {"S", "L", "I", "R"}
         assert read_header(data) == stream.header

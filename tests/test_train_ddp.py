@@ -45,14 +45,14 @@ def test_torchrun_two_processes_write_one_plain_checkpoint(tmp_path: Path) -> No
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sqgan_codec.train", "joint", "--data", str(data), "--splits", "train", "--out", str(run),
            "--batch", "2", "--crop", "32", "--threads", "1", "--minutes", "5", "--max-steps", "2",
-           "--perceptual", "0", "--semantic", "0", "--device", "cpu"]
+           "--perceptual", "0", "--semantic", "0", "--gan-start", "0", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=110)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]  # torchrun exits 0 only when both ranks did
     assert out.count("done: 2 steps") == 1, out[-4000:]  # rank 0 alone reports and writes
     assert "ddp: parameters and codebooks identical on all 2 ranks" in out, out[-4000:]
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    assert set(state) == {"model", "opt", "step", "elapsed", "config", "args"}
+    assert set(state) == {"model", "opt", "step", "elapsed", "config", "args", "gan"}
     assert state["step"] == 2 and state["args"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in state["model"])
     model = SQGAN(SQGANConfig.from_dict(state["config"]))

@@ -116,14 +116,61 @@ def read_items(items: list[tuple[str, Path, Path | None]]
     return keys, images, labels
 
 
+class ObjectBank:
+    """Small objects of chosen classes cut out of the training set, for copy-paste augmentation.
+
+    Small relevant objects (signs, poles, people, cyclists) are few pixels of few images; pasting
+    extra copies into crops (the paper's augmentation) gives the losses more of what matters.
+    Each object is one connected component of one class: its pixels, its mask and its class.
+    """
+
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], classes: tuple[int, ...],
+                 min_area: int = 40, max_area: int = 6000, max_objects: int = 5000):
+        self.objects: list[tuple[np.ndarray, np.ndarray, int]] = []
+        for img, lab in zip(images, labels):
+            if lab is None:
+                continue
+            for c in classes:
+                mask = (lab == c).astype(np.uint8)
+                if not mask.any():
+                    continue
+                n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+                for k in range(1, n):
+                    x, y, w, h, area = stats[k]
+                    if min_area <= area <= max_area and len(self.objects) < max_objects:
+                        m = comp[y:y + h, x:x + w] == k
+                        self.objects.append((img[y:y + h, x:x + w].copy(), m, c))
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def paste(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, scale: float) -> None:
+        """Paste one random object into ``img``/``lab`` (in place) at a random place, resized
+        by ``scale`` (the crop's own scale, so objects keep a plausible size)."""
+        pix, mask, c = self.objects[rng.integers(len(self.objects))]
+        h, w = max(1, round(pix.shape[0] * scale)), max(1, round(pix.shape[1] * scale))
+        if h >= lab.shape[0] or w >= lab.shape[1]:
+            return
+        pix = cv2.resize(pix, (w, h), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        if rng.random() < 0.5:
+            pix, mask = pix[:, ::-1], mask[:, ::-1]
+        y0, x0 = rng.integers(lab.shape[0] - h + 1), rng.integers(lab.shape[1] - w + 1)
+        img[y0:y0 + h, x0:x0 + w][mask] = pix[mask]
+        lab[y0:y0 + h, x0:x0 + w][mask] = c
+
+
 class CropSampler:
-    """Random multi-scale crops with flips and photometric jitter, as uint8 arrays."""
+    """Random multi-scale crops with flips and photometric jitter, as uint8 arrays; optionally
+    with small objects of an :class:`ObjectBank` pasted in (``paste``: chance per crop)."""
 
     def __init__(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | list[np.ndarray],
                  crop: tuple[int, int],
-                 scale: tuple[float, float] = (0.75, 1.5), jitter: float = 0.25, seed: int = 0):
+                 scale: tuple[float, float] = (0.75, 1.5), jitter: float = 0.25, seed: int = 0,
+                 bank: ObjectBank | None = None, paste: float = 0.0):
         self.images, self.labels = images, labels
         self.crop, self.scale, self.jitter = crop, scale, jitter
+        self.bank, self.paste = (bank, paste) if bank is not None and len(bank) else (None, 0.0)
         self.rng = np.random.default_rng(seed)
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +188,10 @@ class CropSampler:
             img, lab = img[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
             if self.rng.random() < 0.5:
                 img, lab = img[:, ::-1], lab[:, ::-1]
+            if self.paste and self.rng.random() < self.paste:
+                img, lab = img.copy(), lab.copy()
+                for _ in range(self.rng.integers(1, 4)):
+                    self.bank.paste(img, lab, self.rng, s)
             if self.jitter:
                 gain = 1 + self.rng.uniform(-self.jitter, self.jitter, 3)
                 bias = self.rng.uniform(-self.jitter, self.jitter) * 40

@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID
+from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID, class_id
 from ..nets.blocks import one_hot_map
 from ..nets.sqgan import SQGAN, SQGANConfig
 from . import ddp
 from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
-from .data import CropSampler, load_training_set
+from .data import CropSampler, ObjectBank, load_training_set
+from .gan import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, patch_relevance
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
@@ -48,6 +49,7 @@ STAGE_HELP = {
     "joint": "train G_s and G_x; G_x decodes from G_s's map late in the budget (stage 3)",
 }
 STAGE_PREFIX = {"ssm": ("ssm.",), "image": ("image.",), "joint": ("ssm.", "image.")}
+PASTE_CLASSES = tuple(class_id(n) for n in ("SignSymbol", "Pole", "Pedestrian", "Bicyclist"))
 
 
 def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
@@ -60,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--init-from", default=None, metavar="NAME|FILE",
                    help="start from shipped weights (a registry name such as sqgan-camvid11, or a "
-                        ".safetensors file) when no checkpoint is resumed: continues the committed model")
+                        ".safetensors file) or from another run's last.pt (weights and optimizer "
+                        "moments), when no checkpoint is resumed: a new budget and schedule")
     p.add_argument("--batch", type=int, default=8,
                    help="global batch: under torchrun split evenly across the processes")
     p.add_argument("--crop", type=int, default=160)
@@ -69,6 +72,15 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
         p.add_argument("--perceptual", type=float, default=0.05)
         p.add_argument("--semantic", type=float, default=0.1,
                        help="weight of the semantic-consistency loss (frozen bundled segmenter on the output)")
+        p.add_argument("--gan", type=float, default=0.1,
+                       help="weight of the hinge GAN loss (relative to the reconstruction loss's "
+                            "gradient at the last layer, see train/gan.py); 0: no discriminator")
+        p.add_argument("--gan-start", type=float, default=0.5,
+                       help="budget fraction after which the adversarial loss is on")
+        p.add_argument("--gan-lr", type=float, default=2e-4, help="discriminator learning rate")
+    p.add_argument("--copy-paste", type=float, default=0.3,
+                   help="chance per crop of pasting 1-3 small relevant objects (signs, poles, people, "
+                        "cyclists) cut from other training images")
     p.add_argument("--keep-min", type=float, default=0.05)
     if stage == "joint":
         p.add_argument("--decoded-from", type=float, default=0.6,
@@ -241,9 +253,14 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if perceptual_w > 0 else None
     segnet = frozen_segmenter(device) if semantic_w > 0 else None
     opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
+    gan_w = getattr(args, "gan", 0.0) if trains_x else 0.0
+    disc = PatchDiscriminator().to(device) if gan_w > 0 else None
+    disc_opt = (torch.optim.Adam(disc.parameters(), lr=args.gan_lr, betas=(0.5, 0.9))
+                if disc is not None else None)
 
     step, stage_step0, stage_elapsed0, already = 0, 0, 0.0, 0.0
     previous: list[dict] = []
+    gan_state = None
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device)
         saved_args = state.get("args") or {}
@@ -251,6 +268,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         model.load_state_dict(state["model"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         previous = list(saved_args.get("previous_stages", []))
+        gan_state = state.get("gan")
         if saved_stage == stage:
             stage_step0 = int(saved_args.get("stage_start_step", 0))
             stage_elapsed0 = float(saved_args.get("stage_start_elapsed", 0.0))
@@ -268,23 +286,44 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                                  log=say)
         else:
             say(f"note: optimizer state not loaded (checkpoint of unknown stage {saved_stage!r})")
+    elif getattr(args, "init_from", None) and args.init_from.endswith(".pt"):
+        state = torch.load(args.init_from, map_location=device)
+        model.load_state_dict(state["model"])
+        step, stage_elapsed0 = int(state["step"]), float(state["elapsed"])
+        stage_step0 = step
+        saved_args = state.get("args") or {}
+        previous = list(saved_args.get("previous_stages", []))
+        previous.append({"stage": saved_args.get("command", "joint"),
+                         "steps": step - int(saved_args.get("stage_start_step", 0)),
+                         "minutes": round((stage_elapsed0 - float(saved_args.get("stage_start_elapsed", 0.0))) / 60, 2)})
+        if saved_args.get("command") in STAGES:
+            load_optimizer_state(opt, state["opt"], trainable_names(model, saved_args["command"]), names,
+                                 params, log=say)
+        gan_state = state.get("gan")
+        say(f"initialised from checkpoint {args.init_from} (step {step}); new budget and schedule")
     elif getattr(args, "init_from", None):
         step, already = init_from_shipped(model, args.init_from)
         stage_elapsed0, stage_step0 = already, step
         already = 0.0
         say(f"initialised from shipped weights {args.init_from} (trained {step} steps before)")
+    if disc is not None and gan_state is not None:
+        disc.load_state_dict(gan_state["disc"])
+        disc_opt.load_state_dict(gan_state["opt"])
+        say("discriminator state resumed")
     args.stage_start_step, args.stage_start_elapsed = stage_step0, stage_elapsed0
     args.previous_stages = previous
     args.world_size = info.world
 
     rank_seed = args.seed + step if info.rank == 0 else [args.seed + step, info.rank]
+    bank = ObjectBank(images, labels, PASTE_CLASSES) if args.copy_paste > 0 else None
     sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
-                          seed=rank_seed)
+                          seed=rank_seed, bank=bank, paste=args.copy_paste)
     budget = Budget(args.minutes, already)
     log = JsonlLog(out / "log.jsonl") if info.is_main else None
     last_save = time.monotonic()
 
     forward: nn.Module = StageForward(model, stage)
+    last_layer = model.image.to_rgb[1].weight  # where the adaptive GAN weight balances gradients
     if args.sync_bn and not (info.enabled and device.type == "cuda"):
         say("note: --sync-bn only acts under torchrun on CUDA; BatchNorm statistics stay per process")
     if info.enabled:
@@ -296,12 +335,19 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         # rank 0's buffers are copied to every rank at the start of each forward
         forward = nn.parallel.DistributedDataParallel(
             forward, device_ids=[device.index] if device.type == "cuda" else None)
+        if disc is not None:
+            disc_ddp = nn.parallel.DistributedDataParallel(
+                disc, device_ids=[device.index] if device.type == "cuda" else None)
+    disc_step = disc_ddp if info.enabled and disc is not None else disc
 
     def checkpoint() -> None:
         if info.is_main:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                                        "elapsed": stage_elapsed0 + budget.elapsed,
-                                        "config": model.config.to_dict(), "args": vars(args)})
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "elapsed": stage_elapsed0 + budget.elapsed,
+                     "config": model.config.to_dict(), "args": vars(args)}
+            if disc is not None:
+                state["gan"] = {"disc": disc.state_dict(), "opt": disc_opt.state_dict()}
+            save_checkpoint(ckpt_path, state)
 
     model.train()
     flag = StopFlag()
@@ -322,6 +368,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         keep_s = torch.empty(n).uniform_(args.keep_min, 1.0)
         keep_x = torch.empty(n).uniform_(args.keep_min, 1.0)
         res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from)
+        gan_on = disc is not None and progress >= args.gan_start
         s_out, x_out = res.get("s"), res.get("x")
 
         zero = torch.zeros((), device=device)
@@ -338,13 +385,32 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                 # task loss of semantic communication: the receiver's segmenter must recover the map
                 sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
                                       ignore_index=VOID)
-            loss = loss + l1 + perceptual_w * perc + x_out["vq_loss"] + semantic_w * sem
+            rec = l1 + perceptual_w * perc + semantic_w * sem
+            loss = loss + rec + x_out["vq_loss"]
             parts.update(l1=l1, perc=perc, sem=sem, vq_x=x_out["vq_loss"])
+            if gan_on:  # adversarial term, blind to low-relevance classes (see train/gan.py)
+                disc.requires_grad_(False)  # the generator step must not touch D (nor DDP's hooks)
+                fake_logits = disc(x_out["rgb"], onehot)
+                patch_w = patch_relevance(lab, fake_logits.shape[-2:])
+                g_adv = generator_loss(fake_logits, patch_w)
+                lam = gan_w * adaptive_weight(rec, g_adv, last_layer)
+                loss = loss + lam * g_adv
+                parts.update(g_adv=g_adv, gan_w=lam)
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if gan_on:  # discriminator step: real and generated crops in one forward (one DDP pass)
+            disc.requires_grad_(True)
+            logits = disc_step(torch.cat([rgb, x_out["rgb"].detach()]), torch.cat([onehot, onehot]))
+            real_logits, fake_logits = logits.chunk(2)
+            d_loss = discriminator_loss(real_logits, fake_logits, patch_w)
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+            parts.update(d_loss=d_loss.detach(), d_real=real_logits.mean().detach(),
+                         d_fake=fake_logits.mean().detach())
         step += 1
         if step % 20 == 0 and info.is_main:  # rank 0's share of the batch
             rec: dict = dict(step=step, loss=loss.item(), **{k: v.item() for k, v in parts.items()})
