@@ -22,8 +22,14 @@ from sqgan_codec.errors import BitstreamError, TruncatedError, UnsupportedVersio
 # PNG's trick: the high byte catches 7-bit transports, CR LF / LF catch newline
 # conversion, ^Z stops `type` on Windows.
 MAGIC = b"\x89SQG\r\n\x1a\n"
-FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1 added the refinement chunk R
+# The newest version this code reads and writes. A stream is written with the oldest version
+# that holds its chunks: 1.0 without a refinement chunk (every 1.x reader decodes it), 2.0
+# with one (R is critical: a 1.x reader must refuse it rather than decode without it).
+FORMAT_MAJOR = 2
+FORMAT_MINOR = 0
+BASE_VERSION = (1, 0)
+REFINE_VERSION = (2, 0)
+KNOWN_MINOR = {1: 0, 2: 0}  # newest minor this reader knows, per major
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
@@ -95,8 +101,9 @@ class Header:
 
     ``keep_ssm``/``keep_image`` are stored as ``round(r * 255)``; the constructor applies
     that quantisation, so a Header always equals what a file round trip gives back.
-    ``version`` is the version a parsed stream declared; ``pack`` always writes
-    ``(FORMAT_MAJOR, FORMAT_MINOR)``.
+    ``version`` is the version a parsed stream declared; ``pack`` writes the oldest version
+    that holds the stream's chunks (``BASE_VERSION`` or, with a refinement chunk,
+    ``REFINE_VERSION``).
     """
 
     model_id: int
@@ -111,7 +118,7 @@ class Header:
     coder_id: int = 0
     keep_ssm: float = 0.0
     keep_image: float = 0.0
-    version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR)
+    version: tuple[int, int] = BASE_VERSION
 
     def __post_init__(self) -> None:
         if not 0 <= self.model_id <= 0xFFFF_FFFF:
@@ -170,10 +177,10 @@ class Header:
         }
 
 
-def _header_payload(header: Header) -> bytes:
+def _header_payload(header: Header, version: tuple[int, int] = BASE_VERSION) -> bytes:
     flags = COLOUR_MODES.index(header.colour_mode) | (FLAG_ALPHA_DROPPED if header.alpha_dropped else 0)
     return b"".join((
-        bytes([FORMAT_MAJOR << 4 | FORMAT_MINOR, flags]),
+        bytes([version[0] << 4 | version[1], flags]),
         encode_varint(header.model_id),
         header.weights_hash,
         encode_varint(header.width),
@@ -199,7 +206,7 @@ def _parse_header(payload: bytes) -> Header:
             f"format version {major}.{minor} is newer than this reader ({FORMAT_MAJOR}.{FORMAT_MINOR})")
     if major < 1:
         raise BitstreamError(f"invalid format version {major}.{minor}")
-    newer_minor = minor > FORMAT_MINOR
+    newer_minor = minor > KNOWN_MINOR[major]
     try:
         flags = payload[1]
         model_id, pos = decode_varint(payload, 2)
@@ -318,7 +325,8 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     would not parse, so the writer can never produce a file its own reader rejects.
     """
     seen: dict[str, bytes] = {}
-    framed = [MAGIC, _frame_chunk(CHUNK_HEADER, _header_payload(header))]
+    version = REFINE_VERSION if any(kind == CHUNK_REFINE for kind, _ in chunks) else BASE_VERSION
+    framed = [MAGIC, _frame_chunk(CHUNK_HEADER, _header_payload(header, version))]
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
             raise BitstreamError(f"chunk type must be one ASCII letter: {kind!r}")
@@ -336,11 +344,14 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
 
 
 def append_refinement(data: bytes, payload: bytes) -> bytes:
-    """A stream with the refinement chunk ``R`` appended (``data`` must not have one)."""
+    """A stream with the refinement chunk ``R`` appended (``data`` must not have one); its
+    header is rewritten with the version that holds R, the other chunks are kept byte for byte."""
     stream = unpack(data)
     if CHUNK_REFINE in stream.chunks:
         raise BitstreamError("the stream already has a refinement chunk 'R'")
-    return bytes(data) + _frame_chunk(CHUNK_REFINE, bytes(payload))
+    _, _, header_end = _read_chunk(memoryview(data), len(MAGIC))
+    head = MAGIC + _frame_chunk(CHUNK_HEADER, _header_payload(stream.header, REFINE_VERSION))
+    return head + bytes(data[header_end:]) + _frame_chunk(CHUNK_REFINE, bytes(payload))
 
 
 def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = False) -> Stream:
@@ -368,6 +379,9 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 header = _parse_header(payload)
             elif kind.isupper():
                 _check_chunk_order(kind, chunks)
+                if kind == CHUNK_REFINE and header.version < REFINE_VERSION:
+                    raise BitstreamError(f"chunk 'R' in a format {header.version[0]}.{header.version[1]} "
+                                         f"stream (it needs {REFINE_VERSION[0]}.{REFINE_VERSION[1]})")
                 chunks[kind] = payload
             # else: ancillary, CRC-checked above and skipped
         if header is None:

@@ -653,6 +653,11 @@ def _write_ssm(semantic_map, job: _Job, mirror: bool, ssm_out: str, output: str,
 
 
 _TRUNCATED_BASE = "stream is truncated: only its base layer (semantic map) can be decoded"
+_TRUNCATED_REFINE = "stream is truncated inside its refinement layer: decoded without it"
+
+
+def _truncation_note(stream) -> str:
+    return _TRUNCATED_REFINE if bitstream.CHUNK_IMAGE in stream.chunks else _TRUNCATED_BASE
 
 
 def _check_stream(data: bytes):
@@ -684,7 +689,7 @@ def _decode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
             _job_failed(rep, job, _message(e))
             continue
         if stream.truncated and layers == "all":
-            rep.warn(_with_path(job.src, _TRUNCATED_BASE))
+            rep.warn(_with_path(job.src, _truncation_note(stream)))
         header = stream.header
         ready.append((job, data, header, time.perf_counter() - t0))
     if not ready:
@@ -750,7 +755,7 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
             layers = (["base"] + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
                       + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
-                note = _TRUNCATED_BASE
+                note = _truncation_note(stream)
         except SqganError as e:
             layers, problem, truncated = [], _message(e), True
         d = header.to_dict()

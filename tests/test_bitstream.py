@@ -14,7 +14,7 @@ import pytest
 
 from sqgan_codec import bitstream as bs
 from sqgan_codec.bitstream import (
-    FORMAT_MAJOR, FORMAT_MINOR, MAGIC, Header, Stream, decode_varint, encode_varint, pack,
+    BASE_VERSION, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, Header, Stream, decode_varint, encode_varint, pack,
     read_header, unpack,
 )
 from sqgan_codec.errors import BitstreamError, SqganError, TruncatedError, UnsupportedVersionError
@@ -35,7 +35,7 @@ def frame(kind: str | bytes, payload: bytes) -> bytes:
         zlib.crc32(type_byte + payload).to_bytes(4, "big")
 
 
-def header_payload(version_byte: int = 0x11, flags: int = 0, extra: bytes = b"") -> bytes:
+def header_payload(version_byte: int = 0x10, flags: int = 0, extra: bytes = b"") -> bytes:
     """The H payload of make_header() (480x360, stride 16), built by hand."""
     return bytes([version_byte, flags, 3]) + HASH + encode_varint(480) + encode_varint(360) + \
         bytes([4, 0, 0, 0, 64, 153]) + extra
@@ -117,7 +117,7 @@ def test_grid_and_padding():
 
 def test_to_dict():
     info = make_header().to_dict()
-    assert info["version"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}" == "1.1"
+    assert info["version"] == "1.0"
     assert info["model"] == 3 and info["weights_hash"] == "a1b2c3d4"
     assert (info["width"], info["height"], info["grid"], info["padding"]) == (480, 360, [23, 30], [8, 0])
     assert info["colour_mode"] == "RGB" and info["class_set"] == "camvid11"
@@ -236,8 +236,8 @@ def test_bad_header_values(payload, error, message):
 # ---------------------------------------------------------------- versioning
 
 def test_newer_major_is_rejected_before_reading_the_rest():
-    data = MAGIC + frame("H", bytes([0x20]) + b"a layout from the future") + frame("S", b"")
-    with pytest.raises(UnsupportedVersionError, match="2.0 is newer"):
+    data = MAGIC + frame("H", bytes([0x30]) + b"a layout from the future") + frame("S", b"")
+    with pytest.raises(UnsupportedVersionError, match="3.0 is newer"):
         unpack(data)
     with pytest.raises(UnsupportedVersionError):
         read_header(data)
@@ -251,7 +251,8 @@ def test_newer_minor_with_extra_header_fields_is_accepted():
     assert stream.header.to_dict()["version"] == "1.3"
     assert read_header(data).version == (1, 3)
     # Re-packing writes the layout this module knows.
-    assert unpack(pack(stream.header, [("S", b"s")])).header.version == (FORMAT_MAJOR, FORMAT_MINOR)
+    assert unpack(pack(stream.header, [("S", b"s")])).header.version == BASE_VERSION
+    assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == (FORMAT_MAJOR, FORMAT_MINOR)
 
 
 # ---------------------------------------------------------------- read_header sources
@@ -407,3 +408,16 @@ def test_fuzz_with_valid_crcs_reaches_the_parsers():
             continue
         assert set(stream.chunks) <= {"S", "L", "I", "R"}
         assert read_header(data) == stream.header
+
+
+def test_refinement_chunk_needs_format_2() -> None:
+    """R is critical: a stream declaring 1.x (which 1.x readers decode) may not carry it."""
+    data = MAGIC + frame("H", header_payload()) + frame("S", b"s") + frame("R", b"r")
+    with pytest.raises(BitstreamError, match="chunk 'R' in a format 1.0 stream"):
+        unpack(data)
+    ok = MAGIC + frame("H", header_payload(version_byte=0x20)) + frame("S", b"s") + frame("R", b"r")
+    assert unpack(ok).chunks == {"S": b"s", "R": b"r"}
+    plain = pack(make_header(), [("S", b"s"), ("I", b"i")])
+    refined = bs.append_refinement(plain, b"rr")
+    assert unpack(plain).header.version == (1, 0) and unpack(refined).header.version == (2, 0)
+    assert refined.endswith(plain[len(plain) - len(frame("S", b"s")) - len(frame("I", b"i")):] + frame("R", b"rr"))

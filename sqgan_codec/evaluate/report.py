@@ -61,15 +61,21 @@ class LearnedCodec:
     decode: Callable[[bytes], Any]
 
 
-def sqgan_learned(model: str = "sqgan-camvid11", device: str = "auto") -> LearnedCodec:
-    """The project's own codec: ``Codec().encode(img, bpp=t)`` / ``.decode(data)``.
+def sqgan_learned(model: str = "sqgan-camvid11", device: str = "auto", name: str = "sqgan",
+                  **options: Any) -> LearnedCodec:
+    """The project's own codec: ``Codec().encode(img, bpp=t, **options)`` / ``.decode(data)``.
 
     Raises ImportError (or the codec's own error) while ``sqgan_codec.codec`` is not usable.
     """
     from sqgan_codec.codec import Codec
 
     codec = Codec(model=model, device=device)
-    return LearnedCodec("sqgan", lambda rgb, t: codec.encode(rgb, bpp=t), codec.decode)
+    return LearnedCodec(name, lambda rgb, t: codec.encode(rgb, bpp=t, **options), codec.decode)
+
+
+def sqgan_tokens_learned(model: str = "sqgan-camvid11", device: str = "auto") -> LearnedCodec:
+    """SQ-GAN as in the paper: G_s map and image tokens only (no refinement layer, no exact map)."""
+    return sqgan_learned(model, device, name="sqgan-tokens", refine="off", ssm="vq")
 
 
 def resolve_learned(factories: dict[str, Callable[[], LearnedCodec]], names: list[str] | None = None,
