@@ -657,6 +657,8 @@ _TRUNCATED_REFINE = "stream is truncated inside its refinement layer: decoded wi
 
 
 def _truncation_note(stream) -> str:
+    from . import bitstream
+
     return _TRUNCATED_REFINE if bitstream.CHUNK_IMAGE in stream.chunks else _TRUNCATED_BASE
 
 

@@ -581,3 +581,15 @@ def test_module_entry_point_runs():
                        text=True, cwd=REPO, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert p.returncode == 0 and "encode" in p.stdout
+
+
+def test_stream_cut_in_refinement_layer_decodes_without_it(tmp_path, fake):
+    img(tmp_path / "x.png")
+    run("encode", tmp_path / "x.png", "-o", tmp_path / "x.sqg")
+    data = bitstream.append_refinement((tmp_path / "x.sqg").read_bytes(), b"refinement bytes")
+    (tmp_path / "cut.sqg").write_bytes(data[:-3])  # inside the last chunk, 'R'
+    r = run("info", tmp_path / "cut.sqg", "--json")
+    rec = json.loads(r.stdout)
+    assert r.exit_code == 0 and rec["truncated"] and rec["layers"] == ["base", "image"]
+    assert rec["version"] == "2.0"
+    assert "inside its refinement layer" in r.stderr
