@@ -38,6 +38,8 @@ bench: venv
 	$(PY) benchmarks/roi.py --data ../shared/data/camvid --every 8 --out docs/bench/roi.md
 	$(PY) benchmarks/unseen_segmenter.py --data ../shared/data/camvid --every 6 --out docs/bench/unseen.md
 	$(PY) benchmarks/speed.py --out docs/bench/speed.md
+	$(PY) benchmarks/crop_grid.py --image sqgan_codec/samples/street.png --out docs/bench/crops_sample.png --md docs/bench/crops.md
+	$(PY) benchmarks/crop_grid.py --image ../shared/data/camvid/test/0001TP_008550.png --out out/bench/crops_camvid.png
 	$(PY) benchmarks/assemble.py
 
 bench-quick: venv

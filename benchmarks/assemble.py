@@ -11,7 +11,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quality against classical codecs"),
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
-         ("roi.md", "Region of interest"),
+         ("roi.md", "Region of interest"), ("crops.md", "Visual comparison"),
          ("unseen.md", "Checked with a segmenter training never saw"),
          ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
 

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--crop", default=None, metavar="X,Y,W,H", help="default: the centre 200x150")
     p.add_argument("--targets", default=",".join(str(t) for t in TARGETS))
+    p.add_argument("--md", default=None, help="also write a markdown part that shows the grid")
     a = p.parse_args(argv)
     from sqgan_codec.codec import Codec
 
@@ -86,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(a.out)
     print(f"wrote {a.out} ({len(rows)} rows × {len(targets)} targets, crop {box})")
+    if a.md:
+        cmd = f"python benchmarks/crop_grid.py --image {a.image} --out {a.out} --md {a.md}"
+        rel = Path(a.out).resolve().relative_to(Path(a.md).resolve().parent)
+        Path(a.md).write_text(
+            "# Visual comparison\n\n"
+            f"Command: `{cmd}`. Crop {box[2]}x{box[3]} at ({box[0]}, {box[1]}) of `{a.image}`; rows: "
+            "original, sqgan (default options), then each classical codec at its best-PSNR scale "
+            "within the target; columns: the targets; labels give the bpp reached.\n\n"
+            "CamVid images may not be committed here, so this grid is of the project's own "
+            "synthetic street scene, which is far from CamVid (sqgan's segmenter and decoder were "
+            "trained on CamVid only). The same grid for a CamVid test image: `make bench` writes "
+            "it to `out/bench/crops_camvid.png`.\n\n"
+            f"![crops]({rel})\n")
     return 0
 
 
