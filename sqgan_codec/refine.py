@@ -110,11 +110,10 @@ def encode_residual(q: np.ndarray, stride: int, step: int) -> bytes:
     if not 1 <= step <= 255:
         raise ValueError("refinement step must be in 1..255")
     tables = _plane_tables(q)
-    categorical = constriction.stream.model.Categorical(perfect=False)
     encoder = constriction.stream.queue.RangeEncoder()
     for p, t in enumerate(tables):
-        encoder.encode((q[..., p].reshape(-1) + MAX_SYMBOL).astype(np.int32), categorical, _PROBS[t][None]
-                       .repeat(q[..., p].size, 0))
+        model = constriction.stream.model.Categorical(_PROBS[t], perfect=False)
+        encoder.encode((q[..., p].reshape(-1) + MAX_SYMBOL).astype(np.int32), model)
     body = encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
     return bytes([stride.bit_length() - 1, step, *tables]) + body
 
@@ -132,10 +131,10 @@ def decode_residual(payload: bytes, height: int, width: int) -> np.ndarray:
     gh, gw = grid_shape(height, width, stride)
     body = payload[5:]
     words = np.frombuffer(body + b"\x00" * (-len(body) % 4), dtype="<u4").astype(np.uint32)
-    categorical = constriction.stream.model.Categorical(perfect=False)
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
-        planes = [decoder.decode(categorical, _PROBS[t][None].repeat(gh * gw, 0)) for t in tables]
+        planes = [decoder.decode(constriction.stream.model.Categorical(_PROBS[t], perfect=False), gh * gw)
+                  for t in tables]
     except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
         raise BitstreamError(f"refinement chunk cannot be decoded ({exc})") from None
     q = np.stack([np.asarray(p, np.int64).reshape(gh, gw) - MAX_SYMBOL for p in planes], axis=-1)

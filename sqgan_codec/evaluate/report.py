@@ -73,9 +73,9 @@ def sqgan_learned(model: str = "sqgan-camvid11", device: str = "auto", name: str
     return LearnedCodec(name, lambda rgb, t: codec.encode(rgb, bpp=t, **options), codec.decode)
 
 
-def sqgan_tokens_learned(model: str = "sqgan-camvid11", device: str = "auto") -> LearnedCodec:
-    """SQ-GAN as in the paper: G_s map and image tokens only (no refinement layer, no exact map)."""
-    return sqgan_learned(model, device, name="sqgan-tokens", refine="off", ssm="vq")
+def sqgan_refine_learned(model: str = "sqgan-camvid11", device: str = "auto") -> LearnedCodec:
+    """sqgan with ``refine="on"``: a quarter of every budget to the refinement layer (PSNR)."""
+    return sqgan_learned(model, device, name="sqgan-refine", refine="on")
 
 
 def resolve_learned(factories: dict[str, Callable[[], LearnedCodec]], names: list[str] | None = None,
