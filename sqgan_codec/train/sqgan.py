@@ -261,48 +261,39 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     step, stage_step0, stage_elapsed0, already = 0, 0, 0.0, 0.0
     previous: list[dict] = []
     gan_state = None
-    if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device)
+    init_from = getattr(args, "init_from", None)
+    resuming = args.resume and ckpt_path.exists()
+    source = ckpt_path if resuming else (Path(init_from) if init_from and init_from.endswith(".pt") else None)
+    if source is not None:  # a checkpoint: this stage's own (resume), or weights to start from
+        state = torch.load(source, map_location=device)
         saved_args = state.get("args") or {}
         saved_stage = saved_args.get("command", "joint")
         model.load_state_dict(state["model"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         previous = list(saved_args.get("previous_stages", []))
         gan_state = state.get("gan")
-        if saved_stage == stage:
+        if resuming and saved_stage == stage:
             stage_step0 = int(saved_args.get("stage_start_step", 0))
             stage_elapsed0 = float(saved_args.get("stage_start_elapsed", 0.0))
             already = elapsed - stage_elapsed0
             say(f"resumed {stage} at step {step}, {already / 60:.1f} min elapsed")
-        else:
+        else:  # a new stage, budget and schedule from the checkpoint's weights
             saved0 = int(saved_args.get("stage_start_step", 0))
             saved_e0 = float(saved_args.get("stage_start_elapsed", 0.0))
             previous.append({"stage": saved_stage, "steps": step - saved0,
                              "minutes": round((elapsed - saved_e0) / 60, 2)})
             stage_step0, stage_elapsed0 = step, elapsed
-            say(f"starting stage {stage} from the {saved_stage} checkpoint at step {step}")
+            if resuming:
+                say(f"starting stage {stage} from the {saved_stage} checkpoint at step {step}")
+            else:
+                say(f"initialised from checkpoint {source} (step {step}); new budget and schedule")
         if saved_stage in STAGES:
             load_optimizer_state(opt, state["opt"], trainable_names(model, saved_stage), names, params,
                                  log=say)
         else:
             say(f"note: optimizer state not loaded (checkpoint of unknown stage {saved_stage!r})")
-    elif getattr(args, "init_from", None) and args.init_from.endswith(".pt"):
-        state = torch.load(args.init_from, map_location=device)
-        model.load_state_dict(state["model"])
-        step, stage_elapsed0 = int(state["step"]), float(state["elapsed"])
-        stage_step0 = step
-        saved_args = state.get("args") or {}
-        previous = list(saved_args.get("previous_stages", []))
-        previous.append({"stage": saved_args.get("command", "joint"),
-                         "steps": step - int(saved_args.get("stage_start_step", 0)),
-                         "minutes": round((stage_elapsed0 - float(saved_args.get("stage_start_elapsed", 0.0))) / 60, 2)})
-        if saved_args.get("command") in STAGES:
-            load_optimizer_state(opt, state["opt"], trainable_names(model, saved_args["command"]), names,
-                                 params, log=say)
-        gan_state = state.get("gan")
-        say(f"initialised from checkpoint {args.init_from} (step {step}); new budget and schedule")
-    elif getattr(args, "init_from", None):
-        step, already = init_from_shipped(model, args.init_from)
+    elif init_from:
+        step, already = init_from_shipped(model, init_from)
         stage_elapsed0, stage_step0 = already, step
         already = 0.0
         say(f"initialised from shipped weights {args.init_from} (trained {step} steps before)")
