@@ -34,7 +34,7 @@ bench: venv
 	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out docs/bench/rq --cache out/rq-cache --workers 2
 	$(PY) benchmarks/entropy_gain.py --data ../shared/data/camvid > docs/bench/entropy.md
 	$(PY) benchmarks/ssm_lossless.py --data ../shared/data/camvid > docs/bench/ssm_lossless.md
-	$(PY) benchmarks/features.py --data ../shared/data/camvid --every 4 --out docs/bench/features.md
+	$(PY) benchmarks/features.py --data ../shared/data/camvid --every 8 --out docs/bench/features.md
 	$(PY) benchmarks/roi.py --data ../shared/data/camvid --every 8 --out docs/bench/roi.md
 	$(PY) benchmarks/unseen_segmenter.py --data ../shared/data/camvid --every 6 --out docs/bench/unseen.md
 	$(PY) benchmarks/speed.py --out docs/bench/speed.md
