@@ -15,6 +15,8 @@ from PIL import Image
 
 from sqgan_codec import bitstream
 from sqgan_codec.codec import Codec
+
+from conftest import camvid_test_image
 from sqgan_codec.errors import BitstreamError, ModelMismatchError, SqganError
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
@@ -22,16 +24,8 @@ needs_camvid = pytest.mark.skipif(not (CAMVID / "test").is_dir(), reason="CamVid
 
 
 @pytest.fixture(scope="module")
-def codec() -> Codec:
-    return Codec(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def street() -> np.ndarray:
-    if not (CAMVID / "test").is_dir():
-        pytest.skip("CamVid not beside the repo")
-    path = sorted((CAMVID / "test").glob("*.png"))[40]
-    return np.asarray(Image.open(path).convert("RGB"))
+    return camvid_test_image(40)
 
 
 @pytest.fixture(scope="module")

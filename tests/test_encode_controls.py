@@ -14,22 +14,15 @@ from PIL import Image
 from sqgan_codec import bitstream
 from sqgan_codec.classes import CLASS_NAMES
 from sqgan_codec.codec import Codec, EncodeOptions, parse_priority
+
+from conftest import camvid_test_image
 from sqgan_codec.entropy import decode_tokens
 
-CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
-
-
-@pytest.fixture(scope="module")
-def codec() -> Codec:
-    return Codec(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def scene() -> np.ndarray:
-    if not (CAMVID / "test").is_dir():
-        pytest.skip("CamVid not beside the repo")
-    path = sorted((CAMVID / "test").glob("*.png"))[60]
-    return np.asarray(Image.open(path).convert("RGB"))
+    return camvid_test_image(60)
 
 
 def image_keep_mask(codec: Codec, data: bytes) -> np.ndarray:

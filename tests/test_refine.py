@@ -3,18 +3,17 @@ buys in the codec on a real CamVid image."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sqgan_codec import bitstream, refine
 from sqgan_codec.bitstream import Header, append_refinement, pack, unpack
 from sqgan_codec.codec import Codec
+
+from conftest import camvid_test_image
 from sqgan_codec.errors import BitstreamError
 
-CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,15 +68,8 @@ def test_refinement_chunk_is_last_and_optional() -> None:
 
 
 @pytest.fixture(scope="module")
-def codec() -> Codec:
-    return Codec(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def street() -> np.ndarray:
-    if not (CAMVID / "test").is_dir():
-        pytest.skip("CamVid not beside the repo")
-    return np.asarray(Image.open(sorted((CAMVID / "test").glob("*.png"))[100]).convert("RGB"))
+    return camvid_test_image(100)
 
 
 def test_refinement_raises_psnr_at_equal_rate(codec: Codec, street: np.ndarray) -> None:
