@@ -1,13 +1,24 @@
 """Assemble docs/benchmarks.md from the parts the benchmark scripts write under docs/bench/.
 
-    python benchmarks/assemble.py
+    python benchmarks/assemble.py --start   # first step of `make bench`: note the start
+    python benchmarks/assemble.py           # last step: write docs/benchmarks.md
+
+With a start note from the same run, the page says how long the whole `make bench` took and
+how many images' classical results came from the cache (out/rq-cache).
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
 import re
+import time
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+START_NOTE = ROOT / "out" / "bench" / "started.json"
 PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quality against classical codecs"),
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
@@ -16,10 +27,32 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
 
 
+def _run_time() -> list[str]:
+    if not START_NOTE.exists():
+        return []
+    started = json.loads(START_NOTE.read_text())["time"]
+    START_NOTE.unlink()
+    minutes = (time.time() - started) / 60
+    summary = DOCS / "bench" / "rq" / "summary.json"
+    cached = json.loads(summary.read_text())["timing"].get("cached_images") if summary.exists() else None
+    state = ("an empty classical-results cache (as in a clean clone)" if cached == 0 else
+             f"{cached} images' classical results already cached in out/rq-cache" if cached else
+             "an unknown cache state")
+    return [f"This `make bench` run took **{minutes:.0f} min** wall time on {os.cpu_count()} CPU cores "
+            f"({platform.machine()}), starting from {state}.", ""]
+
+
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--start", action="store_true", help="note the start time")
+    if p.parse_args().start:
+        START_NOTE.parent.mkdir(parents=True, exist_ok=True)
+        START_NOTE.write_text(json.dumps({"time": time.time()}))
+        return
     out = ["# Benchmarks", "",
            "Every number below was produced by the command quoted with it, with the weights in "
-           "`weights/` at the commit that holds this file. `make bench` regenerates all of it.", ""]
+           "`weights/` at the commit that holds this file. `make bench` regenerates all of it.", "",
+           *_run_time()]
     for name, title in PARTS:
         path = DOCS / "bench" / name
         out.append(f"## {title}")

@@ -392,6 +392,16 @@ class Codec:
         seg_id = getattr(self.segmenter, "segmenter_id", 0)
         return [self._encode_analysis(a, options, seg_id) for a in self.analyse_many(list(images))]
 
+    def encode_rates(self, image: Any, bpps: Sequence[float], **kwargs: Any) -> list[bytes]:
+        """Encode one image at several target rates (each as :meth:`encode` with ``bpp=``):
+        the networks run once, only the rate fitting is repeated."""
+        semantic_map = kwargs.pop("semantic_map", None)
+        kwargs["roi"] = tuple(kwargs.get("roi", ()))
+        options = [EncodeOptions(bpp=b, **kwargs) for b in bpps]  # validate all before the work
+        analysis = self.analyse(image, semantic_map)
+        seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
+        return [self._encode_analysis(analysis, o, seg_id) for o in options]
+
     def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
         analysis = self._ranked(analysis, options)
         if not options.rate_controlled:

