@@ -21,6 +21,7 @@ from _report import emit  # noqa: E402  (this script's folder is on sys.path)
 
 SIZES = ((480, 360), (1024, 512), (1920, 1080), (3840, 2160))
 TARGET_BPP = 0.05
+EMPTY_ARG = "''"  # how an empty option value is quoted in the command line shown
 LARGE_PIXELS = 4_000_000  # above this, one timed run after the warm-up (a 4K decode takes ~20 s)
 
 
@@ -64,6 +65,42 @@ def measure(width: int, height: int, threads: int, device: str, repeats: int) ->
             **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def throughput(batch: int, threads: int, device: str, repeats: int) -> dict:
+    """Images/s of encode_many / decode_many on ``batch`` 480x360 images (networks batched)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sqgan_codec.codec import Codec
+    from sqgan_codec.demo import sample_path
+
+    torch.set_num_threads(threads)
+    codec = Codec(device=device)
+    base = np.asarray(Image.open(sample_path()).convert("RGB").resize((480, 360), Image.BICUBIC))
+    images = [np.roll(base[:, ::(-1) ** i], 7 * i, axis=1) for i in range(batch)]  # distinct content
+    enc, dec = [], []
+    for _ in range(repeats + 1):  # first run warms up
+        _sync(device)
+        t0 = time.perf_counter()
+        datas = codec.encode_many(images, bpp=TARGET_BPP)
+        _sync(device)
+        t1 = time.perf_counter()
+        codec.decode_many(datas, batch_size=batch)
+        _sync(device)
+        enc.append(t1 - t0)
+        dec.append(time.perf_counter() - t1)
+    return {"batch": batch, "threads": threads, "device": device,
+            "encode_ips": batch / min(enc[1:]), "decode_ips": batch / min(dec[1:])}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def _time_demasker(codec, analysis) -> float:
     """Seconds of G_x's de-masking blocks alone (the rest of decode_image is the SPADE decoder)."""
     import torch
@@ -92,11 +129,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-width", type=int, default=3840)
+    p.add_argument("--throughput", default="1,8", metavar="B,...",
+                   help="batch sizes for the images/s table at 480x360 ('' to skip; on CUDA: 1,8,32)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-batch", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         w, h, t = (int(v) for v in args.child.split(","))
         print(json.dumps(measure(w, h, t, args.device, args.repeats)))
+        return
+    if args.child_batch:
+        b, t = (int(v) for v in args.child_batch.split(","))
+        print(json.dumps(throughput(b, t, args.device, args.repeats)))
         return
     results = []
     for w, h in SIZES:
@@ -112,6 +156,7 @@ def main() -> None:
             print(results[-1], file=sys.stderr)
     lines = ["# Speed and memory", "",
              f"Command: `python benchmarks/speed.py --threads {args.threads} --device {args.device}"
+             f" --throughput {args.throughput or EMPTY_ARG}"
              f"{' --out ' + args.out if args.out else ''}`; machine: {platform.machine()}, "
              f"{platform.processor() or 'CPU'}, 2 cores, Python {platform.python_version()}. "
              f"Best of {args.repeats} runs after a warm-up (one run above 4 MP); target {TARGET_BPP} bpp; "
@@ -126,6 +171,22 @@ def main() -> None:
                      f"{r['networks']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
                      f"{r['decode_map']:.3f} | {r['demask']:.3f} | {r['spade_decoder']:.3f} | **{r['decode']:.3f}** | "
                      f"{r['peak_rss_mb']:.0f} |")
+    batches = [int(v) for v in args.throughput.split(",") if v.strip()]
+    if batches:
+        threads = max(int(v) for v in args.threads.split(","))
+        lines += ["", f"Throughput at 480x360 ({args.device}, {threads} threads): `Codec.encode_many` / "
+                  "`Codec.decode_many` on a batch of distinct images, networks batched, entropy coding "
+                  f"per image; images/s, best of {args.repeats} after a warm-up.", "",
+                  "| batch | encode images/s | decode images/s |", "|---|---|---|"]
+        for b in batches:
+            out = subprocess.run([sys.executable, __file__, "--child-batch", f"{b},{threads}", "--device",
+                                  args.device, "--repeats", str(args.repeats)], capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(r, file=sys.stderr)
+            lines.append(f"| {b} | {r['encode_ips']:.2f} | {r['decode_ips']:.2f} |")
     emit(lines, args.out)
 
 

@@ -101,6 +101,23 @@ def test_any_image_round_trips(codec: Codec, shape: tuple[int, int], mode: str) 
     assert out.mode == ("L" if mode in ("L", "I;16") else "RGB")
 
 
+def test_batched_decode_matches_one_by_one(codec: Codec, street: np.ndarray) -> None:
+    """decode_many batches same-grid streams through the networks, whatever mix it is given:
+    G_s-coded and exact maps, refinement layers, other sizes, grayscale, base layer only."""
+    other = camvid_test_image(7)
+    small = np.asarray(Image.fromarray(street).resize((200, 150)).convert("L"))
+    datas = [codec.encode(street, bpp=0.025), codec.encode(other, bpp=0.05, refine="on"),
+             codec.encode(small, keep=0.4), codec.encode(street, bpp=0.1), codec.encode(other, keep=0.0)]
+    assert bitstream.CHUNK_SEMANTIC_LOSSLESS in bitstream.unpack(datas[3]).chunks
+    for layers in ("all", "base"):
+        together = codec.decode_many(datas, layers=layers, batch_size=3)
+        for data, image in zip(datas, together):
+            alone = codec.decode(data, layers=layers)
+            assert (image.size, image.mode) == (alone.size, alone.mode)
+            diff = np.abs(np.asarray(image, np.int16) - np.asarray(alone, np.int16))
+            assert diff.max() <= 2 and diff.mean() < 0.01
+
+
 def test_tokens_identical_across_thread_counts(codec: Codec, street_sqg: bytes) -> None:
     before = torch.get_num_threads()
     try:
