@@ -184,8 +184,10 @@ class BenchConfig:
     def cache_key(self) -> str:
         import hashlib
 
+        # float32 LPIPS-style leaves the key as it was before the dtype option (old caches stay valid)
+        dtype = [] if self.lpips_dtype == "float32" else [self.lpips_dtype]
         blob = json.dumps([sorted(self.codecs), sorted(self.scales), sorted(self.targets), self.lpips,
-                           self.lpips_scale, self.lpips_dtype, self.fid, self.cache_tag, _CACHE_VERSION])
+                           self.lpips_scale, *dtype, self.fid, self.cache_tag, _CACHE_VERSION])
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
