@@ -446,7 +446,7 @@ _inputs_argument = click.argument(
 @click.option("--refine", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Refinement layer, a low-pass colour residual after the tokens: auto = only to fill "
                    "a --bpp/--max-bytes budget above the token stream's maximum; on = a quarter of "
-                   "every budget (about +1 dB PSNR, a little less mIoU); off = tokens only.")
+                   "every budget (about +0.9 dB PSNR, a little less mIoU); off = tokens only.")
 @click.option("--split", type=click.Choice(["fixed", "search"]), default="fixed", show_default=True,
               help="Semantic/image bit split with --bpp/--max-bytes: one schedule, or searched "
                    "per image (slower).")

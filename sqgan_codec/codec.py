@@ -62,7 +62,7 @@ REFINE_MODES = ("auto", "on", "off")
 # Refinement layer (refine.py). "auto" spends only the room left once every token is kept
 # (REFINE_MIN_BYTES at least): below the token ceiling it costs the segmenter and the FID-style
 # score more than it gains them. "on" sets REFINE_SHARE of every budget aside for it (PSNR:
-# +1 to 1.5 dB at 0.025-0.05 bpp). Strides are tried finest first; a finer stride is kept while
+# +0.8 to 0.9 dB at 0.025-0.05 bpp). Strides are tried finest first; a finer stride is kept while
 # its step stays <= REFINE_MAX_STEP. Without rate control, "on" uses REFINE_DEFAULT.
 REFINE_SHARE = 0.25
 REFINE_MIN_BYTES = 40
@@ -373,7 +373,7 @@ class Codec:
         ``refine``: the refinement layer (a low-pass colour residual, :mod:`sqgan_codec.refine`).
         ``"auto"`` (default) adds it only with the room a ``bpp``/``max_bytes`` budget leaves once
         every token is kept; ``"on"`` sets a quarter of every budget aside for it (about
-        +1 dB PSNR, at some cost in mIoU and FID-style score); ``"off"``: tokens only.
+        +0.9 dB PSNR, at some cost in mIoU and FID-style score); ``"off"``: tokens only.
         ``split="search"`` chooses the semantic/image bit split per image by trying several
         and keeping the best-scoring decode (slower); ``"fixed"`` uses one schedule.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.

@@ -84,7 +84,7 @@ def test_refinement_raises_psnr_at_equal_rate(codec: Codec, street: np.ndarray) 
     for other in (camvid_test_image(40), camvid_test_image(160)):  # the gain varies by image
         gains.append(psnr(np.asarray(codec.decode(codec.encode(other, bpp=0.03, refine="on"))), other)
                      - psnr(np.asarray(codec.decode(codec.encode(other, bpp=0.03, refine="off"))), other))
-    assert min(gains) > 0 and np.mean(gains) > 0.4  # over the test set about +1 dB (docs/benchmarks.md)
+    assert min(gains) > 0 and np.mean(gains) > 0.4  # over the test set about +0.9 dB (docs/benchmarks.md)
     # the file cut before R is the token layers alone, and still decodes
     size_r = len(unpack(refined).chunks["R"])
     cut = refined[: len(refined) - size_r - 4]
