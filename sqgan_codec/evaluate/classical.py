@@ -243,11 +243,11 @@ class _Searcher:
     def fits(self, q: int, budget: int) -> bool:
         return len(self.bytes_at(q)) <= budget
 
-    def search(self, target_bpp: float, lo: int | None = None) -> int | None:
+    def search(self, target_bpp: float) -> int | None:
         """Largest grid point whose file fits ``target_bpp`` (None if even the lowest does not).
 
-        ``lo``: a grid point already known to fit (e.g. from a lower target) narrows the search.
-        Codecs with rate control (JPEG 2000) start from a guess and gallop to a bracket.
+        Every setting already coded (e.g. for a lower target) narrows the search. Codecs with
+        rate control (JPEG 2000) start from a guess and gallop to a bracket.
         """
         budget = int(math.floor(target_bpp * self.pixels / 8 + 1e-9))
         spec = self.spec
@@ -260,7 +260,7 @@ class _Searcher:
             # the tightest bracket the settings coded so far give (sizes grow with the setting)
             fitting = [q for q, (d, _) in self.cache.items() if len(d) <= budget]
             too_big = [q for q, (d, _) in self.cache.items() if len(d) > budget]
-            lo = max(fitting + ([lo] if lo is not None and self.fits(lo, budget) else []), default=None)
+            lo = max(fitting, default=None)
             hi = min((q for q in too_big if lo is None or q > lo), default=None)
             if lo is None:
                 if not self.fits(spec.lo, budget):
@@ -332,10 +332,7 @@ def code_at_bpps(rgb: np.ndarray, codec: str, scale: int,
     """:func:`code_at_bpp` for several targets, sharing encodes between them."""
     searcher = _Searcher(rgb, codec, scale)
     out: dict[float, Result | None] = {}
-    lo = None
     for t in sorted(float(x) for x in targets):
-        q = searcher.search(t, lo)
+        q = searcher.search(t)
         out[t] = None if q is None else searcher.result(q, t)
-        if q is not None:
-            lo = q
     return out
