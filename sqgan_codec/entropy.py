@@ -16,6 +16,7 @@ the class of the co-located semantic-map code, or ``unknown`` where that code wa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,27 +53,37 @@ class StreamTables:
         return self.index_counts.shape[1]
 
     def index_probabilities(self) -> np.ndarray:
+        return self._index_probabilities
+
+    @cached_property
+    def _index_probabilities(self) -> np.ndarray:  # computed once: every pack of a rate search uses it
         counts = self.index_counts.astype(np.float64) + 1.0  # every code stays codable
         return counts / counts.sum(axis=1, keepdims=True)
 
 
 class _KeepModel:
-    """Adaptive binary counts per (context, neighbour pattern), integer-only state."""
+    """Adaptive binary counts per (context, neighbour pattern), integer-only state.
+
+    Plain Python ints (not numpy) because the coder walks one position at a time: per-element
+    numpy calls cost more than the arithmetic. ``c / total`` of two exact ints is the same
+    correctly rounded float64 that numpy gives, so streams are unchanged.
+    """
 
     def __init__(self, tables: StreamTables):
         prior = tables.mask_counts.astype(np.int64) + 1
-        scaled = (prior * _PRIOR_MASS) // prior.sum(axis=2, keepdims=True)
-        self.counts = np.maximum(scaled, 1)
+        scaled = np.maximum((prior * _PRIOR_MASS) // prior.sum(axis=2, keepdims=True), 1)
+        self.counts: list[list[list[int]]] = scaled.tolist()
 
-    def probability(self, ctx: int, pattern: int) -> np.ndarray:
-        c = self.counts[ctx, pattern]
-        return c.astype(np.float64) / float(c.sum())
+    def probability(self, ctx: int, pattern: int) -> tuple[float, float]:
+        drop, keep = self.counts[ctx][pattern]
+        total = drop + keep
+        return drop / total, keep / total
 
     def update(self, ctx: int, pattern: int, bit: int) -> None:
-        c = self.counts[ctx, pattern]
+        c = self.counts[ctx][pattern]
         c[bit] += 1
-        if c.sum() > _MAX_TOTAL:
-            self.counts[ctx, pattern] = np.maximum(c // 2, 1)
+        if c[0] + c[1] > _MAX_TOTAL:
+            c[0], c[1] = max(c[0] // 2, 1), max(c[1] // 2, 1)
 
 
 def _check_contexts(class_context: np.ndarray, shape: tuple[int, int], tables: StreamTables) -> np.ndarray:
@@ -96,15 +107,17 @@ def encode_tokens(keep: np.ndarray, indices: np.ndarray, class_context: np.ndarr
     h, w = keep.shape
     ctx = _check_contexts(class_context, (h, w), tables)
     model = _KeepModel(tables)
-    bits = keep.astype(np.int32)
-    probs = np.empty((h * w, 2), np.float64)
+    bits = keep.astype(np.int32).tolist()
+    contexts = ctx.tolist()
+    probs = []
     for y in range(h):
+        row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
         for x in range(w):
-            pattern = (int(bits[y, x - 1]) if x else 0) + 2 * (int(bits[y - 1, x]) if y else 0)
-            probs[y * w + x] = model.probability(ctx[y, x], pattern)
-            model.update(ctx[y, x], pattern, int(bits[y, x]))
+            pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
+            probs.append(model.probability(row_ctx[x], pattern))
+            model.update(row_ctx[x], pattern, row[x])
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(bits.reshape(-1), categorical, probs)
+    encoder.encode(keep.reshape(-1).astype(np.int32), categorical, np.array(probs, np.float64).reshape(-1, 2))
     kept = np.asarray(indices).reshape(-1)[keep.reshape(-1)].astype(np.int32)
     if kept.size:
         if kept.min() < 0 or kept.max() >= tables.num_codes:
@@ -125,15 +138,18 @@ def decode_tokens(data: bytes, shape: tuple[int, int], class_context: np.ndarray
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
         model = _KeepModel(tables)
-        bits = np.zeros((h, w), np.int32)
+        bits = [[0] * w for _ in range(h)]
+        contexts = ctx.tolist()
+        prob = np.empty((1, 2), np.float64)
         for y in range(h):
+            row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
             for x in range(w):
-                pattern = (int(bits[y, x - 1]) if x else 0) + 2 * (int(bits[y - 1, x]) if y else 0)
-                p = model.probability(ctx[y, x], pattern)
-                bit = int(decoder.decode(categorical, p[None, :])[0])
-                bits[y, x] = bit
-                model.update(ctx[y, x], pattern, bit)
-        keep = bits.astype(bool)
+                pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
+                prob[0] = model.probability(row_ctx[x], pattern)
+                bit = int(decoder.decode(categorical, prob)[0])
+                row[x] = bit
+                model.update(row_ctx[x], pattern, bit)
+        keep = np.array(bits, dtype=bool).reshape(h, w)
         indices = np.zeros(h * w, np.int64)
         n = int(keep.sum())
         if n:

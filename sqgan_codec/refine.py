@@ -16,6 +16,8 @@ on another device a pixel may differ by one level, never the tokens.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,13 +72,21 @@ def _upsampling_matrix(cells: int, stride: int, length: int) -> np.ndarray:
     return up[:, 0, :length].T.numpy()
 
 
+@lru_cache(maxsize=32)
+def _upsampling_pinv(cells: int, stride: int, length: int) -> np.ndarray:
+    """Pseudo-inverse of :func:`_upsampling_matrix`, cached: a rate search fits several
+    residuals of the same image size (the SVD dominated the fit)."""
+    pinv = np.linalg.pinv(_upsampling_matrix(cells, stride, length))
+    pinv.flags.writeable = False
+    return pinv
+
+
 def fit_low_pass(residual: np.ndarray, stride: int) -> np.ndarray:
     """The gh×gw×3 grid whose bilinear upsampling is closest (least squares) to ``residual``
     (H×W×3, RGB levels): X = A_h⁺ R A_w⁺ᵀ per channel, the upsampling being A_h X A_wᵀ."""
     h, w = residual.shape[:2]
     gh, gw = grid_shape(h, w, stride)
-    pinv_h = np.linalg.pinv(_upsampling_matrix(gh, stride, h))
-    pinv_w = np.linalg.pinv(_upsampling_matrix(gw, stride, w))
+    pinv_h, pinv_w = _upsampling_pinv(gh, stride, h), _upsampling_pinv(gw, stride, w)
     r = residual.astype(np.float64)
     return np.stack([pinv_h @ r[..., c] @ pinv_w.T for c in range(3)], axis=-1).astype(np.float32)
 
