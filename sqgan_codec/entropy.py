@@ -58,7 +58,9 @@ class StreamTables:
     @cached_property
     def _index_probabilities(self) -> np.ndarray:  # computed once: every pack of a rate search uses it
         counts = self.index_counts.astype(np.float64) + 1.0  # every code stays codable
-        return counts / counts.sum(axis=1, keepdims=True)
+        probs = counts / counts.sum(axis=1, keepdims=True)
+        probs.flags.writeable = False  # shared by every caller
+        return probs
 
 
 class _KeepModel:
