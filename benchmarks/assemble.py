@@ -2,6 +2,7 @@
 
     python benchmarks/assemble.py --start   # first step of `make bench`: note the start
     python benchmarks/assemble.py           # last step: write docs/benchmarks.md
+                                            # (alone: re-assemble after regenerating one part)
 
 With a start note from the same run, the page says how long the whole `make bench` took and
 how many images' classical results came from the cache (out/rq-cache).
@@ -27,9 +28,18 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
 
 
+RUN_TIME_PREFIX = "This `make bench` run took"
+
+
 def _run_time() -> list[str]:
     if not START_NOTE.exists():
-        return []
+        # a part regenerated on its own: keep the last whole run's time, saying so
+        old = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").exists() else ""
+        line = next((ln for ln in old.splitlines() if ln.startswith(RUN_TIME_PREFIX)), None)
+        if line is None:
+            return []
+        note = " Some parts may have been regenerated since, each by the command it quotes."
+        return [line if line.endswith(note) else line + note, ""]
     started = json.loads(START_NOTE.read_text())["time"]
     START_NOTE.unlink()
     minutes = (time.time() - started) / 60
@@ -38,7 +48,7 @@ def _run_time() -> list[str]:
     state = ("an empty classical-results cache (as in a clean clone)" if cached == 0 else
              f"{cached} images' classical results already cached in out/rq-cache" if cached else
              "an unknown cache state")
-    return [f"This `make bench` run took **{minutes:.0f} min** wall time on {os.cpu_count()} CPU cores "
+    return [f"{RUN_TIME_PREFIX} **{minutes:.0f} min** wall time on {os.cpu_count()} CPU cores "
             f"({platform.machine()}), starting from {state}.", ""]
 
 

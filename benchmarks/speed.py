@@ -60,11 +60,14 @@ def measure(width: int, height: int, threads: int, device: str, repeats: int) ->
         codec.decode(data)
         t5 = time.perf_counter()
         demask = _time_demasker(codec, analysis)
+        samm = _time_samm(codec, rgb, semantic_map)
         rows.append({"segmenter": t1 - t0, "networks": t2 - t1, "entropy+container": t3 - t2,
-                     "encode": t3 - t0, "decode_map": t4 - t3, "decode": t5 - t4, "demask": demask})
+                     "encode": t3 - t0, "decode_map": t4 - t3, "decode": t5 - t4, "demask": demask,
+                     "samm": samm})
     best = {k: min(r[k] for r in rows[1:]) for k in rows[0]}
     best["decode_image"] = best["decode"] - best["decode_map"]
     best["spade_decoder"] = max(0.0, best["decode_image"] - best["demask"])
+    best["encoders"] = max(0.0, best["networks"] - best["samm"])
     return {"width": width, "height": height, "threads": threads, "device": device, "load_s": load_s,
             **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -103,6 +106,28 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+def _time_samm(codec, rgb, semantic_map) -> float:
+    """Seconds of the two SAMM score networks alone (G_s's and G_x's), on the encoders' features
+    (the rest of the networks stage is the encoders, latent projections and VQ)."""
+    import torch
+
+    from sqgan_codec.nets.blocks import class_proportions, one_hot_map
+    from sqgan_codec.nets.image import STRIDE
+
+    h, w = rgb.shape[:2]
+    gh, gw = codec._grid(w, h)
+    with torch.inference_mode():
+        x = torch.from_numpy(codec._padded(rgb, gh, gw))[None].permute(0, 3, 1, 2).float() / 127.5 - 1
+        onehot = one_hot_map(torch.from_numpy(codec._padded(semantic_map, gh, gw))[None], codec.net.image.num_classes)
+        ssm_features = codec.net.ssm.encoder(class_proportions(onehot, 4))
+        img_features = codec.net.image.encoder(torch.cat([x, onehot], dim=1))
+        cond = class_proportions(onehot, STRIDE)
+        t0 = time.perf_counter()
+        codec.net.ssm.samm(ssm_features, cond)
+        codec.net.image.samm(img_features, cond)
+        return time.perf_counter() - t0
 
 
 def _time_demasker(codec, analysis) -> float:
@@ -165,14 +190,16 @@ def main() -> None:
              f"{platform.processor() or 'CPU'}, 2 cores, Python {platform.python_version()}. "
              f"Best of {args.repeats} runs after a warm-up (above 4 MP one run, warmed up at 480x360); target {TARGET_BPP} bpp; "
              "times in seconds.", "",
-             "Encode = segmenter + networks (G_s and G_x encoders, SAMM scores, VQ) + entropy coding "
-             "and container (the rate search included). Decode = decode map (entropy decoding, G_s) + "
-             "decode image (de-masking blocks + SPADE decoder, also shown apart).", "",
-             "| size | threads | model load | segmenter | networks | entropy+container | **encode** | "
-             "decode map | de-mask | SPADE decoder | **decode** | peak RSS MB |", "|---" * 12 + "|"]
+             "Encode = segmenter + networks (G_s and G_x encoders with their latent projections and VQ, "
+             "and the two SAMM score networks, also shown apart) + entropy coding and container (the "
+             "rate search included). Decode = decode map (entropy decoding, G_s) + decode image "
+             "(de-masking blocks + SPADE decoder, also shown apart).", "",
+             "| size | threads | model load | segmenter | encoders + VQ | SAMM | entropy+container | "
+             "**encode** | decode map | de-mask | SPADE decoder | **decode** | peak RSS MB |",
+             "|---" * 13 + "|"]
     for r in results:
         lines.append(f"| {r['width']}x{r['height']} | {r['threads']} | {r['load_s']:.2f} | {r['segmenter']:.3f} | "
-                     f"{r['networks']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
+                     f"{r['encoders']:.3f} | {r['samm']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
                      f"{r['decode_map']:.3f} | {r['demask']:.3f} | {r['spade_decoder']:.3f} | **{r['decode']:.3f}** | "
                      f"{r['peak_rss_mb']:.0f} |")
     batches = [int(v) for v in args.throughput.split(",") if v.strip()]
