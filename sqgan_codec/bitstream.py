@@ -23,21 +23,26 @@ from sqgan_codec.errors import BitstreamError, TruncatedError, UnsupportedVersio
 # conversion, ^Z stops `type` on Windows.
 MAGIC = b"\x89SQG\r\n\x1a\n"
 # The newest version this code reads and writes. A stream is written with the oldest version
-# that holds its chunks: 1.0 without a refinement chunk (every 1.x reader decodes it), 2.0
-# with one (R is critical: a 1.x reader must refuse it rather than decode without it).
-FORMAT_MAJOR = 2
+# that holds its chunks: 1.0 without a refinement or coarse-image chunk (every 1.x reader
+# decodes it), 2.0 with a refinement chunk, 3.0 with a coarse-image chunk (both critical: an
+# older reader must refuse them rather than decode without them).
+FORMAT_MAJOR = 3
 FORMAT_MINOR = 0
 BASE_VERSION = (1, 0)
 REFINE_VERSION = (2, 0)
-KNOWN_MINOR = {1: 0, 2: 0}  # newest minor this reader knows, per major
+COARSE_VERSION = (3, 0)
+KNOWN_MINOR = {1: 0, 2: 0, 3: 0}  # newest minor this reader knows, per major
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
 CHUNK_SEMANTIC_LOSSLESS = "L"    # lossless semantic map, instead of S
 CHUNK_IMAGE = "I"                # image tokens (enhancement layer)
 CHUNK_REFINE = "R"               # low-pass colour residual (refinement layer), always last
+CHUNK_COARSE = "C"               # coarse image (faithful thumbnail), first after the header
 SEMANTIC_CHUNKS = (CHUNK_SEMANTIC, CHUNK_SEMANTIC_LOSSLESS)
-CRITICAL_CHUNKS = (CHUNK_HEADER, *SEMANTIC_CHUNKS, CHUNK_IMAGE, CHUNK_REFINE)
+CRITICAL_CHUNKS = (CHUNK_HEADER, CHUNK_COARSE, *SEMANTIC_CHUNKS, CHUNK_IMAGE, CHUNK_REFINE)
+# a stream is complete once it holds one of these (the rest are enhancement layers)
+LAYER_CHUNKS = (CHUNK_COARSE, *SEMANTIC_CHUNKS)
 
 MAX_VARINT_BYTES = 5             # enough for any uint32
 MAX_DIMENSION = 1 << 20          # width/height limit in pixels
@@ -281,11 +286,14 @@ def _read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
 
 def _check_chunk_order(kind: str, seen: dict[str, bytes]) -> None:
     """Raise unless critical chunk ``kind`` may follow the critical chunks in ``seen``
-    (the header already read). Order: H, then S or L, then I, then R (each of I and R
-    optional; R, when present, is last)."""
+    (the header already read). Order: H, then C, then S or L, then I, then R (C or S/L
+    present; I and R need S/L; R, when present, is last)."""
     if kind == CHUNK_HEADER:
         raise BitstreamError("duplicate header chunk 'H'")
-    if kind in SEMANTIC_CHUNKS:
+    if kind == CHUNK_COARSE:
+        if seen:
+            raise BitstreamError("chunk 'C' must come first after the header")
+    elif kind in SEMANTIC_CHUNKS:
         if any(k in seen for k in SEMANTIC_CHUNKS):
             raise BitstreamError(f"chunk {kind!r}: the stream already has a semantic-map chunk")
     elif kind in (CHUNK_IMAGE, CHUNK_REFINE):
@@ -320,12 +328,13 @@ class Stream:
 def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     """Serialise a stream: magic, ``H`` chunk, then ``chunks`` in the given order.
 
-    ``chunks`` must hold exactly one of S/L, then at most one I, then at most one R (last);
-    lowercase (ancillary) chunks may go anywhere before I. Raises BitstreamError for a list that
-    would not parse, so the writer can never produce a file its own reader rejects.
+    ``chunks`` must hold an optional C first, then one of S/L (optional after C), then at most
+    one I, then at most one R (last); lowercase (ancillary) chunks may go anywhere before I.
+    Raises BitstreamError for a list that would not parse, so the writer can never produce a
+    file its own reader rejects.
     """
     seen: dict[str, bytes] = {}
-    version = REFINE_VERSION if any(kind == CHUNK_REFINE for kind, _ in chunks) else BASE_VERSION
+    version = _version_for([kind for kind, _ in chunks])
     framed = [MAGIC, _frame_chunk(CHUNK_HEADER, _header_payload(header, version))]
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
@@ -338,9 +347,16 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
             _check_chunk_order(kind, seen)
             seen[kind] = payload
         framed.append(_frame_chunk(kind, bytes(payload)))
-    if not any(k in seen for k in SEMANTIC_CHUNKS):
-        raise BitstreamError("a stream needs a semantic-map chunk (S or L)")
+    if not any(k in seen for k in LAYER_CHUNKS):
+        raise BitstreamError("a stream needs a coarse-image or a semantic-map chunk (C, S or L)")
     return b"".join(framed)
+
+
+def _version_for(kinds: list[str]) -> tuple[int, int]:
+    """The oldest format version that holds chunks of these types."""
+    if CHUNK_COARSE in kinds:
+        return COARSE_VERSION
+    return REFINE_VERSION if CHUNK_REFINE in kinds else BASE_VERSION
 
 
 def append_refinement(data: bytes, payload: bytes) -> bytes:
@@ -350,15 +366,16 @@ def append_refinement(data: bytes, payload: bytes) -> bytes:
     if CHUNK_REFINE in stream.chunks:
         raise BitstreamError("the stream already has a refinement chunk 'R'")
     _, _, header_end = _read_chunk(memoryview(data), len(MAGIC))
-    head = MAGIC + _frame_chunk(CHUNK_HEADER, _header_payload(stream.header, REFINE_VERSION))
+    version = _version_for([*stream.chunks, CHUNK_REFINE])
+    head = MAGIC + _frame_chunk(CHUNK_HEADER, _header_payload(stream.header, version))
     return head + bytes(data[header_end:]) + _frame_chunk(CHUNK_REFINE, bytes(payload))
 
 
 def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = False) -> Stream:
     """Parse and verify a whole stream.
 
-    A stream may end after its semantic-map chunk (base layer only); that is complete,
-    not truncated. If it ends anywhere else before its last chunk is whole, raise
+    A stream may end after its coarse-image or semantic-map chunk (base layers only); that
+    is complete, not truncated. If it ends anywhere else before its last chunk is whole, raise
     TruncatedError -- or, with ``allow_truncated``, return the complete chunks before the
     cut with ``truncated=True`` (the header itself must still be complete).
     """
@@ -382,12 +399,15 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 if kind == CHUNK_REFINE and header.version < REFINE_VERSION:
                     raise BitstreamError(f"chunk 'R' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {REFINE_VERSION[0]}.{REFINE_VERSION[1]})")
+                if kind == CHUNK_COARSE and header.version < COARSE_VERSION:
+                    raise BitstreamError(f"chunk 'C' in a format {header.version[0]}.{header.version[1]} "
+                                         f"stream (it needs {COARSE_VERSION[0]}.{COARSE_VERSION[1]})")
                 chunks[kind] = payload
             # else: ancillary, CRC-checked above and skipped
         if header is None:
             raise TruncatedError("stream ends before the header chunk")
-        if not any(k in chunks for k in SEMANTIC_CHUNKS):
-            raise TruncatedError("stream ends before the semantic-map chunk")
+        if not any(k in chunks for k in LAYER_CHUNKS):
+            raise TruncatedError("stream ends before the coarse-image or semantic-map chunk")
     except TruncatedError:
         if not allow_truncated or header is None:
             raise

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import bitstream, registry
+from . import bitstream, coarse, registry
 from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
+from .decide import TUNES, Decision, decide
 from .entropy import StreamTables, decode_tokens, encode_tokens
-from .errors import BitstreamError, ModelMismatchError, SqganError
+from .errors import BitstreamError, ModelMismatchError, SqganError, UnfamiliarImageWarning
 from .imageio import LoadedImage, load_image
 from .nets.blocks import one_hot_map
 from .nets.samm import top_k_mask
@@ -86,6 +87,7 @@ class EncodeOptions:
     ssm: str = "auto"
     split: str = "fixed"
     refine: str = "auto"
+    tune: str = "balanced"
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.keep is not None:
@@ -102,6 +104,8 @@ class EncodeOptions:
             raise ValueError(f"split must be one of {SPLIT_MODES}")
         if self.refine not in REFINE_MODES:
             raise ValueError(f"refine must be one of {REFINE_MODES}")
+        if self.tune not in TUNES:
+            raise ValueError(f"tune must be one of {TUNES}")
         if self.priority:
             unknown = [k for k in self.priority if k not in CLASS_INDEX]
             if unknown:
@@ -214,6 +218,7 @@ class Codec:
             self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
         self._segmenter_spec = segmenter
         self._segmenter = None
+        self._coarse_net = None
         self.max_pixels = MAX_PIXELS
 
     # ------------------------------------------------------------------ helpers
@@ -350,14 +355,17 @@ class Codec:
             if key not in coded:
                 coded[key] = encode_tokens(img_keep, analysis.image_indices, ctx_of_tokens(), self.image_tables)
             chunks.append((bitstream.CHUNK_IMAGE, coded[key]))
+        return bitstream.pack(self.header_for(analysis, keep_ssm, keep_image, segmenter_id), chunks)
+
+    def header_for(self, analysis: _Analysis, keep_ssm: float = 0.0, keep_image: float = 0.0,
+                   segmenter_id: int = 0) -> bitstream.Header:
         loaded = analysis.loaded
-        header = bitstream.Header(
+        return bitstream.Header(
             model_id=self.entry.id, weights_hash=self.entry.hash_prefix,
             width=loaded.width, height=loaded.height, colour_mode=loaded.colour_mode,
             alpha_dropped=loaded.alpha_dropped, latent_stride=self.stride,
             class_set=CLASS_SET_CODES[CLASS_SET_ID], segmenter_id=segmenter_id, coder_id=0,
             keep_ssm=keep_ssm, keep_image=keep_image)
-        return bitstream.pack(header, chunks)
 
     def _lossless_tables(self):
         if self.lossless_tables is None:
@@ -367,7 +375,7 @@ class Codec:
     def encode(self, image: Any, *, bpp: float | None = None, keep: float | None = None,
                max_bytes: int | None = None, priority: Mapping[str, float] | None = None,
                roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "auto", split: str = "fixed",
-               refine: str = "auto", semantic_map: np.ndarray | None = None) -> bytes:
+               refine: str = "auto", tune: str = "balanced", semantic_map: np.ndarray | None = None) -> bytes:
         """Encode an image (path, PIL image or numpy array) to .sqg bytes.
 
         ``bpp``: target bits per pixel (file bytes, header included); the largest stream not
@@ -385,13 +393,27 @@ class Codec:
         +0.9 dB PSNR, at some cost in mIoU and FID-style score); ``"off"``: tokens only.
         ``split="search"`` chooses the semantic/image bit split per image by trying several
         and keeping the best-scoring decode (slower); ``"fixed"`` uses one schedule.
+        ``tune``: under rate control the encoder tries several splits of the budget between a
+        coarse image, the semantic map and the image tokens, decodes each and sends the best for
+        ``"semantic"`` (map and tokens only: what a segmenter recovers), ``"perceptual"`` (the
+        decode nearest the original) or ``"balanced"`` (default: both); see :mod:`.decide`.
+        An image unlike the training domain raises :class:`~.errors.UnfamiliarImageWarning`.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
         """
-        options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
-                                roi=tuple(roi), ssm=ssm, split=split, refine=refine)
+        return self.encode_with_decision(image, bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
+                                         roi=roi, ssm=ssm, split=split, refine=refine, tune=tune,
+                                         semantic_map=semantic_map).data
+
+    def encode_with_decision(self, image: Any, *, semantic_map: np.ndarray | None = None,
+                             **kwargs: Any) -> Decision:
+        """:meth:`encode`, returning the :class:`~.decide.Decision`: the stream (``data``), the
+        mode chosen, every candidate's score and the domain check (``unfamiliar``, ``confidence``);
+        no warning is raised."""
+        kwargs["roi"] = tuple(kwargs.get("roi", ()))
+        options = EncodeOptions(**kwargs)
         analysis = self.analyse(image, semantic_map)
         seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
-        return self._encode_analysis(analysis, options, seg_id)
+        return self._decide(analysis, options, seg_id)
 
     def encode_many(self, images: Sequence[Any], *, bpp: float | None = None, keep: float | None = None,
                     **kwargs: Any) -> list[bytes]:
@@ -412,7 +434,30 @@ class Codec:
         return [self._encode_analysis(analysis, o, seg_id) for o in options]
 
     def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
-        analysis = self._ranked(analysis, options)
+        decision = self._decide(analysis, options, seg_id)
+        if decision.unfamiliar:
+            warnings.warn(UnfamiliarImageWarning(
+                f"{analysis.loaded.name or 'image'}: unlike what the model was trained on (segmenter "
+                f"confidence {decision.confidence:.2f}); the encoder leaned on the coarse image"), stacklevel=3)
+        return decision.data
+
+    def _decide(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> Decision:
+        """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
+        ``options.tune``; with ``keep`` (no budget) the token layers as asked."""
+        ranked = self._ranked(analysis, options)
+        tokens = self._encode_tokens(ranked, options, seg_id)
+        if not options.rate_controlled:
+            return Decision(tokens, "tokens", options.tune)
+        return decide(self, ranked, self._budget(analysis, options), tokens, seg_id, options.tune)
+
+    @staticmethod
+    def _budget(analysis: _Analysis, options: EncodeOptions) -> float:
+        pixels = analysis.loaded.width * analysis.loaded.height
+        budget = math.inf if options.bpp is None else options.bpp * pixels / 8.0
+        return budget if options.max_bytes is None else min(budget, options.max_bytes)
+
+    def _encode_tokens(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
+        """The token layers (semantic map, image tokens, refinement) of an analysed image."""
         if not options.rate_controlled:
             q = 0.3 if options.keep is None else options.keep
             ssm = "vq" if options.ssm == "auto" else options.ssm
@@ -423,9 +468,7 @@ class Codec:
                 data = bitstream.append_refinement(data, residual.encode(step))
             return data
         pixels = analysis.loaded.width * analysis.loaded.height
-        budget = math.inf if options.bpp is None else options.bpp * pixels / 8.0
-        if options.max_bytes is not None:
-            budget = min(budget, options.max_bytes)
+        budget = self._budget(analysis, options)
         refine = options.refine
         ssm = self._choose_ssm(analysis, budget, seg_id, options.ssm, refine)
         biases = SPLIT_BIASES if options.split == "search" and ssm == "vq" else (0.0,)
@@ -550,6 +593,8 @@ class Codec:
     def decode_semantic_map(self, data: bytes) -> tuple[bitstream.Header, np.ndarray, dict]:
         """Decode only the base layer: (header, semantic map H×W uint8, token state)."""
         parsed = self._decode_tokens(bytes(data), "base")
+        if parsed["context"] is None:
+            raise BitstreamError("stream has no semantic-map layer (a coarse image only)")
         self._render_maps([parsed])
         header = parsed["header"]
         state = {"stream": parsed["stream"], "padded_map": parsed["padded_map"], "token_context": parsed["context"]}
@@ -580,7 +625,8 @@ class Codec:
         parsed = self._decode_tokens(bytes(data), layers)
         arr = self._render([parsed])[0]
         header = parsed["header"]
-        return arr, parsed["padded_map"][: header.height, : header.width], header, parsed["stream"]
+        semantic_map = parsed["padded_map"][: header.height, : header.width] if "padded_map" in parsed else None
+        return arr, semantic_map, header, parsed["stream"]
 
     @torch.inference_mode()
     def decode_many(self, datas: Sequence[bytes], *, layers: str = "all",
@@ -607,7 +653,7 @@ class Codec:
 
     def _render_maps(self, batch: list[dict[str, Any]]) -> None:
         """G_s over parsed streams of one grid that code their map with tokens: fills ``padded_map``."""
-        vq = [p for p in batch if "padded_map" not in p]
+        vq = [p for p in batch if "padded_map" not in p and "ssm_indices" in p]
         if vq:
             logits = self.net.ssm.decode_indices(self._stack(p["ssm_indices"] for p in vq),
                                                  self._stack(p["ssm_keep"] for p in vq)[:, None])
@@ -615,13 +661,77 @@ class Codec:
                 p["padded_map"] = m
 
     def _render(self, batch: list[dict[str, Any]]) -> list[np.ndarray]:
-        """The networks over parsed streams of one grid: RGB H×W×3 uint8 each (before refinement)."""
+        """The networks over parsed streams of one grid: RGB H×W×3 uint8 each (before refinement).
+
+        Token layers go through G_x's SPADE decoder; a coarse image (chunk C) is upsampled
+        and, when its render mode asks, the coarse decoder adds the generator's detail to it.
+        """
         self._render_maps(batch)
-        onehot = one_hot_map(self._stack(p["padded_map"] for p in batch).long(), NUM_CLASSES)
-        rgb = self.net.image.decode_indices(self._stack(p["img_indices"] for p in batch),
-                                            self._stack(p["img_keep"] for p in batch)[:, None], onehot)
-        arrs = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [np.ascontiguousarray(a[: p["header"].height, : p["header"].width]) for a, p in zip(arrs, batch)]
+        generated: list[torch.Tensor | None] = [None] * len(batch)
+        with_tokens = [i for i, p in enumerate(batch) if "padded_map" in p]
+        if with_tokens:
+            sub = [batch[i] for i in with_tokens]
+            onehot = one_hot_map(self._stack(p["padded_map"] for p in sub).long(), NUM_CLASSES)
+            rgb = self.net.image.decode_indices(self._stack(p["img_indices"] for p in sub),
+                                                self._stack(p["img_keep"] for p in sub)[:, None], onehot)
+            for j, i in enumerate(with_tokens):
+                generated[i] = rgb[j:j + 1].clamp(-1, 1)
+        learned = [i for i, p in enumerate(batch) if p.get("render") == coarse.RENDER_LEARNED]
+        thumbs = {i: self._coarse_input(p) for i, p in enumerate(batch) if "coarse" in p}
+        if learned:
+            net = self.coarse_decoder()
+            ups = torch.cat([thumbs[i] for i in learned])
+            gens = torch.cat([ups[j:j + 1] if generated[i] is None else generated[i] for j, i in enumerate(learned)])
+            maps = torch.cat([one_hot_map(self._stack([batch[i]["padded_map"]]).long(), NUM_CLASSES)
+                              if "padded_map" in batch[i] else ups.new_zeros(1, NUM_CLASSES, *ups.shape[-2:])
+                              for i in learned])
+            for j, i in enumerate(learned):
+                generated[i] = net(ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)
+        for i in thumbs:
+            if i not in learned:  # the thumbnail is the picture
+                generated[i] = thumbs[i]
+        out = []
+        for p, rgb in zip(batch, generated):
+            a = ((rgb[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            out.append(np.ascontiguousarray(a[: p["header"].height, : p["header"].width]))
+        return out
+
+    def _coarse_input(self, parsed: dict[str, Any]) -> torch.Tensor:
+        """Chunk C → the upsampled thumbnail on the padded latent grid: 1×3×H'×W' in [-1, 1]."""
+        header = parsed["header"]
+        gh, gw = header.grid
+        small = coarse.decode_small(parsed["coarse"], header.width, header.height)
+        up = self._padded(coarse.upsample(small, header.width, header.height), gh, gw)
+        return torch.from_numpy(up).to(self.device).permute(2, 0, 1)[None] / 127.5 - 1
+
+    def coarse_tag(self) -> bytes:
+        """The 2-byte hash prefix that names this model's coarse decoder in a stream (b"" if none)."""
+        name = self.entry.config.get("coarse_decoder")
+        return bytes.fromhex(registry.get(name).sha256)[: coarse.TAG_BYTES] if name else b""
+
+    def coarse_decoder(self):
+        """The coarse decoder that belongs to this model (registry: ``coarse_decoder`` in the
+        model's config), loaded on first use; ModelMismatchError when it has none."""
+        if self._coarse_net is None:
+            from .nets.coarse import CoarseDecoder, CoarseDecoderConfig
+
+            name = self.entry.config.get("coarse_decoder")
+            if not name:
+                raise ModelMismatchError(f"model {self.entry.name!r} has no coarse decoder")
+            entry = registry.get(name)
+            if entry.kind != "coarse":
+                raise ModelMismatchError(f"{name!r} is a {entry.kind} model, not a coarse decoder")
+            tensors, meta = registry.load_state(entry)
+            config = CoarseDecoderConfig.from_dict(json.loads(meta.get("config", "{}")) or entry.config)
+            if config.num_classes != NUM_CLASSES:
+                raise ModelMismatchError(f"coarse decoder {name!r} is for {config.num_classes} classes")
+            net = CoarseDecoder(config)
+            try:
+                net.load_state_dict(tensors, strict=True)
+            except RuntimeError:
+                raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
+            self._coarse_net = net.eval().to(self.device)
+        return self._coarse_net
 
     def _stack(self, arrays) -> torch.Tensor:
         return torch.from_numpy(np.stack(list(arrays))).to(self.device)
@@ -634,6 +744,17 @@ class Codec:
         self._check_header(header)
         gh, gw = header.grid
         out: dict[str, Any] = {"header": header, "stream": stream}
+        if bitstream.CHUNK_COARSE in stream.chunks:
+            out["coarse"] = stream.chunks[bitstream.CHUNK_COARSE]
+            out["render"], _, tag, _ = coarse.parse(out["coarse"], header.width, header.height)
+            if out["render"] == coarse.RENDER_LEARNED and tag != self.coarse_tag():
+                raise ModelMismatchError("stream was rendered for another coarse decoder than this "
+                                         f"installation's ({tag.hex()} vs {self.coarse_tag().hex()})")
+        if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
+            if "coarse" in out:  # a coarse image alone: nothing for the networks to decode
+                out["context"] = None
+                return out
+            raise BitstreamError("stream has no semantic-map layer" + (" (file truncated)" if stream.truncated else ""))
         if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks:
             from .ssm_lossless import decode_label_map
 
@@ -641,12 +762,10 @@ class Codec:
                                      (header.height, header.width), self._lossless_tables())
             out["padded_map"] = self._padded(exact, gh, gw)
             context = block_majority(block_class_counts(out["padded_map"], self.stride))
-        elif bitstream.CHUNK_SEMANTIC in stream.chunks:
+        else:
             out["ssm_keep"], out["ssm_indices"] = decode_tokens(stream.chunks["S"], (gh, gw),
                                                                 np.zeros((gh, gw), np.int64), self.ssm_tables)
             context = class_context(out["ssm_keep"], out["ssm_indices"], self.code_class)
-        else:
-            raise BitstreamError("stream has no semantic-map layer" + (" (file truncated)" if stream.truncated else ""))
         out["context"] = context
         if layers == "all" and "I" in stream.chunks:
             out["img_keep"], out["img_indices"] = decode_tokens(stream.chunks["I"], (gh, gw), context,

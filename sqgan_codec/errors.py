@@ -36,3 +36,8 @@ class OutputExistsError(OutputError):
 class SegmenterError(SqganError):
     """A segmenter cannot be set up or used: bad spec, missing or unusable model file,
     class map that does not fit the model, label map that does not fit the image."""
+
+
+class UnfamiliarImageWarning(UserWarning):
+    """The image is unlike what the model was trained on (the domain check of decide.py);
+    the encoder leaned on the coarse image. Nothing failed."""

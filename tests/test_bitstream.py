@@ -14,7 +14,7 @@ import pytest
 
 from sqgan_codec import bitstream as bs
 from sqgan_codec.bitstream import (
-    BASE_VERSION, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, Header, Stream, decode_varint, encode_varint, pack,
+    BASE_VERSION, REFINE_VERSION, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, Header, Stream, decode_varint, encode_varint, pack,
     read_header, unpack,
 )
 from sqgan_codec.errors import BitstreamError, SqganError, TruncatedError, UnsupportedVersionError
@@ -236,8 +236,9 @@ def test_bad_header_values(payload, error, message):
 # ---------------------------------------------------------------- versioning
 
 def test_newer_major_is_rejected_before_reading_the_rest():
-    data = MAGIC + frame("H", bytes([0x30]) + b"a layout from the future") + frame("S", b"")
-    with pytest.raises(UnsupportedVersionError, match="3.0 is newer"):
+    future = (FORMAT_MAJOR + 1) << 4
+    data = MAGIC + frame("H", bytes([future]) + b"a layout from the future") + frame("S", b"")
+    with pytest.raises(UnsupportedVersionError, match=f"{FORMAT_MAJOR + 1}.0 is newer"):
         unpack(data)
     with pytest.raises(UnsupportedVersionError):
         read_header(data)
@@ -252,7 +253,8 @@ def test_newer_minor_with_extra_header_fields_is_accepted():
     assert read_header(data).version == (1, 3)
     # Re-packing writes the layout this module knows.
     assert unpack(pack(stream.header, [("S", b"s")])).header.version == BASE_VERSION
-    assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == (FORMAT_MAJOR, FORMAT_MINOR)
+    assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == REFINE_VERSION
+    assert unpack(pack(stream.header, [("C", b"c"), ("S", b"s")])).header.version == (FORMAT_MAJOR, FORMAT_MINOR)
 
 
 # ---------------------------------------------------------------- read_header sources

@@ -33,6 +33,10 @@ class SegmenterNet(nn.Module):
         return self.trunk(normalise(rgb_255))
 
     def forward(self, rgb_255: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(rgb_255)[0]
+
+    def forward_with_features(self, rgb_255: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(class logits at full size, the trunk's features at strides 4 … 32)."""
         feats = self.features(rgb_255)
         x = self.laterals[-1](feats[-1]) * self.context(feats[-1])
         for i in range(len(feats) - 2, -1, -1):
@@ -40,4 +44,4 @@ class SegmenterNet(nn.Module):
             x = F.interpolate(x, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             x = self.smooth[i](x + lateral)
         logits = self.classifier(x)
-        return F.interpolate(logits, size=rgb_255.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=rgb_255.shape[-2:], mode="bilinear", align_corners=False), feats

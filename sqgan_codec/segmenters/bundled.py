@@ -7,6 +7,7 @@ network, cropped back and arg-maxed. ``segment_many`` batches images of equal si
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -95,9 +96,23 @@ class BundledSegmenter(Segmenter):
                     out[i] = check_map(m, images[i], "bundled segmenter")
         return out  # type: ignore[return-value]
 
+    def describe(self, images: Sequence[np.ndarray]) -> list[Description]:
+        """Maps plus what the encoder's decisions read (same-size images, one batch): each
+        image's mean top-class probability (how familiar it looks to the network) and its
+        trunk features (for :func:`feature_distance`)."""
+        import torch
+
+        h, w = images[0].shape[:2]
+        logits, feats = self._forward(list(images), h, w)
+        probs = logits.softmax(1).amax(1)
+        ids = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        return [Description(check_map(np.ascontiguousarray(ids[i]), images[i], "bundled segmenter"),
+                            float(probs[i].mean()), [f[i:i + 1] for f in feats])
+                for i in range(len(images))]
+
     # -- internals
 
-    def _run(self, batch: list[np.ndarray], h: int, w: int) -> list[np.ndarray]:
+    def _forward(self, batch: list[np.ndarray], h: int, w: int):
         import torch
         import torch.nn.functional as F
 
@@ -108,6 +123,36 @@ class BundledSegmenter(Segmenter):
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         with torch.inference_mode():
-            logits = self.net(x)[:, :, :h, :w]
-            ids = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            logits, feats = self.net.forward_with_features(x)
+        return logits[:, :, :h, :w], feats
+
+    def _run(self, batch: list[np.ndarray], h: int, w: int) -> list[np.ndarray]:
+        import torch
+
+        logits, _ = self._forward(batch, h, w)
+        ids = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
         return [np.ascontiguousarray(m) for m in ids]
+
+
+@dataclass
+class Description:
+    """One image as the bundled segmenter sees it (see :meth:`BundledSegmenter.describe`)."""
+
+    semantic_map: np.ndarray
+    confidence: float
+    features: list
+
+
+def feature_distance(a: list, b: list) -> float:
+    """LPIPS-like distance of two images' trunk features (no learned weights): channels
+    unit-normalised, squared differences averaged over space, summed over the three finer
+    stages. Cheap because the encoder runs the segmenter on its candidates anyway."""
+    import torch
+
+    total = 0.0
+    for fa, fb in zip(a[:3], b[:3]):
+        na = fa / (fa.norm(dim=1, keepdim=True) + 1e-10)
+        nb = fb / (fb.norm(dim=1, keepdim=True) + 1e-10)
+        total += float(((na - nb) ** 2).sum(1).mean())
+    del torch
+    return total

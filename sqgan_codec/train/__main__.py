@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import export, segmenter, sqgan
+from . import coarse, export, segmenter, sqgan
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,16 +15,21 @@ def main(argv: list[str] | None = None) -> None:
     segmenter.add_arguments(sub.add_parser("segmenter", help="train the bundled segmenter"))
     for stage in sqgan.STAGES:
         sqgan.add_arguments(sub.add_parser(stage, help=sqgan.STAGE_HELP[stage]), stage)
+    coarse.add_arguments(sub.add_parser("coarse", help="train the coarse decoder on a frozen SQ-GAN model"))
     export.add_arguments(sub)
     args = parser.parse_args(argv)
     if args.command == "segmenter":
         segmenter.run(args)
     elif args.command in sqgan.STAGES:
         sqgan.run(args, args.command)
+    elif args.command == "coarse":
+        coarse.run(args)
     elif args.command == "export-segmenter":
         export.export_segmenter(args)
     elif args.command == "export-sqgan":
         export.export_sqgan(args)
+    elif args.command == "export-coarse":
+        export.export_coarse(args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from .pseudo import fill_pseudo_labels
 
 SEGMENTER_NAME = "segmenter-camvid11-lite0"
 SQGAN_NAME = "sqgan-camvid11"
-MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2}  # stable ids: never reuse a number
+COARSE_NAME = "coarse-camvid11"
+MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2, COARSE_NAME: 3}  # stable ids: never reuse a number
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +42,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="runs/sqgan/last.pt")
     p.add_argument("--data", required=True)
     p.add_argument("--images", type=int, default=120, help="training images for the statistics")
+    p.add_argument("--weights", default=None)
+    p = sub.add_parser("export-coarse", help="ship the coarse decoder checkpoint beside its SQ-GAN model")
+    p.add_argument("--checkpoint", default="runs/coarse/last.pt")
     p.add_argument("--weights", default=None)
 
 
@@ -65,8 +69,9 @@ def _write(out_dir: Path, name: str, kind: str, tensors: dict[str, torch.Tensor]
     tmp.replace(path)
     reg_path = out_dir / "registry.json"
     reg = json.loads(reg_path.read_text()) if reg_path.exists() else {"defaults": {}, "models": {}}
+    kept = {k: v for k, v in reg["models"].get(name, {}).get("config", {}).items() if k == "coarse_decoder"}
     reg["models"][name] = {"id": MODEL_IDS[name], "kind": kind, "file": path.name,
-                           "sha256": file_sha256(path), "config": config, "description": description}
+                           "sha256": file_sha256(path), "config": {**config, **kept}, "description": description}
     reg["defaults"][kind] = reg["defaults"].get(kind, name)
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), registry updated")
@@ -169,3 +174,25 @@ def export_sqgan(args: argparse.Namespace) -> Path:
     return _write(Path(args.weights) if args.weights else weights_dir(), SQGAN_NAME, "sqgan",
                   {**shipped, **tables}, meta, config.to_dict(),
                   "SQ-GAN for CamVid's 11 classes: G_s + G_x with SAMM, CPU-sized")
+
+
+def export_coarse(args: argparse.Namespace) -> Path:
+    """The coarse decoder → fp16 weights; its SQ-GAN model's registry entry names it."""
+    from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
+
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    config = CoarseDecoderConfig.from_dict(state.get("config", {}))
+    CoarseDecoder(config).load_state_dict(state["model"])  # fits the network
+    sqgan_name = (state.get("args") or {}).get("sqgan", SQGAN_NAME)
+    meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
+            "class_set": CLASS_SET_ID, "sqgan": sqgan_name, "provenance": json.dumps(_provenance(state))}
+    out_dir = Path(args.weights) if args.weights else weights_dir()
+    path = _write(out_dir, COARSE_NAME, "coarse", _fp16(state["model"]), meta,
+                  {**config.to_dict(), "sqgan": sqgan_name},
+                  f"Coarse decoder for {sqgan_name}: upsampled thumbnail + learned residual "
+                  "from the generator's image and the semantic map")
+    reg_path = out_dir / "registry.json"
+    reg = json.loads(reg_path.read_text())
+    reg["models"][sqgan_name]["config"]["coarse_decoder"] = COARSE_NAME
+    reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    return path

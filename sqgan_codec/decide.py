@@ -1,0 +1,170 @@
+"""Mode decisions: how one image's budget is spent between the coarse image, the semantic map
+and the image tokens.
+
+Under rate control the encoder builds a few candidate streams of the same budget, decodes them
+itself, scores the decodes and sends the best:
+
+* ``tokens``: the semantic map and image tokens only (the paper's codec; today's streams);
+* ``coarse``: the thumbnail alone, upsampled (a classical codec's picture, nothing invented);
+* ``coarse+learned``: the thumbnail through the coarse decoder;
+* ``mixed-N``: map and tokens on N % of the budget, the thumbnail on the rest, rendered by the
+  coarse decoder (the thumbnail pins colours and layout, the tokens add semantics and detail).
+
+The score is the user's trade-off (``tune``):
+
+* ``semantic``: only the ``tokens`` candidate (what the semantic map and tokens alone give);
+* ``perceptual``: the decode nearest the original in the segmenter's feature space (an
+  LPIPS-like distance, :func:`~sqgan_codec.segmenters.bundled.feature_distance`);
+* ``balanced`` (default): agreement of the segmenter on the decode with the encoder's semantic
+  map (mIoU), less that feature distance.
+
+Domain check: when the segmenter is unsure of the original (mean top-class probability below
+:data:`UNFAMILIAR_CONFIDENCE`) the image is unlike what the models were trained on; the
+semantic agreement then means little, so ``balanced`` scores as ``perceptual`` and the result
+says so (:attr:`Decision.unfamiliar`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import bitstream, coarse
+
+if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
+    from .codec import Codec, _Analysis
+
+TUNES = ("semantic", "balanced", "perceptual")
+# Token-layer shares of the budget in the mixed candidates.
+MIXED_SHARES = (0.4, 0.65)
+# Weight of the feature distance against the semantic agreement in "balanced".
+BALANCED_FEATURE_WEIGHT = 1.0
+# Below this mean top-class probability the segmenter does not know the image (the 2nd
+# percentile of CamVid val frames is ~0.80; general photos fall around 0.6-0.8).
+UNFAMILIAR_CONFIDENCE = 0.78
+CHUNK_FRAMING = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
+
+
+@dataclass
+class Decision:
+    """What the encoder sent and why."""
+
+    data: bytes
+    mode: str
+    tune: str
+    scores: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None
+    unfamiliar: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "tune": self.tune, "unfamiliar": self.unfamiliar,
+                "confidence": None if self.confidence is None else round(self.confidence, 4),
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+
+
+def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0
+                     ) -> tuple[coarse.Thumbnail, int] | None:
+    """The thumbnail scale and quality whose upsampled decode is nearest the image (PSNR) among
+    those that fit ``room`` bytes, or None if none fits."""
+    h, w = rgb.shape[:2]
+    best, best_mse = None, math.inf
+    for scale in coarse.SCALES:
+        if min(w, h) < 2 * scale and scale != coarse.SCALES[0]:
+            break
+        thumb = coarse.Thumbnail(rgb, scale)
+        quality = thumb.fit(room, overhead)
+        if quality is None:
+            continue
+        small = coarse.decode_small(thumb.encode(quality), w, h)
+        err = float(np.mean((coarse.upsample(small, w, h) - rgb.astype(np.float32)) ** 2))
+        if err < best_mse:
+            best, best_mse = (thumb, quality), err
+    return best
+
+
+def _with_coarse(codec: "Codec", analysis: "_Analysis", tokens: bytes | None, payload: bytes,
+                 seg_id: int) -> bytes:
+    """A stream with chunk C first, then the token layers of ``tokens`` (if any)."""
+    if tokens is None:
+        return bitstream.pack(codec.header_for(analysis, segmenter_id=seg_id),
+                              [(bitstream.CHUNK_COARSE, payload)])
+    stream = bitstream.unpack(tokens)
+    return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, payload), *stream.chunks.items()])
+
+
+def candidates(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, seg_id: int
+               ) -> dict[str, bytes]:
+    """Candidate streams of at most ``budget`` bytes (``tokens``: the tokens-only stream)."""
+    out = {"tokens": tokens}
+    rgb = analysis.loaded.rgb
+    tag = codec.coarse_tag()
+    empty = len(_with_coarse(codec, analysis, None, b"", seg_id))  # container + header
+    alone = thumbnail_within(rgb, budget - empty - CHUNK_FRAMING, len(tag))
+    if alone is not None:
+        thumb, quality = alone
+        out["coarse"] = _with_coarse(codec, analysis, None, thumb.encode(quality), seg_id)
+        if tag:
+            out["coarse+learned"] = _with_coarse(
+                codec, analysis, None, thumb.encode(quality, coarse.RENDER_LEARNED, tag), seg_id)
+    if tag:
+        for share in MIXED_SHARES:
+            part = codec._fit_rate(analysis, share * budget, seg_id)
+            room = budget - len(part) - CHUNK_FRAMING
+            fitted = thumbnail_within(rgb, room, len(tag))
+            if fitted is not None:
+                thumb, quality = fitted
+                data = _with_coarse(codec, analysis, part,
+                                    thumb.encode(quality, coarse.RENDER_LEARNED, tag), seg_id)
+                if len(data) <= budget:
+                    out[f"mixed-{round(100 * share)}"] = data
+    return {k: v for k, v in out.items() if len(v) <= budget or k == "tokens"}
+
+
+def _miou(ref: np.ndarray, pred: np.ndarray) -> float:
+    ious = []
+    for c in np.union1d(np.unique(ref), np.unique(pred)):
+        inter = np.logical_and(ref == c, pred == c).sum()
+        union = np.logical_or(ref == c, pred == c).sum()
+        ious.append(inter / union)
+    return float(np.mean(ious))
+
+
+def decide(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, seg_id: int,
+           tune: str) -> Decision:
+    """Build the candidates, decode and score them, and return the best (see the module doc)."""
+    if tune not in TUNES:
+        raise ValueError(f"tune must be one of {TUNES}")
+    if tune == "semantic":
+        return Decision(tokens, "tokens", tune)
+    streams = candidates(codec, analysis, budget, tokens, seg_id)
+    names = list(streams)
+    decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
+    segmenter = codec.segmenter
+    rgb = analysis.loaded.rgb
+    if hasattr(segmenter, "describe"):
+        from .segmenters.bundled import feature_distance
+
+        described = segmenter.describe([rgb, *decoded])
+        reference, views = described[0], described[1:]
+        confidence = reference.confidence
+        semantic = [_miou(analysis.semantic_map, v.semantic_map) for v in views]
+        distance = [feature_distance(reference.features, v.features) for v in views]
+    else:  # a segmenter without features: fidelity by PSNR on a comparable scale
+        confidence = None
+        semantic = [_miou(analysis.semantic_map, m) for m in segmenter.segment_many(decoded)]
+        distance = [max(0.0, 1.0 - _psnr(rgb, d) / 40.0) for d in decoded]
+    unfamiliar = confidence is not None and confidence < UNFAMILIAR_CONFIDENCE
+    scoring = "perceptual" if unfamiliar else tune
+    if scoring == "perceptual":
+        scores = [-d for d in distance]
+    else:
+        scores = [s - BALANCED_FEATURE_WEIGHT * d for s, d in zip(semantic, distance)]
+    best = int(np.argmax(scores))
+    return Decision(streams[names[best]], names[best], tune, dict(zip(names, scores)), confidence, unfamiliar)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))

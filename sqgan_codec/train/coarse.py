@@ -1,0 +1,179 @@
+"""Train the coarse decoder (nets/coarse.py) on top of a frozen SQ-GAN model.
+
+    python -m sqgan_codec.train coarse --data ../shared/data/camvid --minutes 90 --threads 1
+
+Each crop is coded as the codec codes it: the thumbnail through coarse.py's WebP coder at a
+random scale and quality, G_s and G_x of the shipped model (frozen) at random keep ratios with
+the decoder on G_s's map. The coarse decoder learns thumbnail + residual under L1, the
+perceptual loss and the semantic-consistency loss. A share of the crops is thumbnail-only (the
+streams that send no tokens) and a share is recoloured (channel swap, saturation) before
+coding, so that where the generator's colours disagree with the thumbnail, the thumbnail wins:
+images unlike CamVid look like that to the generator.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import coarse as coarse_coding
+from ..classes import NUM_CLASSES, VOID
+from ..nets.blocks import one_hot_map
+from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
+from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
+from .data import CropSampler, load_training_set
+from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
+from .pseudo import fill_pseudo_labels
+from .segmenter import balanced_class_weights, imagenet_trunk_state
+from .sqgan import _sample_grid, frozen_segmenter
+
+TRAIN_SCALES = (2, 3, 4, 6, 8, 12)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="CamVid-layout folder or any folder of images")
+    p.add_argument("--splits", default="train,val")
+    p.add_argument("--model", default=None, help="the frozen SQ-GAN model (default: the registry's)")
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--out", default="runs/coarse")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256, help="a multiple of 16")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--perceptual", type=float, default=0.1)
+    p.add_argument("--semantic", type=float, default=0.05)
+    p.add_argument("--coarse-only", type=float, default=0.25, help="share of thumbnail-only crops")
+    p.add_argument("--recolour", type=float, default=0.3, help="share of recoloured crops")
+    p.add_argument("--max-quality", type=int, default=85)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+
+
+def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random channel order and saturation: colours CamVid never shows, same layout."""
+    out = img[..., rng.permutation(3)].astype(np.float32)
+    grey = out.mean(-1, keepdims=True)
+    out = grey + (out - grey) * rng.uniform(0.6, 1.8)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def coded_thumbnail(img: np.ndarray, rng: np.random.Generator, max_quality: int) -> np.ndarray:
+    """``img`` through the codec's thumbnail coder at a random scale and quality, upsampled."""
+    scale = int(rng.choice(TRAIN_SCALES))
+    thumb = coarse_coding.Thumbnail(img, scale)
+    payload = thumb.encode(int(rng.integers(0, max_quality + 1)))
+    small = coarse_coding.decode_small(payload, img.shape[1], img.shape[0])
+    return coarse_coding.upsample(small, img.shape[1], img.shape[0])
+
+
+@torch.no_grad()
+def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen model's decode of a batch at random keep ratios: (image, G_s's one-hot map)."""
+    n = rgb.shape[0]
+    keep_s = torch.empty(n).uniform_(0.1, 1.0)
+    keep_x = torch.empty(n).uniform_(0.0, 1.0) * (torch.rand(n) > 0.2)
+    dec_map = one_hot_map(sqgan.ssm(onehot, keep_s)["logits"].argmax(1), NUM_CLASSES)
+    return sqgan.image(rgb, onehot, keep_x, dec_map)["rgb"].clamp(-1, 1), dec_map
+
+
+def load_frozen_sqgan(name: str | None, device: torch.device):
+    from .. import registry
+    from ..codec import Codec
+
+    codec = Codec(name or registry.default_name("sqgan"), device=device, segmenter="labels")
+    return codec.net.requires_grad_(False), codec.entry.name
+
+
+def run(args: argparse.Namespace) -> Path:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    ckpt_path = out / "last.pt"
+    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out)
+    labels = fill_pseudo_labels(keys, images, labels, out / "pseudo_labels", device=str(device))
+    ce_weights = (balanced_class_weights(labels) *
+                  relevance_pixel_weights(torch.arange(NUM_CLASSES), 1.0)).to(device)
+    sqgan, sqgan_name = load_frozen_sqgan(args.model, device)
+    net = CoarseDecoder(CoarseDecoderConfig(num_classes=NUM_CLASSES)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if args.perceptual > 0 else None
+    segnet = frozen_segmenter(device) if args.semantic > 0 else None
+    step, already = 0, 0.0
+    if args.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, already = int(state["step"]), float(state["elapsed"])
+        rng = np.random.default_rng(args.seed + step)
+        print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
+    args.sqgan = sqgan_name
+    sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1,
+                          seed=args.seed + step)
+    budget = Budget(args.minutes, already)
+    log = JsonlLog(out / "log.jsonl")
+    last_save = time.monotonic()
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                                    "elapsed": budget.elapsed, "config": net.config.to_dict(),
+                                    "args": vars(args)})
+
+    net.train()
+    flag = StopFlag()
+    while not (flag.stop or budget.done() or (args.max_steps is not None and step >= args.max_steps)):
+        lr = cosine_lr(args.lr, budget.progress)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sampler.sample(args.batch)
+        recoloured = rng.random(len(x)) < args.recolour
+        x = np.stack([recolour(im, rng) if r else im for im, r in zip(x, recoloured)])
+        thumbs = np.stack([coded_thumbnail(im, rng, args.max_quality) for im in x])
+        rgb = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        coarse = torch.from_numpy(thumbs).to(device).permute(0, 3, 1, 2) / 127.5 - 1
+        lab = torch.from_numpy(y).to(device).long()
+        onehot = one_hot_map(lab, NUM_CLASSES)
+        generated, dec_map = frozen_generator(sqgan, rgb, onehot)
+        only = torch.from_numpy(rng.random(len(x)) < args.coarse_only).to(device)[:, None, None, None]
+        generated = torch.where(only, coarse, generated)
+        dec_map = dec_map * (~only)
+        recon = net(coarse, generated, dec_map)
+        l1 = weighted_l1(recon, rgb, relevance_pixel_weights(lab))
+        zero = torch.zeros((), device=device)
+        perc = perceptual(recon, rgb) if perceptual is not None else zero
+        sem = zero
+        keep_sem = torch.from_numpy(~recoloured).to(device)
+        if segnet is not None and keep_sem.any():
+            sem = F.cross_entropy(segnet((recon[keep_sem] + 1) * 127.5), lab[keep_sem], weight=ce_weights,
+                                  ignore_index=VOID)
+        loss = l1 + args.perceptual * perc + args.semantic * sem
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 20 == 0:
+            with torch.no_grad():
+                base_l1 = weighted_l1(coarse, rgb, relevance_pixel_weights(lab)).item()
+            rec = dict(step=step, loss=loss.item(), l1=l1.item(), l1_thumbnail=base_l1, perc=perc.item(),
+                       sem=sem.item(), lr=lr, minutes=round(budget.elapsed / 60, 2))
+            log.write(**rec)
+            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()),
+                  flush=True)
+        if time.monotonic() - last_save > args.checkpoint_minutes * 60:
+            checkpoint()
+            _sample_grid(out / "samples.png", torch.cat([rgb, coarse]), torch.cat([recon.detach(), generated]))
+            last_save = time.monotonic()
+    checkpoint()
+    print(f"done: {step} steps, checkpoint {ckpt_path}")
+    return ckpt_path
