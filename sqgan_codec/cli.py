@@ -450,6 +450,12 @@ _inputs_argument = click.argument(
 @click.option("--split", type=click.Choice(["fixed", "search"]), default="fixed", show_default=True,
               help="Semantic/image bit split with --bpp/--max-bytes: one schedule, or searched "
                    "per image (slower).")
+@click.option("--tune", type=click.Choice(["semantic", "balanced", "perceptual"]), default="balanced",
+              show_default=True,
+              help="With --bpp/--max-bytes the encoder tries several splits of the budget between a "
+                   "coarse image, the semantic map and the tokens, decodes each and sends the best for: "
+                   "semantic = what a segmenter recovers (map and tokens only), perceptual = nearest "
+                   "the original, balanced = both.")
 @_device_option
 @_recursive_option
 @_overwrite_option
@@ -459,7 +465,7 @@ _inputs_argument = click.argument(
               help="Images sent through the network together.")
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
            max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
-           split: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
+           split: str, tune: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
            batch_size: int) -> None:
     """Compress images to .sqg files.
 
@@ -475,7 +481,7 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
                                 priority=parse_priority(priority) if priority else None,
                                 roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split,
-                                refine=refine)
+                                refine=refine, tune=tune)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_stdout_use(output, as_json)
@@ -539,10 +545,14 @@ def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
     kwargs = asdict(options)
     results = _run_batch(lambda items: _encode_warned(c, items, kwargs, rep), images)
-    for (job, loaded, t_load), (result, seconds) in zip(ready, results):
-        if isinstance(result, BaseException):
-            _job_failed(rep, job, _message(result))
+    for (job, loaded, t_load), (decision, seconds) in zip(ready, results):
+        if isinstance(decision, BaseException):
+            _job_failed(rep, job, _message(decision))
             continue
+        result = decision.data
+        if decision.unfamiliar:
+            rep.warn(_with_path(job.src, "unlike what the model was trained on: the encoder leaned on "
+                                         f"the coarse image ({decision.mode})"))
         try:
             _prepare_folder(job, mirror)
             if job.dst == STDIO:
@@ -557,14 +567,16 @@ def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror
         rep.record({"input": job.src, "output": job.dst, "ok": True,
                     "width": loaded.width, "height": loaded.height, "bytes": len(result),
                     "bpp": round(8 * len(result) / pixels, 6),
-                    "seconds": round(t_load + seconds, 4)})
+                    "seconds": round(t_load + seconds, 4),
+                    "mode": decision.mode, "unfamiliar": decision.unfamiliar,
+                    "confidence": None if decision.confidence is None else round(decision.confidence, 4)})
         rep.advance()
 
 
-def _encode_warned(codec: "Codec", items: list, kwargs: dict, rep: _Reporter) -> list[bytes]:
+def _encode_warned(codec: "Codec", items: list, kwargs: dict, rep: _Reporter) -> list:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = codec.encode_many(items, **kwargs)
+        out = codec.decide_many(items, **kwargs)
     for w in caught:
         rep.warn(str(w.message))
     return out
@@ -642,8 +654,11 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_o
 def _write_ssm(semantic_map, job: _Job, mirror: bool, ssm_out: str, output: str, overwrite: bool) -> None:
     from PIL import Image
 
+    from .errors import BitstreamError
     from .imageio import save_image_atomic
 
+    if semantic_map is None:
+        raise BitstreamError("--ssm-out: this stream sends a coarse image only, no semantic map")
     if mirror and job.dst != STDIO:
         dst = os.path.join(ssm_out, os.path.relpath(job.dst, output))
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
@@ -657,19 +672,26 @@ _TRUNCATED_BASE = "stream is truncated: only its base layer (semantic map) can b
 _TRUNCATED_REFINE = "stream is truncated inside its refinement layer: decoded without it"
 
 
+_TRUNCATED_COARSE = "stream is truncated: only its coarse image can be decoded"
+
+
 def _truncation_note(stream) -> str:
     from . import bitstream
 
-    return _TRUNCATED_REFINE if bitstream.CHUNK_IMAGE in stream.chunks else _TRUNCATED_BASE
+    if bitstream.CHUNK_IMAGE in stream.chunks:
+        return _TRUNCATED_REFINE
+    if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
+        return _TRUNCATED_COARSE
+    return _TRUNCATED_BASE
 
 
 def _check_stream(data: bytes):
-    """Parse and verify a stream like the codec does (a stream cut after its semantic
-    layer is still decodable); raise BitstreamError when nothing usable is left."""
+    """Parse and verify a stream like the codec does (a stream cut after its coarse-image
+    or semantic layer is still decodable); raise BitstreamError when nothing usable is left."""
     from . import bitstream
 
     stream = bitstream.unpack(data, allow_truncated=True)
-    if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
+    if not any(k in stream.chunks for k in bitstream.LAYER_CHUNKS):
         raise bitstream.TruncatedError("stream is truncated before its semantic-map layer")
     return stream
 
@@ -755,7 +777,9 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
         try:
             stream = _check_stream(data)
             truncated = stream.truncated
-            layers = (["base"] + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
+            layers = ((["coarse"] if bitstream.CHUNK_COARSE in stream.chunks else [])
+                      + (["base"] if any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS) else [])
+                      + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
                       + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
                 note = _truncation_note(stream)

@@ -400,9 +400,11 @@ class Codec:
         An image unlike the training domain raises :class:`~.errors.UnfamiliarImageWarning`.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
         """
-        return self.encode_with_decision(image, bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
-                                         roi=roi, ssm=ssm, split=split, refine=refine, tune=tune,
-                                         semantic_map=semantic_map).data
+        decision = self.encode_with_decision(image, bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
+                                             roi=roi, ssm=ssm, split=split, refine=refine, tune=tune,
+                                             semantic_map=semantic_map)
+        self._warn_unfamiliar(decision, getattr(image, "name", None) if not isinstance(image, str) else image)
+        return decision.data
 
     def encode_with_decision(self, image: Any, *, semantic_map: np.ndarray | None = None,
                              **kwargs: Any) -> Decision:
@@ -423,6 +425,14 @@ class Codec:
         seg_id = getattr(self.segmenter, "segmenter_id", 0)
         return [self._encode_analysis(a, options, seg_id) for a in self.analyse_many(list(images))]
 
+    def decide_many(self, images: Sequence[Any], **kwargs: Any) -> list[Decision]:
+        """:meth:`encode_with_decision` for several images (same-size images share network
+        passes); no warning is raised, each :class:`~.decide.Decision` says what was found."""
+        kwargs["roi"] = tuple(kwargs.get("roi", ()))
+        options = EncodeOptions(**kwargs)
+        seg_id = getattr(self.segmenter, "segmenter_id", 0)
+        return [self._decide(a, options, seg_id) for a in self.analyse_many(list(images))]
+
     def encode_rates(self, image: Any, bpps: Sequence[float], **kwargs: Any) -> list[bytes]:
         """Encode one image at several target rates (each as :meth:`encode` with ``bpp=``):
         the networks run once, only the rate fitting is repeated."""
@@ -435,11 +445,15 @@ class Codec:
 
     def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
         decision = self._decide(analysis, options, seg_id)
+        self._warn_unfamiliar(decision, analysis.loaded.name)
+        return decision.data
+
+    @staticmethod
+    def _warn_unfamiliar(decision: Decision, name: str | None) -> None:
         if decision.unfamiliar:
             warnings.warn(UnfamiliarImageWarning(
-                f"{analysis.loaded.name or 'image'}: unlike what the model was trained on (segmenter "
-                f"confidence {decision.confidence:.2f}); the encoder leaned on the coarse image"), stacklevel=3)
-        return decision.data
+                f"{name or 'image'}: unlike what the model was trained on; the encoder leaned on the "
+                f"coarse image ({decision.mode})"), stacklevel=4)
 
     def _decide(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> Decision:
         """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
@@ -611,7 +625,8 @@ class Codec:
 
     @torch.inference_mode()
     def decode_with_map(self, data: bytes, *, layers: str = "all") -> tuple[Image.Image, np.ndarray]:
-        """:meth:`decode`, also returning the decoded semantic map (H×W uint8 class ids)."""
+        """:meth:`decode`, also returning the decoded semantic map (H×W uint8 class ids; None
+        for a stream that sends a coarse image only)."""
         arr, semantic_map, header, stream = self._decode_arrays(data, layers=layers)
         return self._finish(arr, header, stream, layers), semantic_map
 

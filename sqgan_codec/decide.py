@@ -13,15 +13,16 @@ itself, scores the decodes and sends the best:
 The score is the user's trade-off (``tune``):
 
 * ``semantic``: only the ``tokens`` candidate (what the semantic map and tokens alone give);
-* ``perceptual``: the decode nearest the original in the segmenter's feature space (an
-  LPIPS-like distance, :func:`~sqgan_codec.segmenters.bundled.feature_distance`);
+* ``perceptual``: the decode most similar to the original (multi-scale structural similarity
+  of the luma, :func:`structural_similarity`);
 * ``balanced`` (default): agreement of the segmenter on the decode with the encoder's semantic
-  map (mIoU), less that feature distance.
+  map (mIoU) plus that similarity.
 
 Domain check: when the segmenter is unsure of the original (mean top-class probability below
-:data:`UNFAMILIAR_CONFIDENCE`) the image is unlike what the models were trained on; the
-semantic agreement then means little, so ``balanced`` scores as ``perceptual`` and the result
-says so (:attr:`Decision.unfamiliar`).
+:data:`UNFAMILIAR_CONFIDENCE`), or the tokens decode far less like the image than the thumbnail
+alone (:data:`UNFAMILIAR_FIDELITY_GAP`), the image is unlike what the models were trained on;
+the semantic agreement then means little, so ``balanced`` scores as ``perceptual`` and the
+result says so (:attr:`Decision.unfamiliar`).
 """
 from __future__ import annotations
 
@@ -39,11 +40,13 @@ if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
 TUNES = ("semantic", "balanced", "perceptual")
 # Token-layer shares of the budget in the mixed candidates.
 MIXED_SHARES = (0.4, 0.65)
-# Weight of the feature distance against the semantic agreement in "balanced".
-BALANCED_FEATURE_WEIGHT = 1.0
-# Below this mean top-class probability the segmenter does not know the image (the 2nd
-# percentile of CamVid val frames is ~0.80; general photos fall around 0.6-0.8).
+# Weight of the structural similarity against the semantic agreement in "balanced".
+BALANCED_FIDELITY_WEIGHT = 1.0
+# The domain check (calibrated on CamVid val frames, benchmarks/calibrate_decide.py): below this
+# mean top-class probability of the segmenter, or with the thumbnail alone this much more similar
+# to the image (MS-SSIM) than the tokens' decode, the image is unfamiliar.
 UNFAMILIAR_CONFIDENCE = 0.78
+UNFAMILIAR_FIDELITY_GAP = 0.25
 CHUNK_FRAMING = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
 
 
@@ -141,30 +144,63 @@ def decide(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, 
     streams = candidates(codec, analysis, budget, tokens, seg_id)
     names = list(streams)
     decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
-    segmenter = codec.segmenter
     rgb = analysis.loaded.rgb
-    if hasattr(segmenter, "describe"):
-        from .segmenters.bundled import feature_distance
-
-        described = segmenter.describe([rgb, *decoded])
-        reference, views = described[0], described[1:]
-        confidence = reference.confidence
-        semantic = [_miou(analysis.semantic_map, v.semantic_map) for v in views]
-        distance = [feature_distance(reference.features, v.features) for v in views]
-    else:  # a segmenter without features: fidelity by PSNR on a comparable scale
-        confidence = None
-        semantic = [_miou(analysis.semantic_map, m) for m in segmenter.segment_many(decoded)]
-        distance = [max(0.0, 1.0 - _psnr(rgb, d) / 40.0) for d in decoded]
-    unfamiliar = confidence is not None and confidence < UNFAMILIAR_CONFIDENCE
-    scoring = "perceptual" if unfamiliar else tune
-    if scoring == "perceptual":
-        scores = [-d for d in distance]
+    fidelity = structural_similarity(rgb, decoded)
+    confidence = None
+    semantic = [0.0] * len(names)
+    if tune == "balanced":
+        segmenter = codec.segmenter
+        if hasattr(segmenter, "describe"):
+            described = segmenter.describe([rgb, *decoded])
+            confidence = described[0].confidence
+            maps = [v.semantic_map for v in described[1:]]
+        else:
+            maps = segmenter.segment_many(decoded)
+        semantic = [_miou(analysis.semantic_map, m) for m in maps]
+    # the domain check: a segmenter unsure of the image, or tokens that decode far worse than
+    # the thumbnail alone, mean the models do not know this kind of picture
+    gap = fidelity[names.index("coarse")] - fidelity[0] if "coarse" in names else 0.0
+    unfamiliar = ((confidence is not None and confidence < UNFAMILIAR_CONFIDENCE)
+                  or gap > UNFAMILIAR_FIDELITY_GAP)
+    if tune == "perceptual" or unfamiliar:
+        scores = list(fidelity)
     else:
-        scores = [s - BALANCED_FEATURE_WEIGHT * d for s, d in zip(semantic, distance)]
+        scores = [s + BALANCED_FIDELITY_WEIGHT * f for s, f in zip(semantic, fidelity)]
     best = int(np.argmax(scores))
     return Decision(streams[names[best]], names[best], tune, dict(zip(names, scores)), confidence, unfamiliar)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+def structural_similarity(reference: np.ndarray, images: list[np.ndarray]) -> list[float]:
+    """Multi-scale SSIM of the luma of each image against ``reference`` (3 scales, Wang et al.'s
+    constants and Gaussian window; scales whose side would drop below the window are skipped)."""
+    import torch
+    import torch.nn.functional as F
+
+    def luma(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return (t @ torch.tensor([0.299, 0.587, 0.114]))[None, None]
+
+    g = torch.exp(-((torch.arange(11, dtype=torch.float32) - 5) ** 2) / (2 * 1.5 ** 2))
+    g = (g / g.sum())
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    weights = (0.2, 0.3, 0.5)  # coarser scales weigh more, as in MS-SSIM's exponents
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, g.view(1, 1, 1, -1))
+        return F.conv2d(x, g.view(1, 1, -1, 1))
+
+    x = luma(reference).expand(len(images), -1, -1, -1)
+    y = torch.cat([luma(a) for a in images])
+    total = torch.zeros(len(images))
+    used = 0.0
+    for i, w in enumerate(weights):
+        if min(x.shape[-2:]) < 11:
+            break
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        term = cs if i < len(weights) - 1 else cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
+        total += w * term.mean((1, 2, 3))
+        used += w
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return [float(v) for v in total / max(used, 1e-9)]

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sqgan_codec import cli
+from sqgan_codec.decide import Decision
 from sqgan_codec.errors import ImageInputError, ModelMismatchError
 from sqgan_codec.imageio import LoadedImage
 
@@ -50,7 +51,7 @@ class FakeCodec:
         self.decode_calls: list[dict] = []
         FakeCodec.instances.append(self)
 
-    def encode_many(self, images, *, bpp=None, keep=None, **options):
+    def decide_many(self, images, *, bpp=None, keep=None, **options):
         self.encode_calls.append({"n": len(images), "bpp": bpp, "keep": keep, **options})
         out = []
         for li in images:
@@ -61,8 +62,10 @@ class FakeCodec:
                                       width=li.width, height=li.height,
                                       colour_mode=li.colour_mode,
                                       alpha_dropped=li.alpha_dropped, keep_ssm=keep or 0.0)
-            out.append(bitstream.pack(header, [("S", zlib.compress(li.rgb.tobytes())),
-                                               ("I", b"image-tokens")]))
+            data = bitstream.pack(header, [("S", zlib.compress(li.rgb.tobytes())), ("I", b"image-tokens")])
+            unfamiliar = li.rgb[0, 0].tolist() == [7, 7, 7]  # the "unlike the training data" image
+            out.append(Decision(data, "coarse" if unfamiliar else "tokens", options.get("tune", "balanced"),
+                                confidence=0.5 if unfamiliar else 0.9, unfamiliar=unfamiliar))
         return out
 
     def decode_many(self, datas, *, layers="all"):
@@ -358,7 +361,7 @@ def test_codec_setup_failure_is_one_line(tmp_path, monkeypatch):
 
 def test_keyboard_interrupt_exits_130_cleanly(tmp_path, monkeypatch):
     class Interrupted(FakeCodec):
-        def encode_many(self, images, **kw):
+        def decide_many(self, images, **kw):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_make_codec", Interrupted)
@@ -463,12 +466,26 @@ def test_json_stats(tmp_path, fake):
     assert rec["bpp"] == pytest.approx(8 * rec["bytes"] / (8 * 4), rel=1e-5)
     assert rec["seconds"] >= 0 and (rec["width"], rec["height"]) == (8, 4)
     assert bad[0]["input"] == str(tmp_path / "in" / "b.png") and bad[0]["error"]
+    assert rec["mode"] == "tokens" and rec["unfamiliar"] is False and rec["confidence"] == 0.9
 
     r = run("decode", tmp_path / "out", "-o", tmp_path / "back", "--json")
     assert r.exit_code == 0
     (rec,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert rec["bytes"] == (tmp_path / "out" / "a.sqg").stat().st_size
     assert rec["bpp"] == pytest.approx(8 * rec["bytes"] / 32, rel=1e-5)
+
+
+def test_unfamiliar_image_warns_once_and_is_reported(tmp_path, fake):
+    img(tmp_path / "in" / "odd.png", colour=(7, 7, 7))
+    img(tmp_path / "in" / "street.png")
+    r = run("encode", tmp_path / "in", "-o", tmp_path / "out", "--json", "--bpp", "0.05", "--tune", "perceptual")
+    assert r.exit_code == 0
+    records = {Path(x["input"]).name: x for x in map(json.loads, r.stdout.splitlines())}
+    assert records["odd.png"]["unfamiliar"] and records["odd.png"]["mode"] == "coarse"
+    assert not records["street.png"]["unfamiliar"]
+    warned = [ln for ln in r.stderr.splitlines() if "unlike what the model was trained on" in ln]
+    assert len(warned) == 1 and "odd.png" in warned[0]
+    assert fake.instances[-1].encode_calls[0]["tune"] == "perceptual"
 
 
 def test_quiet_and_warnings(tmp_path, fake):

@@ -97,18 +97,16 @@ class BundledSegmenter(Segmenter):
         return out  # type: ignore[return-value]
 
     def describe(self, images: Sequence[np.ndarray]) -> list[Description]:
-        """Maps plus what the encoder's decisions read (same-size images, one batch): each
-        image's mean top-class probability (how familiar it looks to the network) and its
-        trunk features (for :func:`feature_distance`)."""
+        """Maps plus what the encoder's domain check reads (same-size images, one batch): each
+        image's mean top-class probability, how familiar it looks to the network."""
         import torch
 
         h, w = images[0].shape[:2]
-        logits, feats = self._forward(list(images), h, w)
+        logits, _ = self._forward(list(images), h, w)
         probs = logits.softmax(1).amax(1)
         ids = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
         return [Description(check_map(np.ascontiguousarray(ids[i]), images[i], "bundled segmenter"),
-                            float(probs[i].mean()), [f[i:i + 1] for f in feats])
-                for i in range(len(images))]
+                            float(probs[i].mean())) for i in range(len(images))]
 
     # -- internals
 
@@ -140,19 +138,3 @@ class Description:
 
     semantic_map: np.ndarray
     confidence: float
-    features: list
-
-
-def feature_distance(a: list, b: list) -> float:
-    """LPIPS-like distance of two images' trunk features (no learned weights): channels
-    unit-normalised, squared differences averaged over space, summed over the three finer
-    stages. Cheap because the encoder runs the segmenter on its candidates anyway."""
-    import torch
-
-    total = 0.0
-    for fa, fb in zip(a[:3], b[:3]):
-        na = fa / (fa.norm(dim=1, keepdim=True) + 1e-10)
-        nb = fb / (fb.norm(dim=1, keepdim=True) + 1e-10)
-        total += float(((na - nb) ** 2).sum(1).mean())
-    del torch
-    return total

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--out", default="runs/coarse")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from another coarse run's last.pt (weights only: a new budget and schedule)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256, help="a multiple of 16")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -117,6 +119,11 @@ def run(args: argparse.Namespace) -> Path:
         step, already = int(state["step"]), float(state["elapsed"])
         rng = np.random.default_rng(args.seed + step)
         print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
+    elif args.init_from:
+        state = torch.load(args.init_from, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        args.previous_steps = int(state["step"]) + int((state.get("args") or {}).get("previous_steps", 0))
+        print(f"initialised from {args.init_from} ({args.previous_steps} steps before)")
     args.sqgan = sqgan_name
     sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1,
                           seed=args.seed + step)

@@ -1,0 +1,119 @@
+"""Calibration of the encoder's mode decision (sqgan_codec/decide.py) on CamVid *val* frames.
+
+    python benchmarks/calibrate_decide.py --data ../shared/data/camvid --every 10 --out out/calibrate.json
+
+For every image and target: each candidate's encoder-side scores (semantic agreement, MS-SSIM
+of the luma) beside the true metrics (mIoU against the ground truth, PSNR, LPIPS-style), the
+segmenter's confidence and the fidelity gap of the domain check. Prints the percentiles the
+domain-check thresholds are set from and, per balanced weight, the mean true metrics of the
+candidates it would pick. Val frames only: the test split and the photos are for reporting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/data/camvid")
+    p.add_argument("--split", default="val")
+    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--targets", default="0.025,0.05,0.1")
+    p.add_argument("--out", default="out/calibrate.json")
+    p.add_argument("--domain-only", action="store_true",
+                   help="only the domain check's statistics (confidence, fidelity gap), on every image")
+    a = p.parse_args(argv)
+    if a.domain_only:
+        return domain(a)
+    from sqgan_codec import decide
+    from sqgan_codec.codec import Codec, EncodeOptions
+    from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, psnr
+
+    codec = Codec(device="cpu")
+    lpips = LpipsVggStyle(scale=2, dtype="bfloat16")
+    root = Path(a.data)
+    paths = sorted((root / a.split).glob("*.png"))[:: a.every]
+    records = []
+    for path in paths:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        gt = np.asarray(Image.open(root / f"{a.split}annot" / path.name))
+        analysis = codec.analyse(rgb)
+        for t in (float(v) for v in a.targets.split(",")):
+            options = EncodeOptions(bpp=t)
+            budget = codec._budget(analysis, options)
+            tokens = codec._encode_tokens(analysis, options, 0)
+            streams = decide.candidates(codec, analysis, budget, tokens, 0)
+            names = list(streams)
+            decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
+            described = codec.segmenter.describe([rgb, *decoded])
+            fid = decide.structural_similarity(rgb, decoded)
+            rec = {"image": path.name, "bpp": t, "confidence": described[0].confidence, "candidates": {}}
+            for n, d, v, f in zip(names, decoded, described[1:], fid):
+                rec["candidates"][n] = {
+                    "bytes": len(streams[n]), "agreement": decide._miou(analysis.semantic_map, v.semantic_map),
+                    "fidelity": f, "miou": miou(confusion_matrix(gt, v.semantic_map)),
+                    "psnr": psnr(rgb, d), "lpips": lpips(rgb, d)}
+            records.append(rec)
+            print(path.name, t, {n: (round(c["agreement"], 3), round(c["fidelity"], 3), round(c["lpips"], 3))
+                                 for n, c in rec["candidates"].items()}, flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(records, indent=1))
+    report(records)
+    return 0
+
+
+def domain(a: argparse.Namespace) -> int:
+    """The domain check's two statistics at 0.05 bpp: cheap (no learned render, no LPIPS)."""
+    from sqgan_codec import decide
+    from sqgan_codec.codec import Codec, EncodeOptions
+
+    codec = Codec(device="cpu")
+    conf, gaps = [], []
+    for path in sorted((Path(a.data) / a.split).glob("*.png"))[:: a.every]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        analysis = codec.analyse(rgb)
+        options = EncodeOptions(bpp=0.05)
+        budget = codec._budget(analysis, options)
+        tokens = codec._encode_tokens(analysis, options, 0)
+        thumb, quality = decide.thumbnail_within(rgb, budget - 60)
+        only = decide._with_coarse(codec, analysis, None, thumb.encode(quality), 0)
+        decoded = [np.asarray(codec.decode(d)) for d in (tokens, only)]
+        fid = decide.structural_similarity(rgb, decoded)
+        conf.append(codec.segmenter.describe([rgb])[0].confidence)
+        gaps.append(fid[1] - fid[0])
+        print(path.name, round(conf[-1], 3), round(gaps[-1], 3), flush=True)
+    print(f"{len(conf)} images of {a.data}/{a.split}")
+    print("confidence percentiles 1/2/5/50:", np.percentile(conf, [1, 2, 5, 50]).round(3))
+    print("fidelity gap percentiles 50/95/98/99/max:", np.percentile(gaps, [50, 95, 98, 99, 100]).round(3))
+    return 0
+
+
+def report(records: list[dict]) -> None:
+    conf = [r["confidence"] for r in records]
+    gaps = [r["candidates"]["coarse"]["fidelity"] - r["candidates"]["tokens"]["fidelity"]
+            for r in records if "coarse" in r["candidates"]]
+    print("confidence percentiles 1/2/5/50:", np.percentile(conf, [1, 2, 5, 50]).round(3))
+    print("fidelity gap percentiles 50/95/98/99:", np.percentile(gaps, [50, 95, 98, 99]).round(3))
+    for t in sorted({r["bpp"] for r in records}):
+        rs = [r for r in records if r["bpp"] == t]
+        for name in ("tokens", "coarse", "coarse+learned", "mixed-40", "mixed-65"):
+            got = [r["candidates"][name] for r in rs if name in r["candidates"]]
+            if got:
+                print(f"{t} {name:15s} n={len(got)} mIoU {np.mean([g['miou'] for g in got]):.3f} "
+                      f"lpips {np.mean([g['lpips'] for g in got]):.3f} psnr {np.mean([g['psnr'] for g in got]):.2f}")
+        for w in (0.0, 0.5, 1.0, 2.0, 4.0, 1e6):
+            pick = [max(r["candidates"].values(), key=lambda c: c["agreement"] + w * c["fidelity"]) for r in rs]
+            print(f"{t} balanced w={w:<9} mIoU {np.mean([g['miou'] for g in pick]):.3f} "
+                  f"lpips {np.mean([g['lpips'] for g in pick]):.3f} psnr {np.mean([g['psnr'] for g in pick]):.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The coarse-image layer (chunk C), the encoder's mode decision and the domain check."""
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sqgan_codec import bitstream, coarse, decide
+from sqgan_codec.codec import Codec, EncodeOptions
+from sqgan_codec.errors import BitstreamError, UnfamiliarImageWarning
+
+from conftest import camvid_test_image
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sqgan_codec" / "samples" / "street.png"
+PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def street() -> np.ndarray:
+    return camvid_test_image(40)
+
+
+# ------------------------------------------------------------------ the thumbnail coder
+
+def test_thumbnail_decodes_to_what_libwebp_decodes(street):
+    h, w = street.shape[:2]
+    thumb = coarse.Thumbnail(street, 4)
+    payload = thumb.encode(30)
+    small = coarse.decode_small(payload, w, h)
+    assert small.shape == (-(-h // 4), -(-w // 4), 3)
+    # the same frame in its own RIFF wrapper, decoded by Pillow directly: identical pixels
+    buf = io.BytesIO()
+    thumb.small.save(buf, "WEBP", quality=30, method=6)
+    assert np.array_equal(np.asarray(Image.open(buf).convert("RGB")), small)
+    # the wrapper is not stored: the payload is 2 bytes plus the VP8 frame
+    assert len(payload) == len(buf.getvalue()) - 20 + 2
+
+
+def test_thumbnail_fit_is_the_best_quality_that_fits(street):
+    thumb = coarse.Thumbnail(street, 6)
+    room = 300
+    q = thumb.fit(room)
+    assert q is not None and 2 + len(thumb.frame(q)) <= room
+    assert q == coarse.MAX_QUALITY or 2 + len(thumb.frame(q + 1)) > room
+    assert thumb.fit(10) is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p[:8], "too short"),
+    (lambda p: bytes([7]) + p[1:], "unknown render mode"),
+    (lambda p: p[:1] + bytes([5]) + p[2:], "invalid scale"),
+    (lambda p: p[:2] + b"\x00" * 10 + p[12:], "not a VP8 key frame"),
+])
+def test_damaged_coarse_payloads_are_refused(street, damage, message):
+    h, w = street.shape[:2]
+    payload = coarse.Thumbnail(street, 4).encode(20)
+    with pytest.raises(BitstreamError, match=message):
+        coarse.decode_small(damage(payload), w, h)
+
+
+def test_a_thumbnail_for_another_size_is_refused_before_decoding(street):
+    h, w = street.shape[:2]
+    payload = coarse.Thumbnail(street, 4).encode(20)
+    with pytest.raises(BitstreamError, match="expected"):
+        coarse.decode_small(payload, w * 8, h * 8)
+    # a frame header that claims a huge picture is caught from its header alone
+    frame = bytearray(payload[2:])
+    frame[6:10] = struct.pack("<HH", 16383, 16383)
+    with pytest.raises(BitstreamError, match="16383x16383"):
+        coarse.decode_small(payload[:2] + bytes(frame), w, h)
+
+
+# ------------------------------------------------------------------ container
+
+def _header() -> bitstream.Header:
+    return bitstream.Header(model_id=1, weights_hash=b"\x01\x02\x03\x04", width=64, height=48)
+
+
+def test_coarse_chunk_makes_a_format_3_stream_that_may_end_after_it():
+    data = bitstream.pack(_header(), [("C", b"c" * 20)])
+    stream = bitstream.unpack(data)
+    assert stream.header.version == bitstream.COARSE_VERSION and not stream.truncated
+    both = bitstream.pack(_header(), [("C", b"c" * 20), ("S", b"s"), ("I", b"i")])
+    assert list(bitstream.unpack(both).chunks) == ["C", "S", "I"]
+    cut = bitstream.unpack(both[:-3], allow_truncated=True)
+    assert cut.truncated and list(cut.chunks) == ["C", "S"]
+    # streams without C keep the versions older readers know
+    assert bitstream.unpack(bitstream.pack(_header(), [("S", b"s")])).header.version == bitstream.BASE_VERSION
+
+
+def test_coarse_chunk_order_and_version_rules():
+    with pytest.raises(BitstreamError, match="first after the header"):
+        bitstream.pack(_header(), [("S", b"s"), ("C", b"c")])
+    with pytest.raises(BitstreamError, match="before the semantic-map chunk"):
+        bitstream.pack(_header(), [("C", b"c"), ("I", b"i")])
+    # a C chunk inside a stream that declares an older version is damage, not a new layer
+    old = bitstream.pack(_header(), [("S", b"s")])
+    forged = old + bitstream._frame_chunk("C", b"c")
+    with pytest.raises(BitstreamError):
+        bitstream.unpack(forged)
+    header_end = bitstream._read_chunk(memoryview(old), len(bitstream.MAGIC))[2]
+    forged = old[:header_end] + bitstream._frame_chunk("C", b"c") + old[header_end:]
+    with pytest.raises(BitstreamError, match="needs 3.0"):
+        bitstream.unpack(forged)
+
+
+# ------------------------------------------------------------------ codec
+
+def test_coarse_only_stream_is_faithful(codec: Codec, street):
+    analysis = codec.analyse(street)
+    thumb, quality = decide.thumbnail_within(street, 520)
+    data = decide._with_coarse(codec, analysis, None, thumb.encode(quality), 0)
+    assert len(data) <= 540 and list(bitstream.unpack(data).chunks) == ["C"]
+    out = np.asarray(codec.decode(data))
+    tokens = np.asarray(codec.decode(codec.encode(street, bpp=0.025, tune="semantic")))
+    # the thumbnail alone is much nearer the picture than what the tokens paint at this size
+    assert psnr(out, street) > psnr(tokens, street) + 1.5
+    image, semantic_map = codec.decode_with_map(data)
+    assert semantic_map is None and image.size == (street.shape[1], street.shape[0])
+    with pytest.raises(BitstreamError, match="no semantic-map layer"):
+        codec.decode_semantic_map(data)
+
+
+@pytest.mark.parametrize("bpp", [0.025, 0.05, 0.1])
+def test_rate_control_with_candidates_never_goes_over(codec: Codec, street, bpp):
+    h, w = street.shape[:2]
+    decision = codec.encode_with_decision(street, bpp=bpp)
+    budget = bpp * w * h / 8
+    assert len(decision.data) <= budget
+    assert len(decision.data) >= 0.97 * budget, decision.to_dict()
+    assert decision.mode in decision.scores and decision.scores[decision.mode] == max(decision.scores.values())
+    out = np.asarray(codec.decode(decision.data))
+    assert out.shape == street.shape
+
+
+def test_semantic_tune_is_the_token_codec(codec: Codec, street):
+    decision = codec.encode_with_decision(street, bpp=0.05, tune="semantic")
+    assert decision.mode == "tokens"
+    assert bitstream.CHUNK_COARSE not in bitstream.unpack(decision.data).chunks
+    with pytest.raises(ValueError, match="tune"):
+        EncodeOptions(bpp=0.05, tune="pretty")
+
+
+def test_learned_render_needs_the_coarse_decoder_it_was_made_for(codec: Codec, street):
+    if not codec.coarse_tag():
+        pytest.skip("this installation ships no coarse decoder")
+    analysis = codec.analyse(street)
+    thumb, quality = decide.thumbnail_within(street, 600)
+    learned = decide._with_coarse(codec, analysis, None,
+                                  thumb.encode(quality, coarse.RENDER_LEARNED, codec.coarse_tag()), 0)
+    assert np.asarray(codec.decode(learned)).shape == street.shape
+    other = bytes(b ^ 0xFF for b in codec.coarse_tag())
+    forged = decide._with_coarse(codec, analysis, None, thumb.encode(quality, coarse.RENDER_LEARNED, other), 0)
+    from sqgan_codec.errors import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError, match="coarse decoder"):
+        codec.decode(forged)
+
+
+def test_bundled_sample_keeps_every_objects_colour(codec: Codec):
+    """The first picture a new user sees: at 0.025 bpp each object (a connected region of one
+    class in the original's semantic map, ≥ 0.5 % of the frame) keeps its mean colour."""
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    out = np.asarray(codec.decode(codec.encode(rgb, bpp=0.025)).convert("RGB")).astype(np.float64)
+    import cv2
+
+    labels = codec.segmenter.segment(rgb)
+    worst = 0.0
+    for c in np.unique(labels):
+        n, comp = cv2.connectedComponents((labels == c).astype(np.uint8))
+        for k in range(1, n):
+            region = comp == k
+            if region.mean() < 0.005:
+                continue
+            diff = np.abs(out[region].mean(0) - rgb[region].astype(np.float64).mean(0)).max()
+            worst = max(worst, diff)
+    assert worst < 25, f"an object's mean colour moved by {worst:.0f} levels"
+
+
+def test_unfamiliar_image_is_reported_and_coded_from_the_thumbnail(codec: Codec):
+    photos = sorted(PHOTOS.glob("*.png")) if PHOTOS.is_dir() else []
+    if not photos:
+        pytest.skip("photos not beside the repo")
+    rgb = np.asarray(Image.open(photos[0]).convert("RGB"))
+    # a photo recoloured into colours no street has: nothing like the training domain
+    rgb = np.ascontiguousarray(rgb[..., ::-1])
+    decision = codec.encode_with_decision(rgb, bpp=0.05)
+    assert decision.unfamiliar and decision.mode != "tokens", decision.to_dict()
+    with pytest.warns(UnfamiliarImageWarning, match="unlike what the model was trained on"):
+        codec.encode(rgb, bpp=0.05)
