@@ -42,11 +42,12 @@ TUNES = ("semantic", "balanced", "perceptual")
 MIXED_SHARES = (0.4, 0.65)
 # Weight of the structural similarity against the semantic agreement in "balanced".
 BALANCED_FIDELITY_WEIGHT = 1.0
-# The domain check (calibrated on CamVid val frames, benchmarks/calibrate_decide.py): below this
-# mean top-class probability of the segmenter, or with the thumbnail alone this much more similar
-# to the image (MS-SSIM) than the tokens' decode, the image is unfamiliar.
-UNFAMILIAR_CONFIDENCE = 0.78
-UNFAMILIAR_FIDELITY_GAP = 0.25
+# The domain check, set from CamVid train and val frames only (benchmarks/calibrate_decide.py
+# --domain-only): there the segmenter's mean top-class probability is ≥ 0.915 in 99 % of frames
+# and the thumbnail alone is at most 0.258 more similar to the image (MS-SSIM) than the tokens'
+# decode at 0.05 bpp. Below the first or above the second threshold an image is unfamiliar.
+UNFAMILIAR_CONFIDENCE = 0.90
+UNFAMILIAR_FIDELITY_GAP = 0.28
 CHUNK_FRAMING = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
 
 
@@ -67,21 +68,28 @@ class Decision:
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}}
 
 
-def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0
+def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0, cache: dict | None = None
                      ) -> tuple[coarse.Thumbnail, int] | None:
     """The thumbnail scale and quality whose upsampled decode is nearest the image (PSNR) among
-    those that fit ``room`` bytes, or None if none fits."""
+    those that fit ``room`` bytes, or None if none fits. ``cache`` (an analysis's) keeps the
+    coded thumbnails and their errors for the next budget of the same image."""
+    cache = {} if cache is None else cache
     h, w = rgb.shape[:2]
     best, best_mse = None, math.inf
     for scale in coarse.SCALES:
         if min(w, h) < 2 * scale and scale != coarse.SCALES[0]:
             break
-        thumb = coarse.Thumbnail(rgb, scale)
+        if ("thumbnail", scale) not in cache:
+            cache["thumbnail", scale] = coarse.Thumbnail(rgb, scale)
+        thumb = cache["thumbnail", scale]
         quality = thumb.fit(room, overhead)
         if quality is None:
             continue
-        small = coarse.decode_small(thumb.encode(quality), w, h)
-        err = float(np.mean((coarse.upsample(small, w, h) - rgb.astype(np.float32)) ** 2))
+        if ("thumbnail error", scale, quality) not in cache:
+            small = coarse.decode_small(thumb.encode(quality), w, h)
+            cache["thumbnail error", scale, quality] = float(
+                np.mean((coarse.upsample(small, w, h) - rgb.astype(np.float32)) ** 2))
+        err = cache["thumbnail error", scale, quality]
         if err < best_mse:
             best, best_mse = (thumb, quality), err
     return best
@@ -104,7 +112,7 @@ def candidates(codec: "Codec", analysis: "_Analysis", budget: float, tokens: byt
     rgb = analysis.loaded.rgb
     tag = codec.coarse_tag()
     empty = len(_with_coarse(codec, analysis, None, b"", seg_id))  # container + header
-    alone = thumbnail_within(rgb, budget - empty - CHUNK_FRAMING, len(tag))
+    alone = thumbnail_within(rgb, budget - empty - CHUNK_FRAMING, len(tag), analysis.cache)
     if alone is not None:
         thumb, quality = alone
         out["coarse"] = _with_coarse(codec, analysis, None, thumb.encode(quality), seg_id)
@@ -115,7 +123,7 @@ def candidates(codec: "Codec", analysis: "_Analysis", budget: float, tokens: byt
         for share in MIXED_SHARES:
             part = codec._fit_rate(analysis, share * budget, seg_id)
             room = budget - len(part) - CHUNK_FRAMING
-            fitted = thumbnail_within(rgb, room, len(tag))
+            fitted = thumbnail_within(rgb, room, len(tag), analysis.cache)
             if fitted is not None:
                 thumb, quality = fitted
                 data = _with_coarse(codec, analysis, part,
