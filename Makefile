@@ -32,12 +32,16 @@ test: venv
 # single-threaded chains side by side; the timed ones (segmenter latency, speed table) last,
 # alone on the machine.
 CAMVID ?= ../shared/data/camvid
+PHOTOS ?= ../shared/data/photos
 ONE_THREAD := OMP_NUM_THREADS=1
 
 bench: venv
 	mkdir -p docs/bench out/bench
 	$(PY) benchmarks/assemble.py --start
 	$(PY) benchmarks/rate_quality.py --images $(CAMVID)/test --out docs/bench/rq --cache out/rq-cache --workers 2
+	$(PY) benchmarks/faithful.py --results docs/bench/rq/results.csv --out docs/bench/faithful_camvid.md --title "CamVid test: sqgan against the best classical codec"
+	$(PY) benchmarks/rate_quality.py --images $(PHOTOS) --labels none --out docs/bench/rq_photos --cache out/rq-cache-photos --workers 2
+	$(PY) benchmarks/faithful.py --results docs/bench/rq_photos/results.csv --out docs/bench/faithful_photos.md --title "General photos: sqgan against the best classical codec"
 	$(MAKE) -j2 bench-chain-a bench-chain-b
 	$(PY) benchmarks/segmenter.py --data $(CAMVID) --threads 2 --out docs/bench/segmenter.md
 	$(PY) benchmarks/speed.py --out docs/bench/speed.md
@@ -53,6 +57,9 @@ bench-chain-b: venv
 	$(ONE_THREAD) $(PY) benchmarks/ssm_lossless.py --data $(CAMVID) > docs/bench/ssm_lossless.md
 	$(ONE_THREAD) $(PY) benchmarks/crop_grid.py --image sqgan_codec/samples/street.png --out docs/bench/crops_sample.png --md docs/bench/crops.md
 	$(ONE_THREAD) $(PY) benchmarks/crop_grid.py --image $(CAMVID)/test/0001TP_008550.png --out out/bench/crops_camvid.png
+	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images sqgan_codec/samples/street.png --bpp 0.025 --out docs/bench/sbs_sample.png
+	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(CAMVID)/test --every 47 --bpp 0.05 --out out/bench/sbs_camvid.png
+	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(PHOTOS) --every 7 --bpp 0.05 --out out/bench/sbs_photos.png
 
 bench-quick: venv
 	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out out/bench-quick --quick 10

@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 START_NOTE = ROOT / "out" / "bench" / "started.json"
 PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quality against classical codecs"),
+         ("faithful_camvid.md", "Faithfulness on CamVid"),
+         ("rq_photos/report.md", "Rate and quality on general photos (no labels)"),
+         ("faithful_photos.md", "Faithfulness on general photos"), ("sbs.md", "Whole pictures side by side"),
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
          ("roi.md", "Region of interest"), ("crops.md", "Visual comparison"),
