@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"loaded model {codec.entry.name} on {codec.device} in {time.perf_counter() - t0:.2f} s")
     for target in args.bpp:
         t0 = time.perf_counter()
-        data = codec.encode(source, bpp=target)
+        decision = codec.encode_with_decision(source, bpp=target)
+        data = decision.data
         t1 = time.perf_counter()
         image = codec.decode(data)
         t2 = time.perf_counter()
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         bpp = 8 * len(data) / (source.width * source.height)
         print(f"target {target:g} bpp -> {len(data)} bytes = {bpp:.4f} bpp "
               f"(encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s) -> {out / stem}.png")
+        print(f"  sent: {decision.mode}" + ("  (the sample is synthetic, unlike the CamVid frames the model "
+                                            "was trained on: the encoder leaned on the coarse image)"
+                                            if decision.unfamiliar else ""))
     save_image_atomic(source.to_pil(), out / "street_original.png", overwrite=True)
     print(f"original: {out / 'street_original.png'}")
 

@@ -198,3 +198,16 @@ def test_unfamiliar_image_is_reported_and_coded_from_the_thumbnail(codec: Codec,
     assert decision.unfamiliar and decision.mode != "tokens", decision.to_dict()
     with pytest.warns(UnfamiliarImageWarning, match="unlike what the model was trained on"):
         codec.encode(rgb, bpp=0.05)
+
+
+def test_decode_many_mixes_modes_like_one_by_one(codec: Codec, street):
+    analysis = codec.analyse(street)
+    options = EncodeOptions(bpp=0.05)
+    budget = codec._budget(analysis, options)
+    streams = decide.candidates(codec, analysis, budget, codec._encode_tokens(analysis, options, 0), 0)
+    assert {"tokens", "coarse"} <= set(streams)
+    names = list(streams)
+    together = codec.decode_many([streams[n] for n in names])
+    for name, image in zip(names, together):
+        alone = np.asarray(codec.decode(streams[name])).astype(int)
+        assert np.abs(np.asarray(image).astype(int) - alone).max() <= 1, name

@@ -695,6 +695,8 @@ def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/
               f"{_cell(tm.get('cpu_s_per_image'), 1)} CPU-s in all (one thread per worker).", ""]
     if summary.get("skipped"):
         lines += ["Skipped: " + "; ".join(summary["skipped"]), ""]
+    if summary.get("merged"):
+        lines += [f"Merged (benchmarks/merge_rq.py): {summary['merged']}.", ""]
     return "\n".join(lines)
 
 
