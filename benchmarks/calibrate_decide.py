@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.domain_only:
         return domain(a)
-    from sqgan_codec import decide
+    from sqgan_codec import decide, rate
     from sqgan_codec.codec import Codec, EncodeOptions
     from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, psnr
 
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         analysis = codec.analyse(rgb)
         for t in (float(v) for v in a.targets.split(",")):
             options = EncodeOptions(bpp=t)
-            budget = codec._budget(analysis, options)
-            tokens = codec._encode_tokens(analysis, options, 0)
+            budget = rate.budget_of(analysis, options)
+            tokens = rate.token_stream(codec, analysis, options, 0)
             streams = decide.candidates(codec, analysis, budget, tokens, 0)
             names = list(streams)
             decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def domain(a: argparse.Namespace) -> int:
     """The domain check's two statistics at 0.05 bpp: cheap (no learned render, no LPIPS)."""
-    from sqgan_codec import decide
+    from sqgan_codec import decide, rate
     from sqgan_codec.codec import Codec, EncodeOptions
 
     codec = Codec(device="cpu")
@@ -81,8 +81,8 @@ def domain(a: argparse.Namespace) -> int:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         analysis = codec.analyse(rgb)
         options = EncodeOptions(bpp=0.05)
-        budget = codec._budget(analysis, options)
-        tokens = codec._encode_tokens(analysis, options, 0)
+        budget = rate.budget_of(analysis, options)
+        tokens = rate.token_stream(codec, analysis, options, 0)
         thumb, quality = decide.thumbnail_within(rgb, budget - 60)
         only = decide._with_coarse(codec, analysis, None, thumb.encode(quality), 0)
         decoded = [np.asarray(codec.decode(d)) for d in (tokens, only)]

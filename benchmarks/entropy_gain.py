@@ -18,7 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqgan_codec import bitstream  # noqa: E402
-from sqgan_codec.codec import Codec, keep_pair  # noqa: E402
+from sqgan_codec.codec import Codec  # noqa: E402
+from sqgan_codec.rate import keep_pair  # noqa: E402
 from sqgan_codec.nets.samm import top_k_mask  # noqa: E402
 
 

@@ -36,7 +36,8 @@ def small_size(width: int, height: int, scale: int) -> tuple[int, int]:
     return max(1, math.ceil(width / scale)), max(1, math.ceil(height / scale))
 
 
-def _webp_vp8(small: "Image.Image", quality: int) -> bytes:
+def _webp_vp8(small, quality: int) -> bytes:
+    """``small`` (a PIL image) as a lossy WebP, VP8 frame only."""
     buf = io.BytesIO()
     small.save(buf, "WEBP", quality=int(quality), method=6, exact=False)
     data = buf.getvalue()

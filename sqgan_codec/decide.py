@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import bitstream, coarse
+from .rate import agreement, fit_rate
 
 if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
     from .codec import Codec, _Analysis
@@ -125,7 +126,7 @@ def candidates(codec: "Codec", analysis: "_Analysis", budget: float, tokens: byt
                 codec, analysis, None, thumb.encode(quality, coarse.RENDER_LEARNED, tag), seg_id)
     if tag:
         for share in MIXED_SHARES:
-            part = codec._fit_rate(analysis, share * budget, seg_id)
+            part = fit_rate(codec, analysis, share * budget, seg_id)
             room = budget - len(part) - CHUNK_FRAMING
             fitted = thumbnail_within(rgb, room, len(tag), analysis.cache)
             if fitted is not None:
@@ -145,15 +146,6 @@ def _half(rgb: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(rgb).resize(((w + 1) // 2, (h + 1) // 2), Image.BOX))
-
-
-def _miou(ref: np.ndarray, pred: np.ndarray) -> float:
-    ious = []
-    for c in np.union1d(np.unique(ref), np.unique(pred)):
-        inter = np.logical_and(ref == c, pred == c).sum()
-        union = np.logical_or(ref == c, pred == c).sum()
-        ious.append(inter / union)
-    return float(np.mean(ious))
 
 
 def decide(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, seg_id: int,
@@ -180,7 +172,7 @@ def decide(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, 
         else:
             maps = segmenter.segment_many(halves)
         reference = analysis.semantic_map[: 2 * maps[0].shape[0]: 2, : 2 * maps[0].shape[1]: 2]
-        semantic = [_miou(reference, m) for m in maps]
+        semantic = [agreement(reference, m) for m in maps]
     # the domain check: a segmenter unsure of the image, or tokens that decode far worse than
     # the thumbnail alone, mean the models do not know this kind of picture
     gap = fidelity[names.index("coarse")] - fidelity[0] if "coarse" in names else 0.0

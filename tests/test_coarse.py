@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sqgan_codec import bitstream, coarse, decide
+from sqgan_codec import bitstream, coarse, decide, rate
 from sqgan_codec.codec import Codec, EncodeOptions
 from sqgan_codec.errors import BitstreamError, UnfamiliarImageWarning
 
@@ -203,8 +203,8 @@ def test_unfamiliar_image_is_reported_and_coded_from_the_thumbnail(codec: Codec,
 def test_decode_many_mixes_modes_like_one_by_one(codec: Codec, street):
     analysis = codec.analyse(street)
     options = EncodeOptions(bpp=0.05)
-    budget = codec._budget(analysis, options)
-    streams = decide.candidates(codec, analysis, budget, codec._encode_tokens(analysis, options, 0), 0)
+    budget = rate.budget_of(analysis, options)
+    streams = decide.candidates(codec, analysis, budget, rate.token_stream(codec, analysis, options, 0), 0)
     assert {"tokens", "coarse"} <= set(streams)
     names = list(streams)
     together = codec.decode_many([streams[n] for n in names])

@@ -106,9 +106,11 @@ def test_batched_decode_matches_one_by_one(codec: Codec, street: np.ndarray) -> 
     G_s-coded and exact maps, refinement layers, other sizes, grayscale, base layer only."""
     other = camvid_test_image(7)
     small = np.asarray(Image.fromarray(street).resize((200, 150)).convert("L"))
-    datas = [codec.encode(street, bpp=0.025), codec.encode(other, bpp=0.05, refine="on"),
-             codec.encode(small, keep=0.4), codec.encode(street, bpp=0.1), codec.encode(other, keep=0.0)]
+    datas = [codec.encode(street, bpp=0.025), codec.encode(other, bpp=0.05, refine="on", tune="semantic"),
+             codec.encode(small, keep=0.4), codec.encode(street, bpp=0.1, tune="semantic"),
+             codec.encode(other, keep=0.0), codec.encode(other, bpp=0.1, tune="perceptual")]
     assert bitstream.CHUNK_SEMANTIC_LOSSLESS in bitstream.unpack(datas[3]).chunks
+    assert bitstream.CHUNK_COARSE in bitstream.unpack(datas[5]).chunks
     for layers in ("all", "base"):
         together = codec.decode_many(datas, layers=layers, batch_size=3)
         for data, image in zip(datas, together):

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES, VOID
-from ..codec import class_context, keep_pair
+from ..codec import class_context
+from ..rate import keep_pair
 from ..nets.blocks import one_hot_map
 from ..nets.samm import top_k_mask
 from ..nets.sqgan import SQGAN, SQGANConfig
