@@ -57,7 +57,7 @@ bench-chain-b: venv
 	$(ONE_THREAD) $(PY) benchmarks/ssm_lossless.py --data $(CAMVID) > docs/bench/ssm_lossless.md
 	$(ONE_THREAD) $(PY) benchmarks/crop_grid.py --image sqgan_codec/samples/street.png --out docs/bench/crops_sample.png --md docs/bench/crops.md
 	$(ONE_THREAD) $(PY) benchmarks/crop_grid.py --image $(CAMVID)/test/0001TP_008550.png --out out/bench/crops_camvid.png
-	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images sqgan_codec/samples/street.png --bpp 0.025 --out docs/bench/sbs_sample.png
+	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images sqgan_codec/samples/street.png --bpp 0.025 --out docs/bench/sbs_sample.png --md docs/bench/sbs.md
 	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(CAMVID)/test --every 47 --bpp 0.05 --out out/bench/sbs_camvid.png
 	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(PHOTOS) --every 7 --bpp 0.05 --out out/bench/sbs_photos.png
 

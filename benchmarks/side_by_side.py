@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", type=float, default=0.05)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--out", required=True)
+    p.add_argument("--md", default=None, help="also write a markdown part that shows the grid")
     a = p.parse_args(argv)
     from sqgan_codec.codec import Codec
 
@@ -96,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(a.out)
     print(f"wrote {a.out}")
+    if a.md:
+        cmd = f"python benchmarks/side_by_side.py --images {a.images} --bpp {a.bpp} --out {a.out} --md {a.md}"
+        rel = Path(a.out).resolve().relative_to(Path(a.md).resolve().parent)
+        Path(a.md).write_text(
+            "# Whole pictures side by side\n\n"
+            f"Command: `{cmd}`. Columns: the original, sqgan with each `--tune` (label: the mode the "
+            "encoder sent, bpp reached, PSNR), and the classical codec × scale with the highest PSNR "
+            "within the target. The committed grid is of the project's own synthetic sample (CamVid "
+            "frames and the photos may not be committed); `make bench` writes the same grids for "
+            "CamVid test frames and the photos to `out/bench/sbs_camvid.png` and "
+            "`out/bench/sbs_photos.png`.\n\n"
+            f"![side by side]({rel})\n")
     return 0
 
 
