@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from . import bitstream, coarse, rate, registry
@@ -369,37 +368,37 @@ class Codec:
         An image unlike the training domain raises :class:`~.errors.UnfamiliarImageWarning`.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
         """
-        decision = self.encode_with_decision(image, bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
-                                             roi=roi, ssm=ssm, split=split, refine=refine, tune=tune,
-                                             semantic_map=semantic_map)
-        self._warn_unfamiliar(decision, getattr(image, "name", None) if not isinstance(image, str) else image)
-        return decision.data
+        options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
+                                roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune)
+        analysis = self.analyse(image, semantic_map)
+        return self._encode_analysis(analysis, options, self._segmenter_id(semantic_map))
 
     def encode_with_decision(self, image: Any, *, semantic_map: np.ndarray | None = None,
                              **kwargs: Any) -> Decision:
         """:meth:`encode`, returning the :class:`~.decide.Decision`: the stream (``data``), the
         mode chosen, every candidate's score and the domain check (``unfamiliar``, ``confidence``);
         no warning is raised."""
-        kwargs["roi"] = tuple(kwargs.get("roi", ()))
-        options = EncodeOptions(**kwargs)
+        options = EncodeOptions(**{**kwargs, "roi": tuple(kwargs.get("roi", ()))})
         analysis = self.analyse(image, semantic_map)
-        seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
-        return self._decide(analysis, options, seg_id)
+        return self._decide(analysis, options, self._segmenter_id(semantic_map))
+
+    def _segmenter_id(self, semantic_map: np.ndarray | None) -> int:
+        """What the header records: 2 (labels) for a map given by the caller, else the segmenter's id."""
+        return 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
 
     def encode_many(self, images: Sequence[Any], *, bpp: float | None = None, keep: float | None = None,
                     **kwargs: Any) -> list[bytes]:
         """Encode several images with the same options as :meth:`encode` (same-size images
         share network passes)."""
         options = EncodeOptions(bpp=bpp, keep=keep, **kwargs)
-        seg_id = getattr(self.segmenter, "segmenter_id", 0)
+        seg_id = self._segmenter_id(None)
         return [self._encode_analysis(a, options, seg_id) for a in self.analyse_many(list(images))]
 
     def decide_many(self, images: Sequence[Any], **kwargs: Any) -> list[Decision]:
         """:meth:`encode_with_decision` for several images (same-size images share network
         passes); no warning is raised, each :class:`~.decide.Decision` says what was found."""
-        kwargs["roi"] = tuple(kwargs.get("roi", ()))
-        options = EncodeOptions(**kwargs)
-        seg_id = getattr(self.segmenter, "segmenter_id", 0)
+        options = EncodeOptions(**{**kwargs, "roi": tuple(kwargs.get("roi", ()))})
+        seg_id = self._segmenter_id(None)
         return [self._decide(a, options, seg_id) for a in self.analyse_many(list(images))]
 
     def encode_rates(self, image: Any, bpps: Sequence[float], **kwargs: Any) -> list[bytes]:
@@ -409,7 +408,7 @@ class Codec:
         kwargs["roi"] = tuple(kwargs.get("roi", ()))
         options = [EncodeOptions(bpp=b, **kwargs) for b in bpps]  # validate all before the work
         analysis = self.analyse(image, semantic_map)
-        seg_id = 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
+        seg_id = self._segmenter_id(semantic_map)
         return [self._encode_analysis(analysis, o, seg_id) for o in options]
 
     def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
