@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = {"image": path.name, "bpp": t, "confidence": described[0].confidence, "candidates": {}}
             for n, d, v, f in zip(names, decoded, described[1:], fid):
                 rec["candidates"][n] = {
-                    "bytes": len(streams[n]), "agreement": decide._miou(analysis.semantic_map, v.semantic_map),
+                    "bytes": len(streams[n]), "agreement": rate.agreement(analysis.semantic_map, v.semantic_map),
                     "fidelity": f, "miou": miou(confusion_matrix(gt, v.semantic_map)),
                     "psnr": psnr(rgb, d), "lpips": lpips(rgb, d)}
             records.append(rec)

@@ -427,10 +427,9 @@ class Codec:
         """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
         ``options.tune``; with ``keep`` (no budget) the token layers as asked."""
         ranked = self._ranked(analysis, options)
-        tokens = rate.token_stream(self, ranked, options, seg_id)
         if not options.rate_controlled:
-            return Decision(tokens, "tokens", options.tune)
-        return decide(self, ranked, rate.budget_of(analysis, options), tokens, seg_id, options.tune)
+            return Decision(rate.token_stream(self, ranked, options, seg_id), "tokens", options.tune)
+        return decide(self, ranked, options, seg_id)
 
     # ------------------------------------------------------------------ decode
     def _check_header(self, header: bitstream.Header) -> None:
