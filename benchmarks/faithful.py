@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     agreement = []
     for t in targets:
         mine = groups.get((a.learned, 1, t), {})
-        full = {k: g for k, g in groups.items() if k[2] == t and k[0] != a.learned and len(g) == len(images)}
+        classical = lambda k: k[0] != a.learned and not k[0].startswith(a.learned + "-")  # noqa: E731
+        full = {k: g for k, g in groups.items() if k[2] == t and classical(k) and len(g) == len(images)}
 
         def mean(g: dict, col: str) -> float:
             return float(np.mean([_f(r[col]) for r in g.values() if _f(r[col]) is not None]))
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         bp, bs, bl = best("psnr"), best("ms_ssim"), best("lpips_vgg_style", lower=True)
         gaps = []
         for im, r in mine.items():
-            others = [_f(g[im]["psnr"]) for k, g in groups.items() if k[2] == t and k[0] != a.learned and im in g]
+            others = [_f(g[im]["psnr"]) for k, g in groups.items() if k[2] == t and classical(k) and im in g]
             if others:
                 gaps.append((_f(r["psnr"]) - max(others), im))
         below = sum(1 for g, _ in gaps if g < -1.0)

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", required=True)
     p.add_argument("--codecs", default="sqgan", help="comma-separated codec names taken from --new")
     p.add_argument("--out", required=True)
+    p.add_argument("--subset", action="store_true",
+                   help="--new covers a subset of --base's images: write only results.csv of that subset, "
+                        "the earlier run's rows of the taken codecs kept as '<codec>-previous'")
     a = p.parse_args(argv)
     from sqgan_codec.evaluate.report import BenchResult, write_all
 
@@ -32,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     base, new = Path(a.base), Path(a.new)
     base_rows = list(csv.DictReader(open(base / "results.csv")))
     new_rows = list(csv.DictReader(open(new / "results.csv")))
+    if a.subset:
+        images = {r["image"] for r in new_rows}
+        rows = [dict(r, codec=r["codec"] + "-previous") if r["codec"] in take else r
+                for r in base_rows if r["image"] in images] + [r for r in new_rows if r["codec"] in take]
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        with open(Path(a.out) / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(base_rows[0]))
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in base_rows[0]} for r in rows)
+        print(f"results.csv: {Path(a.out) / 'results.csv'} ({len(images)} images)")
+        return 0
     if {r["image"] for r in base_rows} != {r["image"] for r in new_rows}:
         raise SystemExit("the two runs cover different images")
     rows = [r for r in base_rows if r["codec"] not in take] + [r for r in new_rows if r["codec"] in take]
