@@ -23,14 +23,13 @@ START_NOTE = ROOT / "out" / "bench" / "started.json"
 PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quality against classical codecs"),
          ("rq_camvid5/report.md", "The default (--tune balanced) on every 5th CamVid test image"),
          ("faithful_camvid.md", "Faithfulness on CamVid"),
-         ("rq_photos/report.md", "Rate and quality on general photos (no labels)"),
+         ("rq_photos/report.md", "The default on general photos (no labels)"),
          ("faithful_photos.md", "Faithfulness on general photos"), ("sbs.md", "Whole pictures side by side"),
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
          ("roi.md", "Region of interest"), ("crops.md", "Visual comparison"),
          ("unseen.md", "Checked with a segmenter training never saw"),
-         ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"),
-         ("speed_default.md", "Speed of the default (--tune balanced, candidates included)"))
+         ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
 
 
 RUN_TIME_PREFIX = "This `make bench` run took"
