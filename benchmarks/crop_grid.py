@@ -41,6 +41,18 @@ def _cell(rgb: np.ndarray | None, box: tuple[int, int, int, int], label: str) ->
     return cell
 
 
+def save_grid(rows: list[list[Image.Image]], out: str) -> None:
+    """Labelled cells in rows → one PNG (cells placed on a grid of the largest cell)."""
+    cw = max(c.size[0] for r in rows for c in r)
+    ch = max(c.size[1] for r in rows for c in r)
+    grid = Image.new("RGB", (cw * max(len(r) for r in rows), ch * len(rows)), (255, 255, 255))
+    for i, r in enumerate(rows):
+        for j, cell in enumerate(r):
+            grid.paste(cell, (j * cw, i * ch))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image", required=True)
@@ -79,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                      else f"{name} @ {best.bpp:.3f}" if best else f"{name}: cannot reach {t}")
             row.append(_cell(None if best is None else best.rgb, box, label))
         rows.append(row)
-    cw, ch = rows[0][0].size
-    grid = Image.new("RGB", (cw * len(targets), ch * len(rows)), (255, 255, 255))
-    for i, r in enumerate(rows):
-        for j, cell in enumerate(r):
-            grid.paste(cell, (j * cw, i * ch))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(a.out)
+    save_grid(rows, a.out)
     print(f"wrote {a.out} ({len(rows)} rows × {len(targets)} targets, crop {box})")
     if a.md:
         cmd = f"python benchmarks/crop_grid.py --image {a.image} --out {a.out} --md {a.md}"

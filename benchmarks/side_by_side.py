@@ -13,7 +13,6 @@ out/; the committed grid is of the project's own synthetic sample.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -22,15 +21,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from crop_grid import _psnr, save_grid  # noqa: E402  (benchmarks/ is the script's folder)
 from sqgan_codec.evaluate import classical  # noqa: E402
 
 LABEL_H = 14
 TUNES = ("balanced", "perceptual", "semantic")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
 
 
 def _cell(rgb: np.ndarray | None, size: tuple[int, int], label: str) -> Image.Image:
@@ -88,14 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             row.append(_cell(r.rgb, size, f"{name} 1/{r.scale} {r.bpp:.3f} {_psnr(r.rgb, rgb):.1f}dB"))
         rows.append(row)
         print(path.name, "done", flush=True)
-    cw = max(c.size[0] for r in rows for c in r)
-    ch = max(c.size[1] for r in rows for c in r)
-    grid = Image.new("RGB", (cw * len(rows[0]), ch * len(rows)), (255, 255, 255))
-    for i, r in enumerate(rows):
-        for j, cell in enumerate(r):
-            grid.paste(cell, (j * cw, i * ch))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(a.out)
+    save_grid(rows, a.out)
     print(f"wrote {a.out}")
     if a.md:
         cmd = f"python benchmarks/side_by_side.py --images {a.images} --bpp {a.bpp} --out {a.out} --md {a.md}"
