@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OUT ?= out/demo
 
-.PHONY: venv demo test bench bench-chain-a bench-chain-b bench-quick clean
+.PHONY: venv demo test bench bench-chain-a bench-chain-b bench-quick clean device-pack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ bench-chain-b: venv
 	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images sqgan_codec/samples/street.png --bpp 0.025 --out docs/bench/sbs_sample.png --md docs/bench/sbs.md
 	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(CAMVID)/test --every 47 --bpp 0.05 --out out/bench/sbs_camvid.png
 	$(ONE_THREAD) $(PY) benchmarks/side_by_side.py --images $(PHOTOS) --every 7 --bpp 0.05 --out out/bench/sbs_photos.png
+
+# The GPU recipe (docs/training.md): the ignored folder a device run carries; fails above 60 MiB
+# of travel with the tracked files. START=runs/X/last.pt continues a run instead of the shipped weights.
+START ?=
+device-pack: venv
+	$(PY) -m sqgan_codec.train.device pack --data $(CAMVID) --out .device-pack $(if $(START),--start $(START))
 
 bench-quick: venv
 	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out out/bench-quick --quick 10

@@ -6,6 +6,7 @@ Decode: container → entropy-decode → G_s decode (semantic map) → G_x de-ma
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -592,6 +593,17 @@ class Codec:
                 raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
             self._coarse_net = net.eval().to(self.device)
         return self._coarse_net
+
+    def token_digest(self, data: bytes) -> str:
+        """SHA-256 of a stream's entropy-decoded token grids (no network runs): equal on every
+        device and thread count for the same stream and model, which is what cross-device
+        checks compare."""
+        parsed = self._decode_tokens(data, "all")
+        h = hashlib.sha256()
+        for k in ("ssm_keep", "ssm_indices", "img_keep", "img_indices"):
+            if k in parsed:
+                h.update(np.ascontiguousarray(parsed[k]).astype(np.int64).tobytes())
+        return h.hexdigest()
 
     def _stack(self, arrays) -> torch.Tensor:
         return torch.from_numpy(np.stack(list(arrays))).to(self.device)

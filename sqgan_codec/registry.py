@@ -62,6 +62,11 @@ def _registry(directory: str) -> dict[str, Any]:
         raise ModelMismatchError(f"no model registry at {path}") from None
 
 
+def reload() -> None:
+    """Forget the registry read so far (after an export rewrote registry.json in this process)."""
+    _registry.cache_clear()
+
+
 def entries() -> dict[str, ModelEntry]:
     reg = _registry(str(weights_dir()))
     return {name: ModelEntry(name=name, **spec) for name, spec in reg["models"].items()}

@@ -45,6 +45,13 @@ class VectorQuantizer(nn.Module):
 
         ``keep`` (N×1×H×W bool) restricts the loss and codebook updates to kept positions.
         """
+        with torch.autocast(z.device.type, enabled=False):
+            # distances and codebook statistics in fp32 even under mixed-precision training:
+            # bf16 distances would pick other codes than the fp32 inference path
+            return self._quantise(z.float(), keep)
+
+    def _quantise(self, z: torch.Tensor, keep: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         weight = keep.float() if keep is not None else torch.ones_like(z[:, :1])
         if self.training and not bool(self.ema_initialised):
             self._init_from(z.detach(), weight)

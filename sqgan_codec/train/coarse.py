@@ -13,6 +13,7 @@ images unlike CamVid look like that to the generator.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -24,12 +25,13 @@ from .. import coarse as coarse_coding
 from ..classes import NUM_CLASSES, VOID
 from ..nets.blocks import one_hot_map
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
-from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
-from .data import CropSampler, load_training_set
+from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, pick_device,
+                     save_checkpoint)
+from .data import BatchPrefetcher, CropSampler, load_training_set
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
-from .sqgan import _sample_grid, frozen_segmenter
+from .sqgan import _sample_grid, add_speed_arguments, frozen_segmenter
 
 TRAIN_SCALES = (2, 3, 4, 6, 8, 12)
 
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/coarse")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start from another coarse run's last.pt (weights only: a new budget and schedule)")
+                   help="start from another coarse run's last.pt or shipped .safetensors weights (a new budget and schedule)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256, help="a multiple of 16")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -57,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    add_speed_arguments(p)
 
 
 def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +77,17 @@ def coded_thumbnail(img: np.ndarray, rng: np.random.Generator, max_quality: int)
     payload = thumb.encode(int(rng.integers(0, max_quality + 1)))
     small = coarse_coding.decode_small(payload, img.shape[1], img.shape[0])
     return coarse_coding.upsample(small, img.shape[1], img.shape[0])
+
+
+def coded_batch(sampler: CropSampler, rng: np.random.Generator, args: argparse.Namespace
+                ) -> tuple[np.ndarray, ...]:
+    """One batch as the codec would code it (CPU work: crops, recolouring, WebP thumbnails):
+    crops, labels, which were recoloured, upsampled coded thumbnails, which are thumbnail-only."""
+    x, y = sampler.sample(args.batch)
+    recoloured = rng.random(len(x)) < args.recolour
+    x = np.stack([recolour(im, rng) if r else im for im, r in zip(x, recoloured)])
+    thumbs = np.stack([coded_thumbnail(im, rng, args.max_quality) for im in x])
+    return x, y, recoloured, thumbs, rng.random(len(x)) < args.coarse_only
 
 
 @torch.no_grad()
@@ -119,14 +133,32 @@ def run(args: argparse.Namespace) -> Path:
         step, already = int(state["step"]), float(state["elapsed"])
         rng = np.random.default_rng(args.seed + step)
         print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
+    elif args.init_from and args.init_from.endswith(".safetensors"):  # shipped weights
+        from safetensors import safe_open
+
+        with safe_open(args.init_from, framework="pt") as f:
+            net.load_state_dict({k: f.get_tensor(k).float() for k in f.keys()})
+            prov = json.loads((f.metadata() or {}).get("provenance", "{}") or "{}")
+        args.previous_steps = int(prov.get("steps") or 0) + int((prov.get("args") or {}).get("previous_steps") or 0)
+        print(f"initialised from {args.init_from} ({args.previous_steps} steps before)")
     elif args.init_from:
         state = torch.load(args.init_from, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         args.previous_steps = int(state["step"]) + int((state.get("args") or {}).get("previous_steps", 0))
         print(f"initialised from {args.init_from} ({args.previous_steps} steps before)")
     args.sqgan = sqgan_name
-    sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1,
-                          seed=args.seed + step)
+    samplers = [CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1,
+                            seed=args.seed + step if t == 0 else [args.seed + step, t])
+                for t in range(max(1, args.loader_threads))]
+    if args.loader_threads > 0:
+        rngs = [np.random.default_rng([args.seed + step, t, 1]) for t in range(len(samplers))]
+        prefetch = BatchPrefetcher([lambda s=s, r=r: coded_batch(s, r, args) for s, r in zip(samplers, rngs)])
+        next_batch = prefetch.get
+    else:
+        prefetch, next_batch = None, lambda: coded_batch(samplers[0], rng, args)
+    if args.channels_last:
+        net.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     budget = Budget(args.minutes, already)
     log = JsonlLog(out / "log.jsonl")
     last_save = time.monotonic()
@@ -134,7 +166,7 @@ def run(args: argparse.Namespace) -> Path:
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                                     "elapsed": budget.elapsed, "config": net.config.to_dict(),
-                                    "args": vars(args)})
+                                    "args": vars(args), "hardware": hardware(device)})
 
     net.train()
     flag = StopFlag()
@@ -142,28 +174,27 @@ def run(args: argparse.Namespace) -> Path:
         lr = cosine_lr(args.lr, budget.progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sampler.sample(args.batch)
-        recoloured = rng.random(len(x)) < args.recolour
-        x = np.stack([recolour(im, rng) if r else im for im, r in zip(x, recoloured)])
-        thumbs = np.stack([coded_thumbnail(im, rng, args.max_quality) for im in x])
+        x, y, recoloured, thumbs, only = next_batch()
         rgb = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
         coarse = torch.from_numpy(thumbs).to(device).permute(0, 3, 1, 2) / 127.5 - 1
+        rgb, coarse = rgb.contiguous(memory_format=layout), coarse.contiguous(memory_format=layout)
         lab = torch.from_numpy(y).to(device).long()
         onehot = one_hot_map(lab, NUM_CLASSES)
-        generated, dec_map = frozen_generator(sqgan, rgb, onehot)
-        only = torch.from_numpy(rng.random(len(x)) < args.coarse_only).to(device)[:, None, None, None]
-        generated = torch.where(only, coarse, generated)
-        dec_map = dec_map * (~only)
-        recon = net(coarse, generated, dec_map)
-        l1 = weighted_l1(recon, rgb, relevance_pixel_weights(lab))
-        zero = torch.zeros((), device=device)
-        perc = perceptual(recon, rgb) if perceptual is not None else zero
-        sem = zero
-        keep_sem = torch.from_numpy(~recoloured).to(device)
-        if segnet is not None and keep_sem.any():
-            sem = F.cross_entropy(segnet((recon[keep_sem] + 1) * 127.5), lab[keep_sem], weight=ce_weights,
-                                  ignore_index=VOID)
-        loss = l1 + args.perceptual * perc + args.semantic * sem
+        with autocast(device, args.amp):
+            generated, dec_map = frozen_generator(sqgan, rgb, onehot)
+            only = torch.from_numpy(only).to(device)[:, None, None, None]
+            generated = torch.where(only, coarse, generated.to(coarse.dtype))
+            dec_map = dec_map * (~only)
+            recon = net(coarse, generated, dec_map)
+            l1 = weighted_l1(recon, rgb, relevance_pixel_weights(lab))
+            zero = torch.zeros((), device=device)
+            perc = perceptual(recon, rgb) if perceptual is not None else zero
+            sem = zero
+            keep_sem = torch.from_numpy(~recoloured).to(device)
+            if segnet is not None and keep_sem.any():
+                sem = F.cross_entropy(segnet((recon[keep_sem] + 1) * 127.5), lab[keep_sem], weight=ce_weights,
+                                      ignore_index=VOID)
+            loss = l1 + args.perceptual * perc + args.semantic * sem
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -181,6 +212,8 @@ def run(args: argparse.Namespace) -> Path:
             checkpoint()
             _sample_grid(out / "samples.png", torch.cat([rgb, coarse]), torch.cat([recon.detach(), generated]))
             last_save = time.monotonic()
+    if prefetch is not None:
+        prefetch.close()
     checkpoint()
     print(f"done: {step} steps, checkpoint {ckpt_path}")
     return ckpt_path

@@ -1,6 +1,7 @@
 """Shared training plumbing: time budget, atomic checkpoints, schedules, logging."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,6 +15,22 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def autocast(device: torch.device, amp: str):
+    """The mixed-precision context of a training step: bf16 autocast or none."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def hardware(device: torch.device) -> str:
+    """What trained a checkpoint, for the weights' provenance."""
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, torch {torch.__version__}"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

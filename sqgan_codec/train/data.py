@@ -1,7 +1,10 @@
 """Training data: CamVid-layout folders (or any image folder, pseudo-labelled) held in memory."""
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -68,8 +71,9 @@ def find_images(root: str | Path, splits: list[str], limit: int | None = None,
                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             annot = root / f"{split}annot"
             for n in names[:limit] if limit else names:
-                label = annot / n
-                found.append((f"{split}/{n}", folder / n, label if label.is_file() else None))
+                # same name, or the same stem as PNG (images repacked as WebP keep PNG labels)
+                label = next((p for p in (annot / n, annot / f"{Path(n).stem}.png") if p.is_file()), None)
+                found.append((f"{split}/{n}", folder / n, label))
     else:
         skip = Path(exclude).resolve() if exclude is not None else None
         if skip is not None and (skip == root.resolve() or not skip.is_relative_to(root.resolve())):
@@ -206,3 +210,43 @@ def class_frequencies(labels: np.ndarray | list[np.ndarray], num_classes: int) -
     counts = sum(np.bincount(m.reshape(-1), minlength=num_classes + 1)[:num_classes] for m in maps)
     counts = np.asarray(counts, dtype=np.float64)
     return counts / max(counts.sum(), 1.0)
+
+
+class BatchPrefetcher:
+    """Training batches made by background threads, so that a fast (GPU) step never waits for
+    augmentation: each thread calls its own producer (with its own random generator) and queues
+    the result; cv2 and numpy release the GIL for the heavy work. ``get()`` returns the next
+    batch, re-raising a producer's exception. Batches come in completion order (not
+    reproducible from the seed); without threads, call the producer directly instead."""
+
+    def __init__(self, producers: list[Callable[[], Any]], depth: int = 8):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._work, args=(p,), daemon=True) for p in producers]
+        for t in self.threads:
+            t.start()
+
+    def _work(self, produce: Callable[[], Any]) -> None:
+        while not self.stopped.is_set():
+            try:
+                item: Any = produce()
+            except BaseException as exc:  # handed to the consumer
+                item = exc
+            while not self.stopped.is_set():
+                try:
+                    self.queue.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def get(self) -> Any:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopped.set()

@@ -25,7 +25,7 @@ from ..rate import keep_pair
 from ..nets.blocks import one_hot_map
 from ..nets.samm import top_k_mask
 from ..nets.sqgan import SQGAN, SQGANConfig
-from ..registry import file_sha256, weights_dir
+from ..registry import file_sha256, reload, weights_dir
 from .data import find_images, read_items
 from .pseudo import fill_pseudo_labels
 
@@ -57,7 +57,8 @@ def _provenance(state: dict) -> dict:
         commit = ""
     return {"steps": state.get("step"), "train_minutes": round(state.get("elapsed", 0) / 60, 1),
             "args": state.get("args"), "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hardware": f"{platform.machine()} CPU, torch {torch.__version__}", "code_commit": commit,
+            "hardware": state.get("hardware") or f"{platform.machine()} CPU, torch {torch.__version__}",
+            "code_commit": commit,
             "data": "CamVid (SegNet 11-class, 480x360) train+val; non-commercial research use"}
 
 
@@ -75,6 +76,7 @@ def _write(out_dir: Path, name: str, kind: str, tensors: dict[str, torch.Tensor]
                            "sha256": file_sha256(path), "config": {**config, **kept}, "description": description}
     reg["defaults"][kind] = reg["defaults"].get(kind, name)
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    reload()
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), registry updated")
     return path
 
@@ -196,4 +198,5 @@ def export_coarse(args: argparse.Namespace) -> Path:
     reg = json.loads(reg_path.read_text())
     reg["models"][sqgan_name]["config"]["coarse_decoder"] = COARSE_NAME
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    reload()
     return path

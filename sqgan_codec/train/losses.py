@@ -19,13 +19,25 @@ def weighted_l1(recon: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     return ((recon - target).abs().mean(1) * weights).sum() / weights.sum()
 
 
+def perceptual_keys(trunk: EfficientNetLite, state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of a trunk state the perceptual loss uses: the stem and the blocks up to
+    stride 16 (a fifth of the trunk's weights: what the GPU pack carries)."""
+    last = trunk.taps[4]
+    return [k for k in state if k.startswith(("conv_stem.", "bn0."))
+            or (k.startswith("blocks.") and int(k.split(".")[1]) <= last)]
+
+
 class PerceptualLoss(nn.Module):
     """L1 between frozen ImageNet EfficientNet-Lite0 features at strides 4, 8 and 16."""
 
     def __init__(self, trunk_state: dict[str, torch.Tensor]):
         super().__init__()
         trunk = EfficientNetLite()
-        trunk.load_state_dict(trunk_state)
+        missing, unexpected = trunk.load_state_dict(trunk_state, strict=False)
+        used = perceptual_keys(trunk, trunk.state_dict())
+        if unexpected or set(missing) & set(used):
+            raise ValueError(f"ImageNet trunk weights do not fit EfficientNet-Lite0 (missing "
+                             f"{sorted(set(missing) & set(used))[:3]}, unexpected {unexpected[:3]})")
         self.stem = nn.Sequential(trunk.conv_stem, trunk.bn0, nn.ReLU6())
         self.blocks = trunk.blocks[: trunk.taps[4] + 1]
         self.taps = {trunk.taps[1], trunk.taps[2], trunk.taps[4]}

