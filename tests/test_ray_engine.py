@@ -138,3 +138,24 @@ def test_without_ray_the_engine_is_a_one_line_error(tmp_path, images) -> None:
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == ["sqgan: error: --engine ray needs Ray: pip install 'sqgan-codec[ray]'"]
     assert not (tmp_path / "x.sqg").exists()
+
+
+def test_dataset_functions_code_like_the_codec(cluster, images) -> None:
+    from sqgan_codec.codec import Codec
+    from sqgan_codec.ray_engine import decode_dataset, encode_dataset
+
+    arrays = [np.asarray(Image.open(images / f"frame{i}.png").convert("RGB")) for i in range(2)]
+    codec = Codec(device="cpu")
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        ds = ray.data.from_items([{"name": f"frame{i}", "image": a} for i, a in enumerate(arrays)])
+        coded = encode_dataset(ds, bpp=0.05, batch_size=1, concurrency=1).materialize()
+        decoded = decode_dataset(coded, batch_size=1, concurrency=1).take_all()
+    finally:
+        ray.shutdown()
+    by_name = {row["name"]: row for row in decoded}
+    for i, rgb in enumerate(arrays):
+        row = by_name[f"frame{i}"]
+        assert bytes(row["sqg"]) == codec.encode(rgb, bpp=0.05)
+        assert row["bytes"] == len(row["sqg"]) and row["mode"]
+        assert np.array_equal(row["image"], np.asarray(codec.decode(bytes(row["sqg"]))))
