@@ -109,7 +109,7 @@ def export_cnn(checkpoint: str) -> None:
 
     from safetensors.torch import save_file
 
-    state = torch.load(checkpoint, map_location="cpu")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
     meta = {"steps": str(state.get("step")), "train_minutes": f"{state.get('elapsed', 0) / 60:.1f}",
             "args": json.dumps(state.get("args")), "command": CNN_TRAIN_COMMAND,

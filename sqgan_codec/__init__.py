@@ -45,9 +45,12 @@ def encode(image: Any, *, bpp: float | None = None, keep: float | None = None,
     return _codec(device).encode(image, bpp=bpp, keep=keep, **options)
 
 
-def decode(data: bytes, *, device: str = "auto", layers: str = "all") -> "Image.Image":
-    """Decode ``.sqg`` bytes to a ``PIL.Image.Image`` of the original size and colour mode."""
-    return _codec(device).decode(data, layers=layers)
+def decode(data: bytes, *, device: str = "auto", layers: str = "all",
+           allow_partial: bool = False) -> "Image.Image":
+    """Decode ``.sqg`` bytes to a ``PIL.Image.Image`` of the original size and colour mode.
+    A truncated or damaged stream raises :class:`TruncatedError` unless ``allow_partial``;
+    ``image.info["sqgan_layers"]`` lists the layers used."""
+    return _codec(device).decode(data, layers=layers, allow_partial=allow_partial)
 
 
 def register_pillow(**kwargs: Any) -> None:

@@ -155,6 +155,12 @@ _skip_option = click.option(
          "interrupted folder job to finish it.")
 
 
+_max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(min=1), metavar="N",
+    help="Refuse images (to encode, or named by a stream) of more than N pixels; default "
+         "12,000,000 (decoding takes about 5.5 GB per 10 MP).")
+
+
 def _engine_options(f):
     f = click.option("--workers", type=click.IntRange(min=1), metavar="N",
                      help="--engine ray: codec workers (default: one per CPU, or per GPU with "
@@ -169,16 +175,16 @@ def _engine_options(f):
 
 
 def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: int, engine: str,
-              ray_address: str | None, workers: int | None, **kwargs) -> None:
+              ray_address: str | None, workers: int | None, max_pixels: int | None, **kwargs) -> None:
     """The planned jobs, in batches, on the chosen engine (the same batch functions on both)."""
     try:
         if engine == "ray":
             from .ray_engine import run_jobs
 
             run_jobs(verb, plan, rep, batch_size=batch_size, device=device, address=ray_address,
-                     workers=workers, **kwargs)
+                     workers=workers, max_pixels=max_pixels, **kwargs)
             return
-        codec = CodecHolder(lambda: _make_codec(device))
+        codec = CodecHolder(lambda: _make_codec(device), max_pixels)
         batch_fn = encode_batch if verb == "encode" else decode_batch
         for batch in batches(plan.jobs, batch_size):
             batch_fn(batch, codec, rep, plan.mirror, **kwargs)
@@ -226,12 +232,13 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images sent through the network together.")
 @_skip_option
+@_max_pixels_option
 @_engine_options
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
            max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
            split: str, tune: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
-           batch_size: int, skip_existing: bool, engine: str, ray_address: str | None,
-           workers: int | None) -> None:
+           batch_size: int, skip_existing: bool, max_pixels: int | None, engine: str,
+           ray_address: str | None, workers: int | None) -> None:
     """Compress images to .sqg files.
 
     INPUT is an image file, a folder of images, or - (stdin). IN/a/x.png is written
@@ -254,7 +261,8 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
                       out_suffix=SQG_SUFFIX, what="images")
     rep = start_report(plan, "encoding", quiet, as_json)
     _run_jobs("encode", plan, rep, device=device, batch_size=batch_size, engine=engine,
-              ray_address=ray_address, workers=workers, options=options, overwrite=overwrite,
+              ray_address=ray_address, workers=workers, max_pixels=max_pixels, options=options,
+              overwrite=overwrite,
               skip_existing=skip_existing)
     _finish(rep, plan, "encoded")
 
@@ -285,11 +293,16 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
 @_json_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Streams sent through the network together.")
+@click.option("--partial", is_flag=True,
+              help="Decode the complete layers of a truncated (or damaged) stream, with a warning; "
+                   "without it such a stream fails.")
 @_skip_option
+@_max_pixels_option
 @_engine_options
 def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_out: str | None,
            recursive: bool, overwrite: bool, quiet: bool, as_json: bool, batch_size: int,
-           skip_existing: bool, engine: str, ray_address: str | None, workers: int | None) -> None:
+           partial: bool, skip_existing: bool, max_pixels: int | None, engine: str,
+           ray_address: str | None, workers: int | None) -> None:
     """Decompress .sqg files to images.
 
     INPUT is a .sqg file, a folder of them, or - (stdin). x.sqg becomes x.png in
@@ -300,8 +313,9 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_o
                       out_suffix=DECODED_SUFFIX, what=".sqg files")
     rep = start_report(plan, "decoding", quiet, as_json)
     _run_jobs("decode", plan, rep, device=device, batch_size=batch_size, engine=engine,
-              ray_address=ray_address, workers=workers, layers=layers, overwrite=overwrite,
-              ssm_out=ssm_out, output=output, skip_existing=skip_existing)
+              ray_address=ray_address, workers=workers, max_pixels=max_pixels, layers=layers,
+              overwrite=overwrite,
+              ssm_out=ssm_out, output=output, skip_existing=skip_existing, allow_partial=partial)
     _finish(rep, plan, "decoded")
 
 

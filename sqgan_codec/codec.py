@@ -23,8 +23,9 @@ from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
 CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 from .decide import TUNES, Decision, decide
 from .entropy import StreamTables, decode_tokens, encode_tokens
-from .errors import BitstreamError, ModelMismatchError, SqganError, UnfamiliarImageWarning
-from .imageio import LoadedImage, load_image
+from .errors import (BitstreamError, ModelMismatchError, PixelLimitError, SqganError, TruncatedError,
+                     UnfamiliarImageWarning)
+from .imageio import MAX_PIXELS, LoadedImage, load_image
 from .nets.blocks import one_hot_map
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
@@ -34,9 +35,9 @@ from .refine import apply_residual, decode_residual
 CLASS_SET_CODES = {CLASS_SET_ID: 0}
 LAYERS = ("all", "base")
 
-# Larger images are refused with a clear message (no tiling yet): memory grows linearly,
-# about 1.5 GB of activations per 10 megapixels when decoding on CPU.
-MAX_PIXELS = 4096 * 4096
+# The pixel limit (imageio.MAX_PIXELS, one for reading and decoding): larger images are refused
+# with a clear message before any large allocation (no tiling yet: decoding takes about 5.5 GB
+# per 10 megapixels on CPU).
 # Rank boost of latent positions inside a region of interest.
 ROI_BOOST = 4.0
 SSM_MODES = ("auto", "vq", "lossless")
@@ -106,6 +107,17 @@ def parse_priority(text: str) -> dict[str, float]:
     return out
 
 
+def layers_used(stream: bitstream.Stream, layers: str = "all") -> list[str]:
+    """The layers a decode of ``stream`` uses, by the names ``sqgan info`` gives them."""
+    used = ["coarse"] if bitstream.CHUNK_COARSE in stream.chunks else []
+    if any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
+        used.append("base")
+    if layers == "all":
+        used += [name for kind, name in ((bitstream.CHUNK_IMAGE, "image"), (bitstream.CHUNK_REFINE, "refine"))
+                 if kind in stream.chunks]
+    return used
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,7 +171,7 @@ class Codec:
     """
 
     def __init__(self, model: str | None = None, *, device: str | torch.device = "auto",
-                 segmenter: Any = "bundled"):
+                 segmenter: Any = "bundled", max_pixels: int | None = None):
         self.device = resolve_device(device)
         self.entry = registry.get(model or registry.default_name("sqgan"))
         if self.entry.kind != "sqgan":
@@ -188,7 +200,7 @@ class Codec:
         self._segmenter_spec = segmenter
         self._segmenter = None
         self._coarse_net = None
-        self.max_pixels = MAX_PIXELS
+        self.max_pixels = max_pixels or MAX_PIXELS
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -439,8 +451,9 @@ class Codec:
             raise ModelMismatchError(f"stream was made by model {entry.name!r}; this codec holds "
                                      f"{self.entry.name!r}")
         if header.width * header.height > self.max_pixels:
-            raise BitstreamError(f"image of {header.width}x{header.height} exceeds this decoder's limit "
-                                 f"of {self.max_pixels} pixels")
+            raise PixelLimitError(f"stream's image is {header.width}x{header.height} = "
+                                  f"{header.width * header.height:,} pixels, over the limit of "
+                                  f"{self.max_pixels:,} pixels (max_pixels= / --max-pixels)")
         if header.latent_stride != self.stride:
             raise BitstreamError(f"latent stride {header.latent_stride} does not match the model")
         if header.class_set != CLASS_SET_CODES[CLASS_SET_ID]:
@@ -461,37 +474,41 @@ class Codec:
         return header, parsed["padded_map"][: header.height, : header.width], state
 
     @torch.inference_mode()
-    def decode(self, data: bytes, *, layers: str = "all") -> Image.Image:
+    def decode(self, data: bytes, *, layers: str = "all", allow_partial: bool = False) -> Image.Image:
         """Decode .sqg bytes to a PIL image of the original size and colour mode.
 
-        ``layers="base"`` renders from the semantic map alone (also what a file cut after the
-        semantic-map chunk gives).
+        ``layers="base"`` renders from the semantic map (and coarse image) alone. A stream cut
+        short (a damaged length field looks the same) raises :class:`TruncatedError` unless
+        ``allow_partial=True``: then its complete layers are decoded. Either way the image's
+        ``info["sqgan_layers"]`` lists the layers used and ``info["sqgan_truncated"]`` says
+        whether the stream was cut.
         """
-        return self.decode_with_map(data, layers=layers)[0]
+        return self.decode_with_map(data, layers=layers, allow_partial=allow_partial)[0]
 
     @torch.inference_mode()
-    def decode_with_map(self, data: bytes, *, layers: str = "all") -> tuple[Image.Image, np.ndarray]:
+    def decode_with_map(self, data: bytes, *, layers: str = "all", allow_partial: bool = False
+                        ) -> tuple[Image.Image, np.ndarray]:
         """:meth:`decode`, also returning the decoded semantic map (H×W uint8 class ids; None
         for a stream that sends a coarse image only)."""
-        arr, semantic_map, header, stream = self._decode_arrays(data, layers=layers)
+        arr, semantic_map, header, stream = self._decode_arrays(data, layers=layers, allow_partial=allow_partial)
         return self._finish(arr, header, stream, layers), semantic_map
 
     @torch.inference_mode()
-    def _decode_arrays(self, data: bytes, *, layers: str = "all"
+    def _decode_arrays(self, data: bytes, *, layers: str = "all", allow_partial: bool = False
                        ) -> tuple[np.ndarray, np.ndarray, bitstream.Header, bitstream.Stream]:
         """Network decode of the token layers: (RGB H×W×3 uint8 before refinement, semantic
         map, header, parsed stream)."""
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}")
-        parsed = self._decode_tokens(bytes(data), layers)
+        parsed = self._decode_tokens(bytes(data), layers, allow_partial)
         arr = self._render([parsed])[0]
         header = parsed["header"]
         semantic_map = parsed["padded_map"][: header.height, : header.width] if "padded_map" in parsed else None
         return arr, semantic_map, header, parsed["stream"]
 
     @torch.inference_mode()
-    def decode_many(self, datas: Sequence[bytes], *, layers: str = "all",
-                    batch_size: int = 8) -> list[Image.Image]:
+    def decode_many(self, datas: Sequence[bytes], *, layers: str = "all", batch_size: int = 8,
+                    allow_partial: bool = False) -> list[Image.Image]:
         """:meth:`decode` for many streams: the entropy decoding runs per stream, the networks
         over batches of streams with the same latent grid (the throughput path on a GPU).
 
@@ -500,7 +517,7 @@ class Codec:
         """
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}")
-        parsed = [self._decode_tokens(bytes(d), layers) for d in datas]
+        parsed = [self._decode_tokens(bytes(d), layers, allow_partial) for d in datas]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(parsed):
             groups.setdefault(p["header"].grid, []).append(i)
@@ -608,12 +625,19 @@ class Codec:
     def _stack(self, arrays) -> torch.Tensor:
         return torch.from_numpy(np.stack(list(arrays))).to(self.device)
 
-    def _decode_tokens(self, data: bytes, layers: str) -> dict[str, Any]:
+    def _decode_tokens(self, data: bytes, layers: str, allow_partial: bool = True) -> dict[str, Any]:
         """Entropy decoding of one stream, no network: header, stream, token grids, and the
-        padded semantic map when it is coded exactly."""
+        padded semantic map when it is coded exactly. A truncated stream whose missing part
+        ``layers`` needs raises unless ``allow_partial``."""
         stream = bitstream.unpack(data, allow_truncated=True)
         header = stream.header
         self._check_header(header)
+        if stream.truncated and layers == "all" and not allow_partial:
+            used = layers_used(stream, layers)
+            raise TruncatedError(f"stream is truncated (damaged or cut short): only its "
+                                 f"{', '.join(used) or 'no'} layer{'s' if len(used) != 1 else ''} "
+                                 "complete; allow_partial=True (--partial) decodes "
+                                 f"{'them' if len(used) != 1 else 'it'}")
         gh, gw = header.grid
         out: dict[str, Any] = {"header": header, "stream": stream}
         if bitstream.CHUNK_COARSE in stream.chunks:
@@ -648,6 +672,14 @@ class Codec:
 
     @staticmethod
     def _finish(arr: np.ndarray, header: bitstream.Header, stream: bitstream.Stream, layers: str) -> Image.Image:
+        image = Codec._finish_pixels(arr, header, stream, layers)
+        image.info["sqgan_layers"] = layers_used(stream, layers)
+        image.info["sqgan_truncated"] = stream.truncated
+        return image
+
+    @staticmethod
+    def _finish_pixels(arr: np.ndarray, header: bitstream.Header, stream: bitstream.Stream,
+                       layers: str) -> Image.Image:
         """Refinement layer and colour mode of a network-decoded image."""
         if layers == "all" and bitstream.CHUNK_REFINE in stream.chunks:
             correction = decode_residual(stream.chunks[bitstream.CHUNK_REFINE], header.height, header.width)

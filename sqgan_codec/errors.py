@@ -25,6 +25,15 @@ class ImageInputError(SqganError):
     """The input image cannot be read or is not usable (size, format)."""
 
 
+class PixelLimitError(SqganError):
+    """An image (to encode, or named by a stream's header) has more pixels than the limit the
+    caller set (``max_pixels=``, ``--max-pixels``): refused before any large allocation."""
+
+
+class ImageTooLargeError(ImageInputError, PixelLimitError):
+    """An input image over the pixel limit (checked from its file header, before decoding it)."""
+
+
 class OutputError(SqganError):
     """An output file cannot be written (folder missing or unwritable, disk full, ...)."""
 

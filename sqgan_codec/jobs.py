@@ -316,27 +316,31 @@ def start_report(plan: Plan, label: str, quiet: bool, as_json: bool) -> Reporter
 
 
 class CodecHolder:
-    """Creates the codec on first use (``make()``), so runs with nothing to do never load it."""
+    """Creates the codec on first use (``make()``), so runs with nothing to do never load it;
+    ``max_pixels`` (None: the package default) is its pixel limit, also for reading images."""
 
-    def __init__(self, make: Callable[[], "Codec"]) -> None:
-        self.make = make
+    def __init__(self, make: Callable[[], "Codec"], max_pixels: int | None = None) -> None:
+        self.make, self.max_pixels = make, max_pixels
         self._codec: Codec | None = None
 
     def get(self) -> "Codec":
         if self._codec is None:
             self._codec = self.make()
+            if self.max_pixels:
+                self._codec.max_pixels = self.max_pixels
         return self._codec
 
 
-def load_job(job: Job, rep: Reporter):
-    from .imageio import load_image
+def load_job(job: Job, rep: Reporter, max_pixels: int | None = None):
+    from .imageio import MAX_PIXELS, load_image
 
+    limit = max_pixels or MAX_PIXELS
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if job.src == STDIO:
-            loaded = load_image(read_input(STDIO), name="<stdin>")
+            loaded = load_image(read_input(STDIO), name="<stdin>", max_pixels=limit)
         else:
-            loaded = load_image(job.src)
+            loaded = load_image(job.src, max_pixels=limit)
     for w in caught:
         rep.warn(str(w.message))
     return loaded
@@ -360,7 +364,7 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
             continue
         t0 = time.perf_counter()
         try:
-            loaded = load_job(job, rep)
+            loaded = load_job(job, rep, codec.max_pixels)
         except (SqganError, JobError) as e:
             job_failed(rep, job, message_of(e))
             continue
@@ -488,8 +492,11 @@ def check_stream(data: bytes):
 
 def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bool, *,
                  layers: str, overwrite: bool, ssm_out: str | None = None, output: str = "",
-                 skip_existing: bool = False, verdicts: Sequence[Verdict] | None = None) -> None:
-    """Decode one batch of jobs (see :func:`encode_batch` for ``verdicts``)."""
+                 skip_existing: bool = False, verdicts: Sequence[Verdict] | None = None,
+                 allow_partial: bool = False) -> None:
+    """Decode one batch of jobs (see :func:`encode_batch` for ``verdicts``). A truncated stream
+    fails unless ``allow_partial`` (``--partial``): then its complete layers are decoded, with a
+    warning."""
     from .imageio import encode_image, save_image_atomic
 
     overwrite = overwrite or verdicts is not None
@@ -506,6 +513,9 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
             job_failed(rep, job, message_of(e))
             continue
         if stream.truncated and layers == "all":
+            if not allow_partial:
+                job_failed(rep, job, f"{truncation_note(stream)}; --partial decodes it")
+                continue
             rep.warn(with_path(job.src, truncation_note(stream)))
         header = stream.header
         ready.append((job, data, header, time.perf_counter() - t0))
@@ -515,9 +525,9 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
     datas = [data for _, data, _, _ in ready]
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
     if ssm_out is None:
-        results = run_batch(lambda items: [(im, None) for im in c.decode_many(items, layers=layers)], datas)
+        results = run_batch(lambda items: [(im, None) for im in c.decode_many(items, layers=layers, allow_partial=True)], datas)
     else:
-        results = run_batch(lambda items: [c.decode_with_map(d, layers=layers) for d in items], datas)
+        results = run_batch(lambda items: [c.decode_with_map(d, layers=layers, allow_partial=True) for d in items], datas)
     for (job, data, header, t_read), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             job_failed(rep, job, message_of(result))
@@ -539,5 +549,6 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
         rep.record({"input": job.src, "output": job.dst, "ok": True,
                     "width": width, "height": height, "bytes": len(data),
                     "bpp": round(8 * len(data) / (width * height), 6),
-                    "seconds": round(t_read + seconds, 4)})
+                    "seconds": round(t_read + seconds, 4),
+                    "layers": result.info.get("sqgan_layers"), "truncated": result.info.get("sqgan_truncated")})
         rep.advance()

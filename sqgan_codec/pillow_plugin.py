@@ -82,7 +82,8 @@ class _SqgDecoder(ImageFile.PyDecoder):
         assert self.fd is not None
         self.fd.seek(0)
         data = self.fd.read()
-        image = _get_codec().decode(data)
+        # Pillow's own opt-in for cut files: ImageFile.LOAD_TRUNCATED_IMAGES
+        image = _get_codec().decode(data, allow_partial=bool(ImageFile.LOAD_TRUNCATED_IMAGES))
         if image.size != (self.state.xsize, self.state.ysize):
             raise OSError(f"decoded size {image.size} does not match the header "
                           f"{(self.state.xsize, self.state.ysize)}")

@@ -104,7 +104,10 @@ def file_sha256(path: Path) -> str:
 
 
 @lru_cache(maxsize=8)
-def _verified(path: str, sha256: str, mtime_ns: int) -> None:
+def _verified(path: str, sha256: str, stamp: tuple[int, ...]) -> None:
+    """Hash check, once per file state: ``stamp`` holds the inode, size, mtime and ctime. A
+    change to the file changes its ctime, which no one can set back (unlike the mtime), so an
+    edited or replaced file is always hashed again."""
     actual = file_sha256(Path(path))
     if actual != sha256:
         raise ModelMismatchError(f"weights file {path} is damaged or replaced (sha256 {actual[:12]}…, "
@@ -119,7 +122,8 @@ def load_state(entry: ModelEntry) -> tuple[dict[str, Any], dict[str, str]]:
     path = entry.path
     if not path.is_file():
         raise ModelMismatchError(f"weights file for {entry.name!r} is missing: {path}")
-    _verified(str(path), entry.sha256, path.stat().st_mtime_ns)
+    st = path.stat()
+    _verified(str(path), entry.sha256, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     tensors = {}
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

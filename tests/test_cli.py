@@ -23,7 +23,7 @@ from PIL import Image
 
 from sqgan_codec import cli
 from sqgan_codec.decide import Decision
-from sqgan_codec.errors import ImageInputError, ModelMismatchError
+from sqgan_codec.errors import ImageInputError, ModelMismatchError, TruncatedError
 from sqgan_codec.imageio import LoadedImage
 
 bitstream = pytest.importorskip("sqgan_codec.bitstream")
@@ -68,11 +68,13 @@ class FakeCodec:
                                 confidence=0.5 if unfamiliar else 0.9, unfamiliar=unfamiliar))
         return out
 
-    def decode_many(self, datas, *, layers="all"):
+    def decode_many(self, datas, *, layers="all", allow_partial=False):
         self.decode_calls.append({"n": len(datas), "layers": layers})
         out = []
         for data in datas:
             stream = bitstream.unpack(data, allow_truncated=True)  # as the real codec
+            if stream.truncated and layers == "all" and not allow_partial:
+                raise TruncatedError("stream is truncated")
             h = stream.header
             if h.model_id == 99:
                 raise ModelMismatchError("stream needs model 99")
@@ -549,7 +551,11 @@ def test_stream_cut_in_image_layer_decodes_base_with_warning(tmp_path, fake):
     rec = json.loads(r.stdout)
     assert rec["ok"] and rec["truncated"] and rec["layers"] == ["base"]
     assert "only its base layer" in r.stderr
-    r = run("decode", tmp_path / "cut.sqg", "-o", tmp_path / "cut.png")
+    r = run("decode", tmp_path / "cut.sqg", "-o", tmp_path / "cut.png")  # no silent layer loss
+    assert r.exit_code == 1 and not (tmp_path / "cut.png").exists()
+    assert f"{tmp_path / 'cut.sqg'}: stream is truncated: only its base layer" in r.stderr
+    assert "--partial decodes it" in r.stderr
+    r = run("decode", tmp_path / "cut.sqg", "-o", tmp_path / "cut.png", "--partial")
     assert r.exit_code == 0 and (tmp_path / "cut.png").exists()
     assert f"sqgan: warning: {tmp_path / 'cut.sqg'}: stream is truncated" in r.stderr
     r = run("decode", tmp_path / "cut.sqg", "-o", tmp_path / "cut2.png", "--layers", "base")

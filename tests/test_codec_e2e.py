@@ -218,3 +218,62 @@ def test_cli_end_to_end(tmp_path: Path, street: np.ndarray) -> None:
     again = subprocess.run(sqgan + ["decode", str(tmp_path / "sqg"), "-o", str(tmp_path / "png"), "--recursive",
                                     "--quiet"], capture_output=True, text=True)
     assert again.returncode != 0 and "exist" in again.stderr  # no silent overwrite
+
+
+def test_stream_claiming_a_huge_image_is_refused_from_its_header(codec: Codec, street_sqg: bytes,
+                                                                 tmp_path: Path) -> None:
+    """A few dozen bytes naming 4096x4096 would take ~9 GB to decode: refused from the header
+    (before any token is read or tensor allocated) under the default limit, in the library and
+    the CLI; a raised limit lets the header through."""
+    import dataclasses
+
+    from sqgan_codec.errors import PixelLimitError
+
+    stream = bitstream.unpack(street_sqg)
+    big = dataclasses.replace(stream.header, width=4096, height=4096)
+    bomb = bitstream.pack(big, list(stream.chunks.items()))
+    with pytest.raises(PixelLimitError, match=r"4096x4096 = 16,777,216 pixels, over the limit of "
+                                              r"12,000,000 pixels \(max_pixels= / --max-pixels\)"):
+        codec.decode(bomb)
+    raised = Codec(device="cpu", max_pixels=4096 * 4096)
+    with pytest.raises(SqganError) as caught:  # past the limit: the tokens do not fit the grid
+        raised._decode_tokens(bomb, "all")
+    assert not isinstance(caught.value, PixelLimitError)
+    path = tmp_path / "bomb.sqg"
+    path.write_bytes(bomb)
+    from click.testing import CliRunner
+
+    from sqgan_codec.cli import main
+
+    result = CliRunner().invoke(main, ["decode", str(path), "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 1 and "over the limit of 12,000,000 pixels" in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_edited_weights_file_is_refused_even_with_its_old_mtime(tmp_path: Path, monkeypatch) -> None:
+    """The verified-hash cache is keyed by the file's state (inode, size, mtime, ctime): an edit
+    that restores the modification time is still seen."""
+    import os
+    import shutil
+
+    from sqgan_codec import registry
+
+    src = registry.weights_dir()
+    shutil.copy(src / "registry.json", tmp_path / "registry.json")
+    shutil.copy(src / "coarse-camvid11.safetensors", tmp_path / "coarse-camvid11.safetensors")
+    monkeypatch.setenv(registry.WEIGHTS_ENV, str(tmp_path))
+    registry.reload()
+    try:
+        entry = registry.get("coarse-camvid11")
+        registry.load_state(entry)  # verified and cached
+        path = tmp_path / "coarse-camvid11.safetensors"
+        st = path.stat()
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with pytest.raises(ModelMismatchError, match="damaged or replaced"):
+            registry.load_state(entry)
+    finally:
+        monkeypatch.delenv(registry.WEIGHTS_ENV)
+        registry.reload()

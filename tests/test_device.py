@@ -95,7 +95,7 @@ def test_unpacked_run_trained_checked_and_exported(rehearsal) -> None:
     # and the continuation checkpoint starts a CPU run (fp16 weights, discriminator, no moments)
     import torch
 
-    state = torch.load(result / "sqgan-last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(result / "sqgan-last.pt", map_location="cpu", weights_only=True)
     assert "opt" not in state and state["model"]["image.to_rgb.1.weight"].dtype == torch.float16
 
 

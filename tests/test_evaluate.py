@@ -211,3 +211,22 @@ def test_lpips_style_bfloat16_tracks_float32(camvid_rgb):
     assert fast(camvid_rgb, camvid_rgb) < 1e-3
     with pytest.raises(ValueError):
         M.LpipsVggStyle(dtype="float16")
+
+
+def test_classical_cache_round_trips_without_pickle(tmp_path):
+    """The per-image cache of classical results is npz + JSON (loaded with allow_pickle=False)
+    and gives back exactly the rows, confusion matrices and features written."""
+    from sqgan_codec.evaluate import report as R
+
+    out = R._ImageOutcome(rows=[{"image": "a.png", "codec": "jpeg", "scale": 4, "target_bpp": 0.05,
+                                 "psnr": 21.5, "status": "ok", "quality": None}])
+    out.cms[("original", 1, None)] = np.arange(121, dtype=np.int64).reshape(11, 11)
+    out.cms[("jpeg", 4, 0.05)] = np.eye(11, dtype=np.int64)
+    out.feats[("jpeg", 4, 0.05)] = np.linspace(0, 1, 7, dtype=np.float32)
+    path = tmp_path / "a-key.npz"
+    R._write_cache(path, out)
+    rows, cms, feats = R._read_cache(path)
+    assert rows == out.rows
+    assert cms.keys() == out.cms.keys() and all(np.array_equal(cms[k], out.cms[k]) for k in cms)
+    assert np.array_equal(feats[("jpeg", 4, 0.05)], out.feats[("jpeg", 4, 0.05)])
+    assert not list(tmp_path.glob("*.tmp*"))

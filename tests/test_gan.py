@@ -76,11 +76,11 @@ def test_gan_stage_resumes_its_discriminator_and_continues_from_a_checkpoint(
               "--gan-start", "0"]
     run = tmp_path / "run"
     train_main(["joint", *common, "--out", str(run), "--max-steps", "2"])
-    a = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    a = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert set(a["gan"]) == {"disc", "opt"} and a["gan"]["opt"]["state"]  # D took steps
     train_main(["joint", *common, "--out", str(run), "--max-steps", "3", "--resume"])
     assert "discriminator state resumed" in capsys.readouterr().out
-    b = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     changed = [k for k in a["gan"]["disc"] if not torch.equal(a["gan"]["disc"][k], b["gan"]["disc"][k])]
     assert changed, "the resumed discriminator must keep learning"
 
@@ -89,7 +89,7 @@ def test_gan_stage_resumes_its_discriminator_and_continues_from_a_checkpoint(
     train_main(["joint", *common, "--out", str(again), "--max-steps", "1", "--init-from", str(run / "last.pt")])
     out = capsys.readouterr().out
     assert "initialised from checkpoint" in out and "discriminator state resumed" in out
-    c = torch.load(again / "last.pt", map_location="cpu", weights_only=False)
+    c = torch.load(again / "last.pt", map_location="cpu", weights_only=True)
     assert c["step"] == 4 and c["args"]["stage_start_step"] == 3
     assert c["args"]["previous_stages"][-1] == {"stage": "joint", "steps": 3,
                                                 "minutes": c["args"]["previous_stages"][-1]["minutes"]}

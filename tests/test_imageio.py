@@ -170,7 +170,10 @@ def test_too_many_pixels_array():
     with pytest.raises(ImageInputError, match=r"10x10 = 100 pixels.*limit of 99 pixels"):
         load_image(np.zeros((10, 10, 3), np.uint8), max_pixels=99)
     assert load_image(np.zeros((10, 10, 3), np.uint8), max_pixels=100).size == (10, 10)
-    assert MAX_PIXELS == 50_000_000
+    from sqgan_codec.codec import Codec
+
+    assert MAX_PIXELS == 12_000_000  # one limit: reading images and decoding streams
+    assert Codec.__init__.__kwdefaults__["max_pixels"] is None  # None: MAX_PIXELS
 
 
 # ----------------------------------------------------------------------------- PIL images
@@ -655,3 +658,24 @@ def test_icc_profiles(tmp_path):
     np.testing.assert_array_equal(load_image(path).rgb, gradient())  # sRGB: untouched
     Image.fromarray(gradient()).save(path, icc_profile=b"not a profile at all")
     np.testing.assert_array_equal(load_image(path).rgb, gradient())  # broken: ignored
+
+
+def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
+    """A writer killed between creating its temporary file and moving it into place leaves a
+    hidden ``.NAME.XXXXXXXX.part``: the next write to that folder removes it once it is old
+    enough not to belong to a write in progress; other hidden files are never touched."""
+    import time as _time
+
+    from sqgan_codec import imageio
+
+    stale = tmp_path / ".a.sqg.k2j4h5g6.part"
+    fresh = tmp_path / ".b.sqg.x9y8z7w6.part"
+    other = tmp_path / ".notes.part"
+    for p in (stale, fresh, other):
+        p.write_bytes(b"x")
+    old = _time.time() - imageio.STALE_PART_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    save_image_atomic(Image.new("RGB", (4, 4)), tmp_path / "c.png")
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert (tmp_path / "c.png").exists()

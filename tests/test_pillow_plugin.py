@@ -34,7 +34,7 @@ class FakeCodec:
         self.device = device
         self.decoded = 0
 
-    def decode(self, data):
+    def decode(self, data, allow_partial=False):
         self.decoded += 1
         h = bitstream.read_header(data)
         return Image.new("RGB", (h.width, h.height), (200, 100, 50))
@@ -100,7 +100,7 @@ def test_damaged_stream_is_not_identified(registered):
 
 
 def test_size_mismatch_is_an_error(registered, monkeypatch):
-    monkeypatch.setattr(FakeCodec, "decode", lambda self, data: Image.new("RGB", (1, 1)))
+    monkeypatch.setattr(FakeCodec, "decode", lambda self, data, allow_partial=False: Image.new("RGB", (1, 1)))
     with Image.open(io.BytesIO(sqg_bytes())) as im:
         with pytest.raises(OSError, match="does not match"):
             im.load()

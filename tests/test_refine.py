@@ -12,7 +12,7 @@ from sqgan_codec.bitstream import Header, append_refinement, pack, unpack
 from sqgan_codec.codec import Codec
 
 from conftest import camvid_test_image
-from sqgan_codec.errors import BitstreamError
+from sqgan_codec.errors import BitstreamError, TruncatedError
 
 
 
@@ -86,10 +86,17 @@ def test_refinement_raises_psnr_at_equal_rate(codec: Codec, street: np.ndarray) 
         gains.append(psnr(np.asarray(codec.decode(codec.encode(other, bpp=0.03, refine="on", tune="semantic"))), other)
                      - psnr(np.asarray(codec.decode(codec.encode(other, bpp=0.03, refine="off", tune="semantic"))), other))
     assert min(gains) > 0 and np.mean(gains) > 0.4  # over the test set about +0.9 dB (docs/benchmarks.md)
-    # the file cut before R is the token layers alone, and still decodes
+    # the file cut before R is the token layers alone: refused unless asked for, then decoded
+    # and flagged (no silent layer loss)
     size_r = len(unpack(refined).chunks["R"])
     cut = refined[: len(refined) - size_r - 4]
-    assert np.asarray(codec.decode(cut)).shape == street.shape
+    with pytest.raises(TruncatedError, match="allow_partial=True"):
+        codec.decode(cut)
+    partial = codec.decode(cut, allow_partial=True)
+    assert np.asarray(partial).shape == street.shape
+    assert partial.info["sqgan_truncated"] and "refine" not in partial.info["sqgan_layers"]
+    assert "image" in partial.info["sqgan_layers"]
+    assert codec.decode(refined).info["sqgan_layers"][-1] == "refine"
 
 
 def test_budgets_above_the_token_ceiling_are_filled(codec: Codec, street: np.ndarray) -> None:

