@@ -8,9 +8,10 @@ from torch import nn
 
 def one_hot_map(semantic_map: torch.Tensor, num_classes: int) -> torch.Tensor:
     """N×H×W class ids → N×C×H×W float one-hot; ids ≥ num_classes (void) become all-zero."""
-    valid = semantic_map < num_classes
-    oh = F.one_hot(semantic_map.clamp(max=num_classes - 1).long(), num_classes)
-    return (oh * valid.unsqueeze(-1)).permute(0, 3, 1, 2).float()
+    # scattered straight into float32 (an int64 one-hot would take 8 bytes per class and pixel)
+    ids = semantic_map.long().unsqueeze(1)
+    oh = torch.zeros(ids.shape[0], num_classes, *ids.shape[2:], device=ids.device)
+    return oh.scatter_(1, ids.clamp(max=num_classes - 1), (ids < num_classes).float())
 
 
 def class_proportions(onehot: torch.Tensor, stride: int) -> torch.Tensor:
@@ -43,8 +44,14 @@ class SPADE(nn.Module):
         self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, 1), nn.ReLU(inplace=True))
         self.gamma_beta = nn.Conv2d(hidden, 2 * channels, 1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``stats``: the instance statistics (mean, biased variance; N×C×1×1) of the whole
+        image when ``x`` is one band of it (banded decoding)."""
         gamma, beta = self.gamma_beta(self.shared(cond)).chunk(2, dim=1)
+        if stats is not None:
+            mean, var = stats
+            return (x - mean).mul_(torch.rsqrt(var + self.norm.eps)).mul_(gamma.add(1)).add_(beta)
         if x.shape[-1] * x.shape[-2] == 1:  # one position (tiny image): normalised value is 0
             return beta + torch.zeros_like(x)
         normed = F.instance_norm(x, eps=self.norm.eps)
@@ -64,7 +71,8 @@ class SPADEResBlock(nn.Module):
         self.conv1 = nn.Conv2d(cout, cout, 3, 1, 1)
         self.skip = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        y = self.conv0(F.leaky_relu(self.norm(x, cond), 0.2))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        y = self.conv0(F.leaky_relu(self.norm(x, cond, stats), 0.2))
         y = self.conv1(F.leaky_relu(y, 0.2))
         return self.skip(x) + y

@@ -10,6 +10,11 @@ from .quantizer import VectorQuantizer
 from .samm import SAMM, top_k_mask
 
 STRIDE = 16
+# Banded decoding of the last two up blocks: input rows per band, and the rows of context each
+# band reads beyond its own (at most three 3x3 convolutions after a ×2 upsampling need 3 output
+# rows: 2 input rows cover them).
+BAND_ROWS = 32
+BAND_HALO = 2
 
 
 class ImageCodec(nn.Module):
@@ -45,19 +50,55 @@ class ImageCodec(nn.Module):
         keep = top_k_mask(scores, keep_ratio)
         return F.normalize(self.to_latent(features), dim=1) * scores, keep, scores
 
-    def decode_codes(self, codes: torch.Tensor, keep: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """Codes + keep mask + decoded one-hot SSM (full size) → RGB in [-1, 1]."""
+    def decode_codes(self, codes: torch.Tensor, keep: torch.Tensor, onehot: torch.Tensor,
+                     band_rows: int | None = None) -> torch.Tensor:
+        """Codes + keep mask + decoded one-hot SSM (full size) → RGB in [-1, 1].
+
+        Without gradients, the last two up blocks (quarter and half resolution, where most of
+        the memory goes) run in bands of ``band_rows`` input rows (default :data:`BAND_ROWS`;
+        0: whole image), normalised with the whole image's statistics, so peak memory grows
+        far slower than the image and the result is the whole-image one (to float rounding:
+        ±1 level in rare pixels)."""
         filled = torch.where(keep, codes, self.mask_token.to(codes.dtype))
         x = self.from_codes(torch.cat([filled, keep.to(codes.dtype)], dim=1))
         cond = class_proportions(onehot, STRIDE)
         for block in self.demasker:
             x = block(x, cond)
         stride = STRIDE
-        for block in self.up:
+        band_rows = BAND_ROWS if band_rows is None else band_rows
+        last = len(self.up) - 1
+        for i, block in enumerate(self.up):
+            if (i >= last - 1 and band_rows and not torch.is_grad_enabled()
+                    and x.shape[-2] > band_rows + 2 * BAND_HALO):
+                x = self._banded(x, onehot, block, band_rows, to_rgb=i == last)
+                if i == last:
+                    return x
+                stride //= 2
+                continue
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             stride //= 2
             x = block(x, class_proportions(onehot, stride))
         return self.to_rgb(x)
+
+    def _banded(self, x: torch.Tensor, onehot: torch.Tensor, block: SPADEResBlock, band_rows: int,
+                to_rgb: bool) -> torch.Tensor:
+        """``block`` (after the ×2 upsampling), and ``to_rgb`` if asked, over row bands of ``x``."""
+        # nearest ×2 repeats every value 4 times: the upsampled map's instance statistics are x's
+        stats = (x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True))
+        n, _, h, w = x.shape
+        scale = onehot.shape[-2] // h  # full-resolution rows per row of x
+        per = scale if to_rgb else 2  # output rows per row of x
+        channels = 3 if to_rgb else block.conv1.out_channels
+        out = x.new_empty(n, channels, h * per, w * per)
+        for r0 in range(0, h, band_rows):
+            r1 = min(h, r0 + band_rows)
+            a, b = max(0, r0 - BAND_HALO), min(h, r1 + BAND_HALO)
+            band = F.interpolate(x[:, :, a:b], scale_factor=2, mode="nearest")
+            y = block(band, class_proportions(onehot[:, :, a * scale:b * scale], scale // 2), stats)
+            if to_rgb:
+                y = self.to_rgb(y)
+            out[:, :, r0 * per:r1 * per] = y[:, :, (r0 - a) * per:(r1 - a) * per]
+        return out
 
     def decode_indices(self, indices: torch.Tensor, keep: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         codes = self.quantizer.indices_to_codes(indices.clamp(0, self.quantizer.num_codes - 1))
