@@ -154,6 +154,7 @@ def test_fuzzed_streams_fail_cleanly(codec: Codec, street: np.ndarray) -> None:
     street_sqg = codec.encode(np.ascontiguousarray(street[100:196, 200:328]), keep=0.6)
     rng = random.Random(1234)
     data = bytearray(street_sqg)
+    full_layers = codec.decode(street_sqg).info["sqgan_layers"]
     outcomes = {"error": 0, "image": 0}
     for _ in range(3000):
         mutated = bytearray(data)
@@ -168,6 +169,8 @@ def test_fuzzed_streams_fail_cleanly(codec: Codec, street: np.ndarray) -> None:
         try:
             image = codec.decode(bytes(mutated))
             assert image.size == (128, 96)
+            # no silent layer loss: a decode without allow_partial used every layer
+            assert image.info["sqgan_layers"] == full_layers and not image.info["sqgan_truncated"]
             outcomes["image"] += 1
         except SqganError:
             outcomes["error"] += 1
