@@ -4,7 +4,8 @@
 and 2.0: with a refinement layer, by commit 9b7c637; 3.0: a coarse image alone, and with map and
 tokens through coarse-camvid11, by the release that introduced them); ``expected.json`` holds
 what that code decoded: the SHA-256 of the token grids (and of the thumbnail), and the mean
-pixel value. The streams name the weights they were made with: if the
+pixel value. Later releases add streams (``tests/golden/add_streams.py``, which never rewrites
+one): a coarse image through the coarse decoder alone, an exactly coded map, a grey image. The streams name the weights they were made with: if the
 shipped SQ-GAN weights are ever replaced, these files must be regenerated (and the old weights
 kept available for old streams, or the break documented).
 """

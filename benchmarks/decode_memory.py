@@ -1,0 +1,88 @@
+"""Peak memory that decoding adds, by image size: banded (the default) against whole-image.
+
+    python benchmarks/decode_memory.py --out docs/bench/decode_memory.md
+
+For each size the bundled sample is resized, encoded once (tokens, --keep 0.3; a coarse-image
+stream would not run the SPADE decoder) and decoded in a fresh process per configuration, on
+one thread: the process's peak resident memory after decoding minus before (the codec loaded),
+and the decode's wall time. ``whole image`` sets ``nets.image.BAND_ROWS = 0`` (the decoder before
+banding).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = ((480, 360), (1920, 1080), (3840, 2160))
+
+MAKE = """
+import sys, numpy as np
+from PIL import Image
+from sqgan_codec.codec import Codec
+from sqgan_codec.demo import sample_path
+w, h = int(sys.argv[2]), int(sys.argv[3])
+rgb = np.asarray(Image.open(sample_path()).convert("RGB").resize((w, h), Image.BICUBIC))
+open(sys.argv[1], "wb").write(Codec(device="cpu").encode(rgb, keep=0.3))
+"""
+
+DECODE = """
+import json, resource, sys, time
+from sqgan_codec.codec import Codec
+from sqgan_codec.nets import image
+if sys.argv[2] == "whole":
+    image.BAND_ROWS = 0
+c = Codec(device="cpu")
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+im = c.decode(data)
+dt = time.perf_counter() - t0
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"size": im.size, "added_mb": (after - before) / 1024, "peak_mb": after / 1024, "seconds": dt}))
+"""
+
+
+def python(code: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for w, h in SIZES:
+            path = str(Path(tmp) / f"{w}x{h}.sqg")
+            python(MAKE, path, str(w), str(h))
+            for mode in ("banded", "whole"):
+                r = json.loads(python(DECODE, path, mode))
+                rows.append((f"{w}x{h}", mode, r))
+                print(w, h, mode, r, flush=True)
+    lines = ["# Decoding memory by image size (CPU, 1 thread)", "",
+             "`python benchmarks/decode_memory.py --out docs/bench/decode_memory.md`", "",
+             "Token streams (`--keep 0.3`) of the bundled sample resized; each decode in a fresh process. "
+             "*Added* is the peak resident memory after decoding minus before it (the loaded codec, "
+             "about 330 MB, not counted); *peak* includes it.", "",
+             "| size | decoder | added (MB) | peak (MB) | decode (s) |", "|---|---|---:|---:|---:|"]
+    for size, mode, r in rows:
+        lines.append(f"| {size} | {'banded (default)' if mode == 'banded' else 'whole image'} | "
+                     f"{r['added_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Write the golden streams this release adds, and only those: never an existing one.
+
+    python tests/golden/add_streams.py
+
+Names say the format version the stream declares and what it holds. Golden files are written once, by the release that introduces a format version or mode, from
+the bundled sample (sqgan_codec/samples/street.png), and kept: tests/test_golden.py checks that
+every later release decodes them to the same tokens (and thumbnail) and nearly the same pixels.
+This script adds the streams named in ``NEW`` that are missing, with their ``expected.json``
+entries (what this code decodes); it refuses to touch a name that exists. Regenerating an
+existing golden file is a compatibility break: do it by hand, and say so in docs/bitstream.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from sqgan_codec import bitstream, coarse, decide  # noqa: E402
+from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
+from sqgan_codec.demo import sample_path  # noqa: E402
+
+
+def new_streams(codec: Codec) -> dict[str, bytes]:
+    rgb = np.asarray(Image.open(sample_path()).convert("RGB"))
+    grey = np.asarray(Image.open(sample_path()).convert("L"))
+    analysis = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05))
+    budget = 0.05 * rgb.shape[0] * rgb.shape[1] / 8
+    learned = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse+learned")
+    return {
+        # added with the domain check, the pixel limit and --partial (format 3.0 modes)
+        "v3_coarse_learned_0.05": learned,
+        "v1_lossless_map_keep0.3": codec.encode(rgb, keep=0.3, ssm="lossless", tune="semantic"),
+        "v1_grey_0.05": codec.encode(grey, bpp=0.05, tune="semantic"),
+    }
+
+
+def expected_for(codec: Codec, data: bytes) -> dict:
+    stream = bitstream.unpack(data)
+    image = np.asarray(codec.decode(data))
+    entry = {"bytes": len(data), "tokens_sha256": codec.token_digest(data),
+             "pixel_mean": float(image.mean()), "version": ".".join(map(str, stream.header.version))}
+    if bitstream.CHUNK_COARSE in stream.chunks:
+        small = coarse.decode_small(stream.chunks[bitstream.CHUNK_COARSE], stream.header.width,
+                                    stream.header.height)
+        entry["thumbnail_sha256"] = hashlib.sha256(small.tobytes()).hexdigest()
+    return entry
+
+
+def main() -> None:
+    expected_path = HERE / "expected.json"
+    expected = json.loads(expected_path.read_text())
+    codec = Codec(device="cpu")
+    for name, data in new_streams(codec).items():
+        path = HERE / f"{name}.sqg"
+        if name in expected or path.exists():
+            print(f"{name}: exists, left as it is")
+            continue
+        if data is None:
+            raise SystemExit(f"{name}: this model cannot write that mode")
+        path.write_bytes(data)
+        expected[name] = expected_for(codec, data)
+        print(f"{name}: written ({len(data)} bytes)")
+    expected_path.write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
