@@ -199,7 +199,7 @@ class Codec:
             self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
         self._segmenter_spec = segmenter
         self._segmenter = None
-        self._coarse_net = None
+        self._coarse_nets: dict[bytes, Any] = {}  # by tag: every coarse decoder of this model
         self.max_pixels = max_pixels or MAX_PIXELS
 
     # ------------------------------------------------------------------ helpers
@@ -557,14 +557,14 @@ class Codec:
         learned = [i for i, p in enumerate(batch) if p.get("render") == coarse.RENDER_LEARNED]
         thumbs = {i: self._coarse_input(p) for i, p in enumerate(batch) if "coarse" in p}
         if learned:
-            net = self.coarse_decoder()
+            nets = {i: self.coarse_decoder(batch[i]["coarse_tag"]) for i in learned}
             ups = torch.cat([thumbs[i] for i in learned])
             gens = torch.cat([ups[j:j + 1] if generated[i] is None else generated[i] for j, i in enumerate(learned)])
             maps = torch.cat([one_hot_map(self._stack([batch[i]["padded_map"]]).long(), NUM_CLASSES)
                               if "padded_map" in batch[i] else ups.new_zeros(1, NUM_CLASSES, *ups.shape[-2:])
                               for i in learned])
             for j, i in enumerate(learned):
-                generated[i] = net(ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)
+                generated[i] = nets[i](ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)
         for i in thumbs:
             if i not in learned:  # the thumbnail is the picture
                 generated[i] = thumbs[i]
@@ -587,16 +587,30 @@ class Codec:
         name = self.entry.config.get("coarse_decoder")
         return bytes.fromhex(registry.get(name).sha256)[: coarse.TAG_BYTES] if name else b""
 
-    def coarse_decoder(self):
-        """The coarse decoder that belongs to this model (registry: ``coarse_decoder`` in the
-        model's config), loaded on first use; ModelMismatchError when it has none."""
-        if self._coarse_net is None:
+    def coarse_entries(self) -> dict[bytes, registry.ModelEntry]:
+        """Every coarse decoder shipped for this model, by the tag streams name it with: the
+        current one (``coarse_decoder`` in the model's config), which the encoder uses, and
+        earlier ones kept so that the streams made for them still decode."""
+        found = {bytes.fromhex(e.sha256)[: coarse.TAG_BYTES]: e for e in registry.entries().values()
+                 if e.kind == "coarse" and e.config.get("sqgan") == self.entry.name}
+        name = self.entry.config.get("coarse_decoder")
+        if name:
+            current = registry.get(name)
+            found[bytes.fromhex(current.sha256)[: coarse.TAG_BYTES]] = current
+        return found
+
+    def coarse_decoder(self, tag: bytes | None = None):
+        """The coarse decoder a stream's ``tag`` names (default: the current one, see
+        :meth:`coarse_entries`), loaded on first use; ModelMismatchError when there is none."""
+        tag = self.coarse_tag() if tag is None else tag
+        if tag not in self._coarse_nets:
             from .nets.coarse import CoarseDecoder, CoarseDecoderConfig
 
-            name = self.entry.config.get("coarse_decoder")
-            if not name:
-                raise ModelMismatchError(f"model {self.entry.name!r} has no coarse decoder")
-            entry = registry.get(name)
+            entry = self.coarse_entries().get(tag)
+            if entry is None:
+                raise ModelMismatchError(f"model {self.entry.name!r} has no coarse decoder"
+                                         + (f" with tag {tag.hex()}" if tag else ""))
+            name = entry.name
             if entry.kind != "coarse":
                 raise ModelMismatchError(f"{name!r} is a {entry.kind} model, not a coarse decoder")
             tensors, meta = registry.load_state(entry)
@@ -608,8 +622,8 @@ class Codec:
                 net.load_state_dict(tensors, strict=True)
             except RuntimeError:
                 raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
-            self._coarse_net = net.eval().to(self.device)
-        return self._coarse_net
+            self._coarse_nets[tag] = net.eval().to(self.device)
+        return self._coarse_nets[tag]
 
     def token_digest(self, data: bytes) -> str:
         """SHA-256 of a stream's entropy-decoded token grids (no network runs): equal on every
@@ -643,9 +657,11 @@ class Codec:
         if bitstream.CHUNK_COARSE in stream.chunks:
             out["coarse"] = stream.chunks[bitstream.CHUNK_COARSE]
             out["render"], _, tag, _ = coarse.parse(out["coarse"], header.width, header.height)
-            if out["render"] == coarse.RENDER_LEARNED and tag != self.coarse_tag():
-                raise ModelMismatchError("stream was rendered for another coarse decoder than this "
-                                         f"installation's ({tag.hex()} vs {self.coarse_tag().hex()})")
+            if out["render"] == coarse.RENDER_LEARNED and tag not in self.coarse_entries():
+                raise ModelMismatchError("stream was rendered for a coarse decoder this installation "
+                                         f"does not have ({tag.hex()}; it has "
+                                         f"{', '.join(t.hex() for t in self.coarse_entries()) or 'none'})")
+            out["coarse_tag"] = tag
         if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
             if "coarse" in out:  # a coarse image alone: nothing for the networks to decode
                 out["context"] = None

@@ -1,6 +1,7 @@
 """The coarse-image layer (chunk C), the encoder's mode decision and the domain check."""
 from __future__ import annotations
 
+import argparse
 import io
 import struct
 from pathlib import Path
@@ -211,3 +212,54 @@ def test_decode_many_mixes_modes_like_one_by_one(codec: Codec, street):
     for name, image in zip(names, together):
         alone = np.asarray(codec.decode(streams[name])).astype(int)
         assert np.abs(np.asarray(image).astype(int) - alone).max() <= 1, name
+
+
+def test_a_retrained_coarse_decoder_keeps_old_streams_decodable(tmp_path, monkeypatch):
+    """Shipping a new coarse decoder (export-coarse) keeps the one it replaces under a tagged
+    name: streams made for the old one decode with it, to the same pixels; new streams name the
+    new one."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from sqgan_codec import registry
+    from sqgan_codec.train import export
+
+    src = registry.weights_dir()
+    for p in src.iterdir():
+        if p.suffix in (".json", ".safetensors"):
+            shutil.copy(p, tmp_path / p.name)
+    golden = Path(__file__).resolve().parent / "golden" / "v3_mixed_0.05.sqg"
+    old_stream = golden.read_bytes()
+    before = np.asarray(Codec(device="cpu").decode(old_stream))
+    state = {k: v.float() for k, v in load_file(str(src / "coarse-camvid11.safetensors")).items()}
+    head = [k for k in state if k.endswith("weight")][-1]
+    state[head] = state[head] * 1.5  # "retrained": other weights, another tag
+    config = json.loads((src / "registry.json").read_text())["models"]["coarse-camvid11"]["config"]
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": state, "step": 1, "elapsed": 60.0, "config": {k: v for k, v in config.items() if k != "sqgan"},
+                "args": {"sqgan": "sqgan-camvid11"}}, ckpt)
+    monkeypatch.setenv(registry.WEIGHTS_ENV, str(tmp_path))
+    registry.reload()
+    try:
+        export.export_coarse(argparse.Namespace(checkpoint=str(ckpt), weights=str(tmp_path)))
+        reg = json.loads((tmp_path / "registry.json").read_text())["models"]
+        kept = [n for n in reg if n.startswith("coarse-camvid11-")]
+        assert len(kept) == 1 and (tmp_path / f"{kept[0]}.safetensors").exists()
+        codec = Codec(device="cpu")
+        assert len(codec.coarse_entries()) == 2
+        old_tag = bytes.fromhex(kept[0][-4:])
+        assert codec.coarse_tag() != old_tag and set(codec.coarse_entries()) == {old_tag, codec.coarse_tag()}
+        assert not torch.equal(codec.coarse_decoder().state_dict()[head],
+                               codec.coarse_decoder(old_tag).state_dict()[head])
+        assert np.array_equal(np.asarray(codec.decode(old_stream)), before)  # the old decoder, found by tag
+        street = camvid_test_image(0)
+        new = codec.encode(street, bpp=0.05, tune="perceptual")
+        stream = bitstream.unpack(new)
+        if "C" in stream.chunks and coarse.parse(stream.chunks["C"], 480, 360)[0] == coarse.RENDER_LEARNED:
+            assert coarse.parse(stream.chunks["C"], 480, 360)[2] == codec.coarse_tag()
+    finally:
+        monkeypatch.delenv(registry.WEIGHTS_ENV)
+        registry.reload()

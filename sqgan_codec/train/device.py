@@ -483,8 +483,11 @@ def run(args: argparse.Namespace) -> Path:
 
     phase("train-coarse", train_coarse)
     (result / "weights").mkdir(exist_ok=True)
-    for name in ("sqgan-camvid11.safetensors", "coarse-camvid11.safetensors", "registry.json"):
-        shutil.copy(weights / name, result / "weights" / name)
+    # the models trained here, the registry, and the coarse decoder they replace (kept by the
+    # export under a tagged name: streams made for it must still decode)
+    for path in [weights / "sqgan-camvid11.safetensors", weights / "registry.json",
+                 *sorted(weights.glob("coarse-camvid11*.safetensors"))]:
+        shutil.copy(path, result / "weights" / path.name)
     for name, src in (("samples-sqgan.png", work / "sqgan" / "samples.png"),
                       ("samples-coarse.png", work / "coarse" / "samples.png")):
         if src.exists():

@@ -179,6 +179,30 @@ def export_sqgan(args: argparse.Namespace) -> Path:
                   "SQ-GAN for CamVid's 11 classes: G_s + G_x with SAMM, CPU-sized")
 
 
+def _archive_coarse(out_dir: Path) -> None:
+    """Keep the coarse decoder about to be replaced: streams name their coarse decoder by a tag
+    of its weights, so the ones made for it must still find it. Its file and registry entry get
+    the tag in their name (``coarse-camvid11-3892``)."""
+    reg_path = out_dir / "registry.json"
+    if not reg_path.exists():
+        return
+    reg = json.loads(reg_path.read_text())
+    current = reg["models"].get(COARSE_NAME)
+    if current is None or not (out_dir / current["file"]).exists():
+        return
+    tag = current["sha256"][:4]  # coarse.TAG_BYTES bytes, as hex
+    name = f"{COARSE_NAME}-{tag}"
+    if name in reg["models"]:
+        return
+    (out_dir / current["file"]).replace(out_dir / f"{name}.safetensors")
+    reg["models"][name] = {**current, "file": f"{name}.safetensors",
+                           "description": current["description"] + " (an earlier version, kept so that "
+                                                                   "streams made for it still decode)"}
+    reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    reload()
+    print(f"kept the previous coarse decoder as {name}")
+
+
 def export_coarse(args: argparse.Namespace) -> Path:
     """The coarse decoder → fp16 weights; its SQ-GAN model's registry entry names it."""
     from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
@@ -190,6 +214,7 @@ def export_coarse(args: argparse.Namespace) -> Path:
     meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
             "class_set": CLASS_SET_ID, "sqgan": sqgan_name, "provenance": json.dumps(_provenance(state))}
     out_dir = Path(args.weights) if args.weights else weights_dir()
+    _archive_coarse(out_dir)
     path = _write(out_dir, COARSE_NAME, "coarse", _fp16(state["model"]), meta,
                   {**config.to_dict(), "sqgan": sqgan_name},
                   f"Coarse decoder for {sqgan_name}: upsampled thumbnail + learned residual "
