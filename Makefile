@@ -45,6 +45,10 @@ bench: venv
 	$(MAKE) -j2 bench-chain-a bench-chain-b
 	$(PY) benchmarks/segmenter.py --data $(CAMVID) --threads 2 --out docs/bench/segmenter.md
 	$(PY) benchmarks/speed.py --out docs/bench/speed.md
+	$(PY) benchmarks/decode_memory.py --out docs/bench/decode_memory.md
+	$(PY) benchmarks/ray_engine.py --images $(CAMVID)/test --count 16 --out docs/bench/ray.md
+	$(ONE_THREAD) $(PY) benchmarks/fuzz.py --cases 10000 --out docs/bench/fuzz.md
+	$(ONE_THREAD) $(PY) benchmarks/device_pack.py --data $(CAMVID) --every 2 --out docs/bench/device_pack.md
 	$(PY) benchmarks/assemble.py
 
 bench-chain-a: venv

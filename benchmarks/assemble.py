@@ -29,7 +29,9 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
          ("roi.md", "Region of interest"), ("crops.md", "Visual comparison"),
          ("unseen.md", "Checked with a segmenter training never saw"),
-         ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"))
+         ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"),
+         ("decode_memory.md", "Decoding memory by image size"), ("fuzz.md", "Damaged and hostile streams"),
+         ("ray.md", "Batch coding on Ray"), ("device_pack.md", "The GPU recipe's training data"))
 
 
 RUN_TIME_PREFIX = "This `make bench` run took"
