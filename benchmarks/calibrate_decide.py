@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, psnr
 
     codec = Codec(device="cpu")
-    lpips = LpipsVggStyle(scale=2, dtype="bfloat16")
+    from sqgan_codec.evaluate.run import _lpips_dtype
+
+    lpips = LpipsVggStyle(scale=2, dtype=_lpips_dtype("auto"))  # bfloat16 only where native
     root = Path(a.data)
     paths = sorted((root / a.split).glob("*.png"))[:: a.every]
     records = []
@@ -104,7 +106,9 @@ def report(records: list[dict]) -> None:
     print("fidelity gap percentiles 50/95/98/99:", np.percentile(gaps, [50, 95, 98, 99]).round(3))
     for t in sorted({r["bpp"] for r in records}):
         rs = [r for r in records if r["bpp"] == t]
-        for name in ("tokens", "coarse", "coarse+learned", "mixed-40", "mixed-65"):
+        from sqgan_codec.decide import MODES
+
+        for name in MODES:
             got = [r["candidates"][name] for r in rs if name in r["candidates"]]
             if got:
                 print(f"{t} {name:15s} n={len(got)} mIoU {np.mean([g['miou'] for g in got]):.3f} "

@@ -274,12 +274,18 @@ def triage(job: Job, overwrite: bool, skip_existing: bool = False) -> Verdict:
     return (FAIL, problem) if problem is not None else (WRITE, None)
 
 
-def report_not_written(rep: "Reporter", job: Job, action: str, problem: str | None) -> None:
-    if action == SKIP:
-        rep.record({"input": job.src, "output": job.dst, "ok": True, "skipped": True})
-        rep.advance()
-    else:
-        job_failed(rep, job, problem or "failed")
+def to_write(batch: list[Job], rep: "Reporter", overwrite: bool, skip_existing: bool,
+             verdicts: Sequence[Verdict] | None) -> Iterable[Job]:
+    """The jobs of ``batch`` whose output is to be written (triaged here, or by the caller as
+    ``verdicts``); the others are reported as skipped or failed, in order."""
+    for job, (action, problem) in zip(batch, verdicts or [triage(j, overwrite, skip_existing) for j in batch]):
+        if action == WRITE:
+            yield job
+        elif action == SKIP:
+            rep.record({"input": job.src, "output": job.dst, "ok": True, "skipped": True})
+            rep.advance()
+        else:
+            job_failed(rep, job, problem or "failed")
 
 
 def prepare_folder(job: Job, mirror: bool) -> None:
@@ -356,12 +362,8 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
 
     from .imageio import write_atomic
 
-    overwrite = overwrite or verdicts is not None
     ready = []  # (job, loaded image, seconds spent loading)
-    for job, (action, problem) in zip(batch, verdicts or [triage(j, overwrite, skip_existing) for j in batch]):
-        if action != WRITE:
-            report_not_written(rep, job, action, problem)
-            continue
+    for job in to_write(batch, rep, overwrite, skip_existing, verdicts):
         t0 = time.perf_counter()
         try:
             loaded = load_job(job, rep, codec.max_pixels)
@@ -389,7 +391,7 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
             if job.dst == STDIO:
                 write_stdout(result)
             else:
-                write_atomic(job.dst, result, overwrite=overwrite,
+                write_atomic(job.dst, result, overwrite=overwrite or verdicts is not None,
                              input_path=None if job.src == STDIO else job.src)
         except (SqganError, JobError) as e:
             job_failed(rep, job, message_of(e))
@@ -499,12 +501,8 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
     warning."""
     from .imageio import encode_image, save_image_atomic
 
-    overwrite = overwrite or verdicts is not None
     ready = []  # (job, data, header, seconds spent reading)
-    for job, (action, problem) in zip(batch, verdicts or [triage(j, overwrite, skip_existing) for j in batch]):
-        if action != WRITE:
-            report_not_written(rep, job, action, problem)
-            continue
+    for job in to_write(batch, rep, overwrite, skip_existing, verdicts):
         t0 = time.perf_counter()
         try:
             data = read_input(job.src)
@@ -536,11 +534,11 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
         try:
             prepare_folder(job, mirror)
             if ssm_out is not None:
-                write_ssm(semantic_map, job, mirror, ssm_out, output, overwrite)
+                write_ssm(semantic_map, job, mirror, ssm_out, output, overwrite or verdicts is not None)
             if job.dst == STDIO:
                 write_stdout(encode_image(result, "PNG"))
             else:
-                save_image_atomic(result, job.dst, overwrite=overwrite,
+                save_image_atomic(result, job.dst, overwrite=overwrite or verdicts is not None,
                                   input_path=None if job.src == STDIO else job.src)
         except (SqganError, JobError) as e:
             job_failed(rep, job, message_of(e))

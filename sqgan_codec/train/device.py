@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..registry import file_sha256 as sha256_file  # (standard library only, like this module)
+
 PACK_DIR = ".device-pack"
 TRAVEL_LIMIT_MIB = 60.0  # of the 64 MiB a call may carry: room for untracked notes
 PART_BYTES = 15 * 2**20  # files back are at most 16 MiB each
@@ -58,14 +60,6 @@ RESERVE_MINUTES = 1.2  # export, tar and transfer after training, inside the 10-
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def say(*parts: Any) -> None:
