@@ -119,3 +119,22 @@ def test_shipped_weights_decode_streams_the_rehearsal_made(rehearsal, codec: Cod
     for row in checks["streams"]:
         blob = (rehearsal["unpacked"] / "streams" / row["stream"]).read_bytes()
         assert codec.token_digest(blob) == row["tokens_sha256"]
+
+
+def test_out_of_gpu_memory_halves_the_batch_and_goes_on(monkeypatch) -> None:
+    import torch
+
+    from sqgan_codec.train import device as recipe
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    tried = []
+
+    def train(batch: int) -> str:
+        tried.append(batch)
+        if batch > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return f"trained at {batch}"
+
+    assert recipe.halving_on_oom(train, 32) == "trained at 8" and tried == [32, 16, 8]
+    with pytest.raises(torch.OutOfMemoryError):
+        recipe.halving_on_oom(lambda b: (_ for _ in ()).throw(torch.OutOfMemoryError("no")), 8)

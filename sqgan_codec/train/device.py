@@ -422,16 +422,18 @@ def run(args: argparse.Namespace) -> Path:
     steps = ["--max-steps", "2"] if args.dry_run else []
     checkpoint_minutes = "1000" if args.dry_run else "2"  # (each save also writes samples.png)
     minutes = budget(args.minutes)
-    sqgan_minutes = minutes * args.sqgan_share
 
     # 2. SQ-GAN (joint stage), from the pack's checkpoint or the shipped weights
-    def train_sqgan() -> None:
+    def train_sqgan(batch: int) -> None:
+        # what is left of the total, less the coarse decoder's share (a retry starts later)
+        sqgan_minutes = max(0.0, min(minutes * args.sqgan_share,
+                                     budget(minutes) - minutes * (1 - args.sqgan_share)))
         start = pack_dir / "start.pt"
         t_train = time.monotonic()
         sqgan_args = _train_args("joint", [
             "--data", str(data), "--out", str(work / "sqgan"), "--minutes", f"{sqgan_minutes:.3f}",
             "--init-from", str(start) if start.exists() else "sqgan-camvid11",
-            "--batch", str(2 if args.dry_run else args.batch), "--crop", str(64 if args.dry_run else args.crop),
+            "--batch", str(batch), "--crop", str(64 if args.dry_run else args.crop),
             "--lr", str(args.lr), "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             "--gan-start", "0" if args.dry_run else "0.3",
             *(["--limit", "2", "--copy-paste", "0"] if args.dry_run else []), *steps, *speed])
@@ -452,17 +454,17 @@ def run(args: argparse.Namespace) -> Path:
         export.export_sqgan(argparse.Namespace(checkpoint=str(ckpt), data=str(data),
                                                images=4 if args.dry_run else 120, weights=str(weights)))
 
-    phase("train-sqgan", train_sqgan)
+    phase("train-sqgan", lambda: halving_on_oom(train_sqgan, 2 if args.dry_run else args.batch))
 
     # 3. the coarse decoder, on the SQ-GAN model in the weights folder (the one just exported;
     # the shipped one if that failed), from the shipped coarse decoder
-    def train_coarse() -> None:
-        coarse_minutes = budget(minutes - sqgan_minutes)
+    def train_coarse(batch: int) -> None:
+        coarse_minutes = budget(minutes * (1 - args.sqgan_share))
         t_coarse = time.monotonic()
         coarse_args = _train_args("coarse", [
             "--data", str(data), "--out", str(work / "coarse"), "--minutes", f"{coarse_minutes:.3f}",
             "--init-from", str(weights / "coarse-camvid11.safetensors"),
-            "--batch", str(2 if args.dry_run else args.coarse_batch),
+            "--batch", str(batch),
             "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", "0.25",
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
@@ -475,7 +477,7 @@ def run(args: argparse.Namespace) -> Path:
         shutil.copy(work / "coarse" / "log.jsonl", result / "train-coarse.jsonl")
         export.export_coarse(argparse.Namespace(checkpoint=str(coarse_ckpt), weights=str(weights)))
 
-    phase("train-coarse", train_coarse)
+    phase("train-coarse", lambda: halving_on_oom(train_coarse, 2 if args.dry_run else args.coarse_batch))
     (result / "weights").mkdir(exist_ok=True)
     # the models trained here, the registry, and the coarse decoder they replace (kept by the
     # export under a tagged name: streams made for it must still decode)
@@ -493,6 +495,23 @@ def run(args: argparse.Namespace) -> Path:
     write_parts(result, out, args.part_bytes)
     say(f"done in {summary['seconds']} s: {out}")
     return out
+
+
+def halving_on_oom(train, batch: int, smallest: int = 4) -> None:
+    """``train(batch)``; on running out of GPU memory, again with half the batch (the batch and
+    crop defaults were sized without a GPU to measure on: this keeps a first loan from being
+    lost to them). The training budget counts from each start, so the deadline still holds."""
+    import torch
+
+    while True:
+        try:
+            return train(batch)
+        except torch.OutOfMemoryError:
+            if batch // 2 < smallest:
+                raise
+            torch.cuda.empty_cache()
+            say(f"out of GPU memory at batch {batch}: again at batch {batch // 2}")
+            batch //= 2
 
 
 def write_parts(folder: Path, out: Path, part_bytes: int) -> list[str]:
