@@ -42,13 +42,16 @@ def _cell(rgb: np.ndarray | None, box: tuple[int, int, int, int], label: str) ->
 
 
 def save_grid(rows: list[list[Image.Image]], out: str) -> None:
-    """Labelled cells in rows → one PNG (cells placed on a grid of the largest cell)."""
+    """Labelled cells in rows → one PNG (columns as wide as the widest cell; each row as tall as
+    its own tallest cell, so portrait and landscape images do not leave blank bands)."""
     cw = max(c.size[0] for r in rows for c in r)
-    ch = max(c.size[1] for r in rows for c in r)
-    grid = Image.new("RGB", (cw * max(len(r) for r in rows), ch * len(rows)), (255, 255, 255))
-    for i, r in enumerate(rows):
+    heights = [max(c.size[1] for c in r) for r in rows]
+    grid = Image.new("RGB", (cw * max(len(r) for r in rows), sum(heights)), (255, 255, 255))
+    y = 0
+    for r, h in zip(rows, heights):
         for j, cell in enumerate(r):
-            grid.paste(cell, (j * cw, i * ch))
+            grid.paste(cell, (j * cw, y))
+        y += h
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
 
