@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -22,9 +21,9 @@ import click
 from .errors import SqganError
 
 from .jobs import (DECODED_SUFFIX, PROG, SQG_SUFFIX, STDIO, CodecHolder, Job, JobError, Plan,
-                   Reporter, batches, check_stream, decode_batch, encode_batch, job_failed, load_job,
-                   message_of, plan_jobs, precheck_output, prepare_folder, read_input, run_batch,
-                   start_report, truncation_note, with_path, write_stdout)
+                   Reporter, batches, check_stream, decode_batch, encode_batch, job_failed,
+                   load_ready, message_of, plan_jobs, prepare_folder, read_input, run_batch,
+                   start_report, to_write, truncation_note, with_path, write_stdout)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .codec import Codec
@@ -476,19 +475,7 @@ def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mi
     from .classes import CLASS_NAMES
     from .imageio import encode_image, save_image_atomic, write_atomic
 
-    ready = []  # (job, loaded image, seconds spent loading)
-    for job in batch:
-        problem = precheck_output(job, overwrite)
-        if problem is not None:
-            job_failed(rep, job, problem)
-            continue
-        t0 = time.perf_counter()
-        try:
-            loaded = load_job(job, rep)
-        except (SqganError, JobError) as e:
-            job_failed(rep, job, message_of(e))
-            continue
-        ready.append((job, loaded, time.perf_counter() - t0))
+    ready = load_ready(to_write(batch, rep, overwrite, False, None), rep)
     if not ready:
         return
 

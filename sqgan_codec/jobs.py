@@ -352,6 +352,22 @@ def load_job(job: Job, rep: Reporter, max_pixels: int | None = None):
     return loaded
 
 
+def load_ready(jobs: Iterable[Job], rep: Reporter, max_pixels: int | None = None
+               ) -> list[tuple[Job, Any, float]]:
+    """(job, loaded image, seconds spent loading) of the jobs whose image loads; the others
+    are reported as failed."""
+    ready = []
+    for job in jobs:
+        t0 = time.perf_counter()
+        try:
+            loaded = load_job(job, rep, max_pixels)
+        except (SqganError, JobError) as e:
+            job_failed(rep, job, message_of(e))
+            continue
+        ready.append((job, loaded, time.perf_counter() - t0))
+    return ready
+
+
 def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bool, *,
                  options: "EncodeOptions", overwrite: bool, skip_existing: bool = False,
                  verdicts: Sequence[Verdict] | None = None) -> None:
@@ -362,15 +378,7 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
 
     from .imageio import write_atomic
 
-    ready = []  # (job, loaded image, seconds spent loading)
-    for job in to_write(batch, rep, overwrite, skip_existing, verdicts):
-        t0 = time.perf_counter()
-        try:
-            loaded = load_job(job, rep, codec.max_pixels)
-        except (SqganError, JobError) as e:
-            job_failed(rep, job, message_of(e))
-            continue
-        ready.append((job, loaded, time.perf_counter() - t0))
+    ready = load_ready(to_write(batch, rep, overwrite, skip_existing, verdicts), rep, codec.max_pixels)
     if not ready:
         return
 
