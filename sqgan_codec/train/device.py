@@ -153,18 +153,22 @@ def pack_wheels(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
-def pack_start(checkpoint: Path, dest: Path) -> None:
-    """A training checkpoint to continue from, made compact: fp16 weights (the discriminator's
-    too), no optimizer moments."""
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def compact_checkpoint(state: dict) -> dict:
+    """A training checkpoint made compact to travel: fp16 weights (the discriminator's too), no
+    optimizer moments; ``--init-from`` takes it."""
     half = lambda d: {k: v.half() if v.is_floating_point() else v for k, v in d.items()}  # noqa: E731
-    out = {k: state[k] for k in ("step", "elapsed", "config", "args") if k in state}
+    out = {k: state[k] for k in ("step", "elapsed", "config", "args", "hardware") if k in state}
     out["model"] = half(state["model"])
     if state.get("gan"):
         out["gan"] = {"disc": half(state["gan"]["disc"])}
-    torch.save(out, dest)
+    return out
+
+
+def pack_start(checkpoint: Path, dest: Path) -> None:
+    """A checkpoint to continue from, compact (:func:`compact_checkpoint`)."""
+    import torch
+
+    torch.save(compact_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True)), dest)
 
 
 def pack(args: argparse.Namespace) -> Path:
@@ -445,12 +449,7 @@ def run(args: argparse.Namespace) -> Path:
                             "steps_per_s": round(trained / max(1e-6, time.monotonic() - t_train), 3),
                             **_log_summary(work / "sqgan" / "log.jsonl")}
         shutil.copy(work / "sqgan" / "log.jsonl", result / "train-sqgan.jsonl")
-        compact = {k: state[k] for k in ("step", "elapsed", "config", "args", "hardware") if k in state}
-        half = lambda d: {k: v.half() if v.is_floating_point() else v for k, v in d.items()}  # noqa: E731
-        compact["model"] = half(state["model"])
-        if state.get("gan"):
-            compact["gan"] = {"disc": half(state["gan"]["disc"])}
-        torch.save(compact, result / "sqgan-last.pt")
+        torch.save(compact_checkpoint(state), result / "sqgan-last.pt")
         export.export_sqgan(argparse.Namespace(checkpoint=str(ckpt), data=str(data),
                                                images=4 if args.dry_run else 120, weights=str(weights)))
 
