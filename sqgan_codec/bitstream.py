@@ -182,7 +182,7 @@ class Header:
         }
 
 
-def _header_payload(header: Header, version: tuple[int, int] = BASE_VERSION) -> bytes:
+def header_payload(header: Header, version: tuple[int, int] = BASE_VERSION) -> bytes:
     flags = COLOUR_MODES.index(header.colour_mode) | (FLAG_ALPHA_DROPPED if header.alpha_dropped else 0)
     return b"".join((
         bytes([version[0] << 4 | version[1], flags]),
@@ -198,7 +198,7 @@ def _header_payload(header: Header, version: tuple[int, int] = BASE_VERSION) -> 
     ))
 
 
-def _parse_header(payload: bytes) -> Header:
+def parse_header(payload: bytes) -> Header:
     """Decode an ``H`` payload. The version byte comes first and is checked first,
     because a newer major may lay out everything after it differently."""
     if not payload:
@@ -323,6 +323,8 @@ class Stream:
     header: Header
     chunks: dict[str, bytes] = field(default_factory=dict)
     truncated: bool = False
+    # a packet stream's reader fills this with what was lost (sqgan_codec.packets.PacketReport)
+    packet_report: object | None = None
 
 
 def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
@@ -335,7 +337,7 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     """
     seen: dict[str, bytes] = {}
     version = _version_for([kind for kind, _ in chunks])
-    framed = [MAGIC, _frame_chunk(CHUNK_HEADER, _header_payload(header, version))]
+    framed = [MAGIC, _frame_chunk(CHUNK_HEADER, header_payload(header, version))]
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
             raise BitstreamError(f"chunk type must be one ASCII letter: {kind!r}")
@@ -367,7 +369,7 @@ def append_refinement(data: bytes, payload: bytes) -> bytes:
         raise BitstreamError("the stream already has a refinement chunk 'R'")
     _, _, header_end = _read_chunk(memoryview(data), len(MAGIC))
     version = _version_for([*stream.chunks, CHUNK_REFINE])
-    head = MAGIC + _frame_chunk(CHUNK_HEADER, _header_payload(stream.header, version))
+    head = MAGIC + _frame_chunk(CHUNK_HEADER, header_payload(stream.header, version))
     return head + bytes(data[header_end:]) + _frame_chunk(CHUNK_REFINE, bytes(payload))
 
 
@@ -393,7 +395,7 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
             if header is None:
                 if kind != CHUNK_HEADER:
                     raise BitstreamError(f"first chunk is {kind!r}, expected the header 'H'")
-                header = _parse_header(payload)
+                header = parse_header(payload)
             elif kind.isupper():
                 _check_chunk_order(kind, chunks)
                 if kind == CHUNK_REFINE and header.version < REFINE_VERSION:
@@ -460,4 +462,4 @@ def _read_header_from(read: Callable[[int], bytes]) -> Header:
         raise BitstreamError(f"header chunk too long ({length} > {MAX_HEADER_BYTES} bytes)")
     buf += read_up_to(max(0, start + length + CRC_BYTES - len(buf)))
     _, payload, _ = _read_chunk(memoryview(buf), pos)
-    return _parse_header(payload)
+    return parse_header(payload)

@@ -223,6 +223,12 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
                    "coarse image, the semantic map and the tokens, decodes each and sends the best for: "
                    "semantic = what a segmenter recovers (map and tokens only), perceptual = nearest "
                    "the original, balanced = both.")
+@click.option("--packet-bytes", type=click.IntRange(48, 65507), metavar="N",
+              help="Write a packet stream for links that lose data: self-contained packets of at most "
+                   "N bytes (e.g. 64-1500), any subset decodable. Token layers only (--tune semantic).")
+@click.option("--protect-base", type=click.IntRange(1, 8), default=1, show_default=True, metavar="K",
+              help="With --packet-bytes: send the semantic map's tokens K times (and the header "
+                   "max(2, K) times).")
 @_device_option
 @_recursive_option
 @_overwrite_option
@@ -235,9 +241,9 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
 @_engine_options
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
            max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
-           split: str, tune: str, device: str, recursive: bool, overwrite: bool, quiet: bool, as_json: bool,
-           batch_size: int, skip_existing: bool, max_pixels: int | None, engine: str,
-           ray_address: str | None, workers: int | None) -> None:
+           split: str, tune: str, packet_bytes: int | None, protect_base: int, device: str, recursive: bool,
+           overwrite: bool, quiet: bool, as_json: bool, batch_size: int, skip_existing: bool,
+           max_pixels: int | None, engine: str, ray_address: str | None, workers: int | None) -> None:
     """Compress images to .sqg files.
 
     INPUT is an image file, a folder of images, or - (stdin). IN/a/x.png is written
@@ -248,11 +254,20 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
 
     if keep is not None and (bpp is not None or max_bytes is not None):
         raise click.UsageError("--keep and --bpp/--max-bytes are mutually exclusive")
+    if packet_bytes is not None:
+        source = click.get_current_context().get_parameter_source
+        if (tune != "semantic" and source("tune") != click.core.ParameterSource.DEFAULT) or ssm == "lossless":
+            raise click.UsageError("--packet-bytes sends the token layers only: it takes --tune semantic "
+                                   "and --ssm vq (a coarse image or an exact map is one piece that a lost "
+                                   "packet would take whole)")
+        tune = "semantic"
+    elif protect_base != 1:
+        raise click.UsageError("--protect-base needs --packet-bytes")
     try:
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
                                 priority=parse_priority(priority) if priority else None,
                                 roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split,
-                                refine=refine, tune=tune)
+                                refine=refine, tune=tune, packet_bytes=packet_bytes, protect_base=protect_base)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_stdout_use(output, as_json)
@@ -325,14 +340,18 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_o
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str))
 @_json_option
 def info(files: tuple[str, ...], as_json: bool) -> None:
-    """Show the header of .sqg files (reads no model; fast)."""
-    from . import bitstream
+    """Show the header of .sqg files and packet streams (reads no model; fast)."""
+    from . import bitstream, packets
 
     failed = 0
     for path in files:
+        plan = None
         try:
             data = read_input(path)
-            header = bitstream.read_header(data)
+            if packets.is_packet_stream(data):
+                header, plan = packets.read_header(data)
+            else:
+                header = bitstream.read_header(data)
         except (SqganError, JobError) as e:
             failed += 1
             click.echo(f"{PROG}: error: {with_path(path, message_of(e))}", err=True)
@@ -354,10 +373,13 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
             layers, problem, truncated = [], message_of(e), True
         d = header.to_dict()
         bpp = 8 * len(data) / (header.width * header.height)
+        packet_info = None if plan is None else {
+            "records": len(packets.split_records(data)[0]), "token_packets": plan["packets"],
+            "map_copies": plan["map_copies"], "fragments": plan["fragments"]}
         if as_json:
             click.echo(json.dumps({"file": path, "ok": problem is None, "bytes": len(data),
                                    "bpp": round(bpp, 6), "layers": layers,
-                                   "truncated": truncated,
+                                   "truncated": truncated, **({"packets": packet_info} if plan else {}),
                                    **({"error": problem} if problem else {}), **d}))
         else:
             shown = "<stdin>" if path == STDIO else path
@@ -370,6 +392,10 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
                 f"image {d['keep_image']}; segmenter {d['segmenter']}; "
                 f"classes {d['class_set']}; coder {d['coder']}"
                 + ("; alpha dropped" if d["alpha_dropped"] else ""))
+            if packet_info is not None:
+                click.echo(f"  packet stream: {packet_info['records']} packets here, "
+                           f"{packet_info['token_packets']} token packets sent, map sent "
+                           f"{packet_info['map_copies'] + 1}x (decode reports what was lost)")
         if note:
             click.echo(f"{PROG}: warning: {with_path(path, note)}", err=True)
         if problem:
@@ -377,6 +403,56 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{PROG}: error: {with_path(path, problem)}", err=True)
     if failed:
         sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- channel
+
+
+@main.command()
+@click.argument("source", type=click.Path(allow_dash=True, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True, path_type=str),
+              help="What arrives (- = stdout).")
+@click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Packet loss rate.")
+@click.option("--burst", type=click.FloatRange(min=1), default=1.0, show_default=True, metavar="L",
+              help="Mean burst length in packets (Gilbert-Elliott); 1 = independent losses.")
+@click.option("--ber", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Bit error rate inside delivered packets (binary symmetric channel).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same losses.")
+@click.option("--packet-bytes", type=click.IntRange(1, 65507), metavar="N",
+              help="Cut a file that is not a packet stream (any codec's) into N-byte packets.")
+@_overwrite_option
+@_json_option
+def channel(source: str, output: str, loss: float, burst: float, ber: float, seed: int,
+            packet_bytes: int | None, overwrite: bool, as_json: bool) -> None:
+    """Send a file through a lossy packet channel (a simulator, reproducible by --seed).
+
+    A packet stream (sqgan encode --packet-bytes) travels packet by packet; damaged packets
+    arrive damaged and the decoder's CRC drops them. Any other file is cut into --packet-bytes
+    pieces; lost and damaged pieces are left out of what arrives."""
+    from .channel import transmit
+    from .imageio import write_atomic
+
+    _check_stdout_use(output, as_json)
+    try:
+        data = read_input(source)
+        arrived, report = transmit(data, loss=loss, burst=burst, ber=ber, seed=seed, packet_bytes=packet_bytes)
+        if output == STDIO:
+            write_stdout(arrived)
+        else:
+            write_atomic(output, arrived, overwrite=overwrite, input_path=None if source == STDIO else source)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    except (SqganError, JobError) as e:
+        click.echo(f"{PROG}: error: {with_path(source, message_of(e))}", err=True)
+        sys.exit(1)
+    row = {"input": source, "output": output, "bytes_in": len(data), "bytes_out": len(arrived), **report.to_dict()}
+    if as_json:
+        click.echo(json.dumps(row))
+    elif output != STDIO:
+        click.echo(f"{PROG}: {report.packets} packets, {report.lost} lost, {report.damaged} damaged"
+                   + (f" ({report.dropped_damaged} dropped)" if report.dropped_damaged else "")
+                   + f"; {len(arrived):,} of {len(data):,} bytes arrived", err=True)
 
 
 # ----------------------------------------------------------------------------- segment

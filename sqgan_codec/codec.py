@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, coarse, rate, registry
+from . import bitstream, coarse, packets, rate, registry
 from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 from .decide import TUNES, Decision, decide
 from .entropy import StreamTables, decode_tokens, encode_tokens
-from .errors import (BitstreamError, ModelMismatchError, PixelLimitError, SqganError, TruncatedError,
-                     UnfamiliarImageWarning)
+from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
+                     TruncatedError, UnfamiliarImageWarning)
 from .imageio import MAX_PIXELS, LoadedImage, load_image
 from .nets.blocks import one_hot_map
 from .nets.samm import top_k_mask
@@ -38,6 +38,9 @@ LAYERS = ("all", "base")
 # The pixel limit (imageio.MAX_PIXELS, one for reading and decoding): larger images are refused
 # with a clear message before any large allocation (no tiling yet: decoding takes about 5.5 GB
 # per 10 megapixels on CPU).
+# Packet streams under a budget: rounds of fitting, and the undershoot that ends them early.
+PACKET_FIT_ROUNDS = 6
+PACKET_FIT_SLACK = 0.02
 # Rank boost of latent positions inside a region of interest.
 ROI_BOOST = 4.0
 SSM_MODES = ("auto", "vq", "lossless")
@@ -58,6 +61,8 @@ class EncodeOptions:
     split: str = "fixed"
     refine: str = "auto"
     tune: str = "balanced"
+    packet_bytes: int | None = None
+    protect_base: int = 1
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.keep is not None:
@@ -82,6 +87,11 @@ class EncodeOptions:
                 raise ValueError(f"unknown class name(s) {unknown} in priority; classes: {', '.join(CLASS_NAMES)}")
             if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
                 raise ValueError("priorities must be finite and non-negative")
+        if self.packet_bytes is not None and not (
+                packets.MIN_PACKET_BYTES <= self.packet_bytes <= packets.MAX_PACKET_BYTES):
+            raise ValueError(f"packet_bytes must be {packets.MIN_PACKET_BYTES}..{packets.MAX_PACKET_BYTES}")
+        if not 1 <= self.protect_base <= packets.MAX_PROTECT:
+            raise ValueError(f"protect_base must be 1..{packets.MAX_PROTECT}")
         for box in self.roi:
             if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
                 raise ValueError(f"a region of interest is x,y,w,h with w, h > 0: {box}")
@@ -356,7 +366,8 @@ class Codec:
     def encode(self, image: Any, *, bpp: float | None = None, keep: float | None = None,
                max_bytes: int | None = None, priority: Mapping[str, float] | None = None,
                roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "auto", split: str = "fixed",
-               refine: str = "auto", tune: str = "balanced", semantic_map: np.ndarray | None = None) -> bytes:
+               refine: str = "auto", tune: str = "balanced", semantic_map: np.ndarray | None = None,
+               packet_bytes: int | None = None, protect_base: int = 1) -> bytes:
         """Encode an image (path, PIL image or numpy array) to .sqg bytes.
 
         ``bpp``: target bits per pixel (file bytes, header included); the largest stream not
@@ -380,9 +391,14 @@ class Codec:
         decode nearest the original) or ``"balanced"`` (default: both); see :mod:`.decide`.
         An image unlike the training domain raises :class:`~.errors.UnfamiliarImageWarning`.
         ``semantic_map``: a precomputed H×W class-id map instead of running the segmenter.
+        ``packet_bytes``: write a packet stream for lossy links instead (:mod:`.packets`): packets
+        of at most that many bytes, each decodable alone, the map's repeated ``protect_base``
+        times; it carries the token layers only (``tune`` is taken as ``"semantic"``, ``ssm`` as
+        ``"vq"``), and the budget counts every packet.
         """
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
-                                roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune)
+                                roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune,
+                                packet_bytes=packet_bytes, protect_base=protect_base)
         analysis = self.analyse(image, semantic_map)
         return self._encode_analysis(analysis, options, self._segmenter_id(semantic_map))
 
@@ -440,9 +456,57 @@ class Codec:
         """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
         ``options.tune``; with ``keep`` (no budget) the token layers as asked."""
         ranked = self._ranked(analysis, options)
+        if options.packet_bytes is not None:
+            return self._packet_decision(ranked, options, seg_id)
         if not options.rate_controlled:
             return Decision(rate.token_stream(self, ranked, options, seg_id), "tokens", options.tune)
         return decide(self, ranked, options, seg_id)
+
+    def _packet_decision(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> Decision:
+        """A packet stream within the budget: the token stream's budget is lowered by what the
+        packets added until the packets fit (a few rounds of the rate search)."""
+        tokens = replace(options, tune="semantic", ssm="vq", packet_bytes=None)
+        cut = lambda plain: self.packetize(plain, packet_bytes=options.packet_bytes,  # noqa: E731
+                                           protect_base=options.protect_base)
+        if not options.rate_controlled:
+            return Decision(cut(rate.token_stream(self, analysis, tokens, seg_id)), "tokens", "semantic")
+        budget = rate.budget_of(analysis, options)
+        target, best, data = budget, None, b""
+        for _ in range(PACKET_FIT_ROUNDS):
+            fitted = replace(tokens, bpp=None, max_bytes=max(1, math.floor(target)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an intermediate target below the smallest stream
+                data = cut(rate.token_stream(self, analysis, fitted, seg_id))
+            if len(data) <= budget and (best is None or len(data) > len(best)):
+                best = data
+            excess = len(data) - budget
+            if excess <= 0 and -excess <= PACKET_FIT_SLACK * budget:
+                break
+            target -= excess if excess > 0 else -excess / 2
+        return Decision(best if best is not None else data, "tokens", "semantic")
+
+    def packetize(self, data: bytes, *, packet_bytes: int, protect_base: int = 1) -> bytes:
+        """A token stream (``tune="semantic"``) re-coded as a packet stream (:mod:`.packets`):
+        the same tokens, so with nothing lost it decodes to the same image."""
+        parsed = self._decode_tokens(bytes(data), "all", allow_partial=False)
+        stream = parsed["stream"]
+        if stream.packet_report is not None:
+            raise ValueError("the stream is already a packet stream")
+        extra = [k for k in stream.chunks if k not in (bitstream.CHUNK_SEMANTIC, bitstream.CHUNK_IMAGE,
+                                                       *packets.FRAGMENT_CHUNKS)]
+        if extra:
+            raise BitstreamError(f"only token streams travel in packets (this one has chunk(s) "
+                                 f"{', '.join(extra)}: encode with tune='semantic', ssm='vq')")
+        image = (packets.Layer(parsed["img_keep"], parsed["img_indices"], self.image_tables)
+                 if bitstream.CHUNK_IMAGE in stream.chunks else None)
+        header = stream.header
+        return packets.write(header, header.version,
+                             packets.Layer(parsed["ssm_keep"], parsed["ssm_indices"], self.ssm_tables), image,
+                             self._image_context, {k: v for k, v in stream.chunks.items() if k in packets.FRAGMENT_CHUNKS},
+                             packet_bytes=packet_bytes, protect_base=protect_base)
+
+    def _image_context(self, ssm_keep: np.ndarray, ssm_indices: np.ndarray) -> np.ndarray:
+        return class_context(ssm_keep, ssm_indices, self.code_class)
 
     # ------------------------------------------------------------------ decode
     def _check_header(self, header: bitstream.Header) -> None:
@@ -642,7 +706,9 @@ class Codec:
     def _decode_tokens(self, data: bytes, layers: str, allow_partial: bool = True) -> dict[str, Any]:
         """Entropy decoding of one stream, no network: header, stream, token grids, and the
         padded semantic map when it is coded exactly. A truncated stream whose missing part
-        ``layers`` needs raises unless ``allow_partial``."""
+        ``layers`` needs raises unless ``allow_partial``. A packet stream decodes what arrived."""
+        if packets.is_packet_stream(data):
+            return self._decode_packets(data, layers)
         stream = bitstream.unpack(data, allow_truncated=True)
         header = stream.header
         self._check_header(header)
@@ -686,11 +752,35 @@ class Codec:
             out["img_keep"], out["img_indices"] = np.zeros((gh, gw), bool), np.zeros((gh, gw), np.int64)
         return out
 
+    def _decode_packets(self, data: bytes, layers: str) -> dict[str, Any]:
+        """:meth:`_decode_tokens` of a packet stream: the positions of lost packets are masked."""
+        header, plan = packets.read_header(data)
+        self._check_header(header)
+        got = packets.read(data, self.ssm_tables, self.image_tables, self._image_context)
+        # the layers the stream was sent with (their payloads are the packets, not one chunk)
+        chunks = {bitstream.CHUNK_SEMANTIC: b"", **({bitstream.CHUNK_IMAGE: b""} if plan["image"] else {}),
+                  **got.chunks}
+        stream = bitstream.Stream(header, chunks, packet_report=got.report)
+        out: dict[str, Any] = {"header": header, "stream": stream, "ssm_keep": got.map_keep,
+                               "ssm_indices": got.map_indices}
+        out["context"] = self._image_context(got.map_keep, got.map_indices)
+        if layers == "all" and got.image_keep is not None:
+            out["img_keep"], out["img_indices"] = got.image_keep, got.image_indices
+        else:
+            out["img_keep"], out["img_indices"] = np.zeros(header.grid, bool), np.zeros(header.grid, np.int64)
+        return out
+
     @staticmethod
     def _finish(arr: np.ndarray, header: bitstream.Header, stream: bitstream.Stream, layers: str) -> Image.Image:
         image = Codec._finish_pixels(arr, header, stream, layers)
         image.info["sqgan_layers"] = layers_used(stream, layers)
         image.info["sqgan_truncated"] = stream.truncated
+        report = stream.packet_report
+        if report is not None:
+            image.info["sqgan_packets"] = report.to_dict()
+            if report.lost or report.damaged:
+                warnings.warn(PacketLossWarning(f"packets lost or damaged: {report.summary()}; their "
+                                                "tokens were decoded as masked"), stacklevel=3)
         return image
 
     @staticmethod

@@ -101,10 +101,9 @@ def _models():
     return constriction, constriction.stream.model.Categorical(perfect=False)
 
 
-def encode_tokens(keep: np.ndarray, indices: np.ndarray, class_context: np.ndarray,
-                  tables: StreamTables) -> bytes:
-    """Range-code one token grid. keep: bool h×w; indices: int h×w (read where kept)."""
-    constriction, categorical = _models()
+def _encode_grid(encoder, categorical, keep: np.ndarray, indices: np.ndarray, class_context: np.ndarray,
+                 tables: StreamTables) -> None:
+    """Append one token grid's keep bits, then its kept indices, to a range encoder."""
     keep = np.asarray(keep, dtype=bool)
     h, w = keep.shape
     ctx = _check_contexts(class_context, (h, w), tables)
@@ -118,45 +117,95 @@ def encode_tokens(keep: np.ndarray, indices: np.ndarray, class_context: np.ndarr
             pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
             probs.append(model.probability(row_ctx[x], pattern))
             model.update(row_ctx[x], pattern, row[x])
-    encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(keep.reshape(-1).astype(np.int32), categorical, np.array(probs, np.float64).reshape(-1, 2))
     kept = np.asarray(indices).reshape(-1)[keep.reshape(-1)].astype(np.int32)
     if kept.size:
         if kept.min() < 0 or kept.max() >= tables.num_codes:
             raise ValueError("token index out of the codebook")
         encoder.encode(kept, categorical, tables.index_probabilities()[ctx.reshape(-1)[keep.reshape(-1)]])
+
+
+def encode_token_grids(grids: list[tuple[np.ndarray, np.ndarray, np.ndarray, StreamTables]], *,
+                       shortest: bool = False) -> bytes:
+    """Range-code token grids one after the other in one message: (keep, indices, class
+    context, tables) each; decode them in the same order with :class:`TokenDecoder`.
+
+    ``shortest``: also drop final bytes as long as the message still decodes to the same
+    tokens (the decoder reads missing bytes as zeros; saves a byte or two of the coder's flush,
+    which counts in small packets)."""
+    constriction, categorical = _models()
+    encoder = constriction.stream.queue.RangeEncoder()
+    for keep, indices, ctx, tables in grids:
+        _encode_grid(encoder, categorical, keep, indices, ctx, tables)
     # trailing zero bytes are implied: the decoder pads them back
-    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+    data = encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+    while shortest and data and _decodes_to(data[:-1].rstrip(b"\x00"), grids):
+        data = data[:-1].rstrip(b"\x00")
+    return data
+
+
+def _decodes_to(data: bytes, grids: list[tuple[np.ndarray, np.ndarray, np.ndarray, StreamTables]]) -> bool:
+    try:
+        decoder = TokenDecoder(data)
+        for keep, indices, ctx, tables in grids:
+            k, i = decoder.grid(np.shape(keep), ctx, tables)
+            keep = np.asarray(keep, bool)
+            if not (np.array_equal(k, keep) and np.array_equal(i[keep], np.asarray(indices)[keep])):
+                return False
+    except BitstreamError:
+        return False
+    return True
+
+
+def encode_tokens(keep: np.ndarray, indices: np.ndarray, class_context: np.ndarray,
+                  tables: StreamTables) -> bytes:
+    """Range-code one token grid. keep: bool h×w; indices: int h×w (read where kept)."""
+    return encode_token_grids([(keep, indices, class_context, tables)])
+
+
+class TokenDecoder:
+    """Reads the grids of one :func:`encode_token_grids` message in order (the class context
+    of a later grid may depend on an earlier one's tokens)."""
+
+    def __init__(self, data: bytes):
+        self._constriction, self._categorical = _models()
+        padded = bytes(data) + b"\x00" * (-len(data) % 4)
+        words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+        try:
+            self._decoder = self._constriction.stream.queue.RangeDecoder(words)
+        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
+            raise BitstreamError(f"token stream cannot be decoded ({exc})") from None
+
+    def grid(self, shape: tuple[int, int], class_context: np.ndarray,
+             tables: StreamTables) -> tuple[np.ndarray, np.ndarray]:
+        """The next grid: (keep bool h×w, indices int64 h×w, 0 where dropped)."""
+        h, w = shape
+        ctx = _check_contexts(class_context, (h, w), tables)
+        categorical, decoder = self._categorical, self._decoder
+        try:
+            model = _KeepModel(tables)
+            bits = [[0] * w for _ in range(h)]
+            contexts = ctx.tolist()
+            prob = np.empty((1, 2), np.float64)
+            for y in range(h):
+                row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
+                for x in range(w):
+                    pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
+                    prob[0] = model.probability(row_ctx[x], pattern)
+                    bit = int(decoder.decode(categorical, prob)[0])
+                    row[x] = bit
+                    model.update(row_ctx[x], pattern, bit)
+            keep = np.array(bits, dtype=bool).reshape(h, w)
+            indices = np.zeros(h * w, np.int64)
+            if keep.any():
+                probs = tables.index_probabilities()[ctx.reshape(-1)[keep.reshape(-1)]]
+                indices[keep.reshape(-1)] = decoder.decode(categorical, probs)
+        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
+            raise BitstreamError(f"token stream cannot be decoded ({exc})") from None
+        return keep, indices.reshape(h, w)
 
 
 def decode_tokens(data: bytes, shape: tuple[int, int], class_context: np.ndarray,
                   tables: StreamTables) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_tokens`: (keep bool h×w, indices int64 h×w, 0 where dropped)."""
-    constriction, categorical = _models()
-    h, w = shape
-    ctx = _check_contexts(class_context, (h, w), tables)
-    padded = bytes(data) + b"\x00" * (-len(data) % 4)
-    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        model = _KeepModel(tables)
-        bits = [[0] * w for _ in range(h)]
-        contexts = ctx.tolist()
-        prob = np.empty((1, 2), np.float64)
-        for y in range(h):
-            row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
-            for x in range(w):
-                pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
-                prob[0] = model.probability(row_ctx[x], pattern)
-                bit = int(decoder.decode(categorical, prob)[0])
-                row[x] = bit
-                model.update(row_ctx[x], pattern, bit)
-        keep = np.array(bits, dtype=bool).reshape(h, w)
-        indices = np.zeros(h * w, np.int64)
-        n = int(keep.sum())
-        if n:
-            probs = tables.index_probabilities()[ctx.reshape(-1)[keep.reshape(-1)]]
-            indices[keep.reshape(-1)] = decoder.decode(categorical, probs)
-    except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
-        raise BitstreamError(f"token stream cannot be decoded ({exc})") from None
-    return keep, indices.reshape(h, w)
+    return TokenDecoder(data).grid(shape, class_context, tables)

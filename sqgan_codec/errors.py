@@ -50,3 +50,9 @@ class SegmenterError(SqganError):
 class UnfamiliarImageWarning(UserWarning):
     """The image is unlike what the model was trained on (the domain check of decide.py);
     the encoder leaned on the coarse image. Nothing failed."""
+
+
+class PacketLossWarning(UserWarning):
+    """Packets of a packet stream were lost or damaged: their token positions were decoded as
+    masked (the picture is complete, with less detail). The report is in
+    ``image.info["sqgan_packets"]``."""

@@ -414,6 +414,15 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
         rep.advance()
 
 
+def quiet_packet_loss(decode, items: list) -> list:
+    """``decode(items)`` with the codec's PacketLossWarning silenced: the CLI reports it per file."""
+    from .errors import PacketLossWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PacketLossWarning)
+        return decode(items)
+
+
 def encode_warned(codec: "Codec", items: list, kwargs: dict, rep: Reporter) -> list:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -492,8 +501,12 @@ def truncation_note(stream) -> str:
 def check_stream(data: bytes):
     """Parse and verify a stream like the codec does (a stream cut after its coarse-image
     or semantic layer is still decodable); raise BitstreamError when nothing usable is left."""
-    from . import bitstream
+    from . import bitstream, packets
 
+    if packets.is_packet_stream(data):  # whatever arrived decodes; only a lost header fails
+        header, plan = packets.read_header(data)
+        return bitstream.Stream(header, {bitstream.CHUNK_SEMANTIC: b"",
+                                         **({bitstream.CHUNK_IMAGE: b""} if plan["image"] else {})})
     stream = bitstream.unpack(data, allow_truncated=True)
     if not any(k in stream.chunks for k in bitstream.LAYER_CHUNKS):
         raise bitstream.TruncatedError("stream is truncated before its semantic-map layer")
@@ -531,9 +544,10 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
     datas = [data for _, data, _, _ in ready]
     c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
     if ssm_out is None:
-        results = run_batch(lambda items: [(im, None) for im in c.decode_many(items, layers=layers, allow_partial=True)], datas)
+        decode = lambda items: [(im, None) for im in c.decode_many(items, layers=layers, allow_partial=True)]  # noqa: E731
     else:
-        results = run_batch(lambda items: [c.decode_with_map(d, layers=layers, allow_partial=True) for d in items], datas)
+        decode = lambda items: [c.decode_with_map(d, layers=layers, allow_partial=True) for d in items]  # noqa: E731
+    results = run_batch(lambda items: quiet_packet_loss(decode, items), datas)
     for (job, data, header, t_read), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             job_failed(rep, job, message_of(result))
@@ -552,9 +566,16 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
             job_failed(rep, job, message_of(e))
             continue
         width, height = result.size
+        lost = result.info.get("sqgan_packets")
+        if lost is not None and (lost["lost"] or lost["damaged"]):
+            from .packets import describe
+
+            rep.warn(with_path(job.src, f"packets lost or damaged ({describe(lost)}): their tokens "
+                                         "were decoded as masked"))
         rep.record({"input": job.src, "output": job.dst, "ok": True,
                     "width": width, "height": height, "bytes": len(data),
                     "bpp": round(8 * len(data) / (width * height), 6),
                     "seconds": round(t_read + seconds, 4),
-                    "layers": result.info.get("sqgan_layers"), "truncated": result.info.get("sqgan_truncated")})
+                    "layers": result.info.get("sqgan_layers"), "truncated": result.info.get("sqgan_truncated"),
+                    **({"packets": lost} if lost is not None else {})})
         rep.advance()

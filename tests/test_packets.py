@@ -1,0 +1,204 @@
+"""Packet streams (sqgan_codec.packets) and the channel simulator (sqgan_codec.channel) on a real
+CamVid frame: nothing lost decodes exactly as the plain stream; any subset with a header copy
+decodes, lost positions masked and reported; only losing every header copy is fatal."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sqgan_codec import bitstream, channel, packets
+from sqgan_codec.cli import main
+from sqgan_codec.codec import Codec
+from sqgan_codec.errors import BitstreamError, PacketLossWarning
+
+from conftest import camvid_test_image
+
+BPP = 0.05
+PACKET = 150
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return camvid_test_image(3)
+
+
+@pytest.fixture(scope="module")
+def plain(codec: Codec, frame: np.ndarray) -> bytes:
+    return codec.encode(frame, bpp=BPP, tune="semantic", ssm="vq")
+
+
+@pytest.fixture(scope="module")
+def stream(codec: Codec, plain: bytes) -> bytes:
+    return codec.packetize(plain, packet_bytes=PACKET)
+
+
+def records(data: bytes) -> list[bytes]:
+    found, tail = packets.split_records(data)
+    assert tail == 0
+    return found
+
+
+def join(recs: list[bytes]) -> bytes:
+    return b"".join(packets.frame_record(r) for r in recs)
+
+
+def test_nothing_lost_decodes_exactly_like_the_plain_stream(codec: Codec, plain: bytes, stream: bytes) -> None:
+    recs = records(stream)
+    assert len(recs) >= 6 and all(len(packets.frame_record(r)) <= PACKET for r in recs)
+    assert codec.token_digest(stream) == codec.token_digest(plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PacketLossWarning)  # nothing lost: no warning
+        image = codec.decode(stream)
+    assert np.array_equal(np.asarray(image), np.asarray(codec.decode(plain)))
+    report = image.info["sqgan_packets"]
+    assert not report["lost"] and report["packets_received"] == report["packets_sent"] >= 5
+    assert report["header_copies"] == 2 and report["tokens_lost"] == {"map": 0, "image": 0}
+    # what the packets add to the plain stream (the benchmark measures it on the test set)
+    assert len(stream) < 1.15 * len(plain)
+
+
+def test_a_lost_packet_masks_its_positions_and_is_reported(codec: Codec, plain: bytes, stream: bytes) -> None:
+    recs = records(stream)
+    full = codec._decode_tokens(plain, "all")
+    token_recs = [i for i, r in enumerate(recs) if r[0] & 3 == packets.KIND_TOKENS]
+    gone = token_recs[len(token_recs) // 2]
+    count = bitstream.decode_varint(recs[gone], bitstream.decode_varint(recs[gone], 0)[1])[0]
+    arrived = join(recs[:gone] + recs[gone + 1:])
+    got = codec._decode_tokens(arrived, "all")
+    lost_map = full["ssm_keep"] & ~got["ssm_keep"]
+    lost_image = full["img_keep"] & ~got["img_keep"]
+    assert lost_map.any() and lost_image.any()
+    # nothing else changed: arrived positions carry the same tokens
+    assert np.array_equal(got["ssm_indices"][got["ssm_keep"]], full["ssm_indices"][got["ssm_keep"]])
+    assert np.array_equal(got["img_indices"][got["img_keep"]], full["img_indices"][got["img_keep"]])
+    assert not (got["ssm_keep"] & ~full["ssm_keep"]).any()
+    # the holes are scattered over the image, not one region
+    rows = np.nonzero(lost_map | lost_image)[0]
+    assert rows.max() - rows.min() >= full["ssm_keep"].shape[0] // 2
+    with pytest.warns(PacketLossWarning, match="token packets"):
+        image = codec.decode(arrived)
+    report = image.info["sqgan_packets"]
+    assert report["lost"] and report["packets_received"] == report["packets_sent"] - 1
+    assert report["tokens_lost"] == {"map": count, "image": count}
+    assert image.size == (480, 360)
+
+
+def test_only_losing_every_header_copy_is_fatal(codec: Codec, stream: bytes) -> None:
+    recs = records(stream)
+    headers = [i for i, r in enumerate(recs) if r[0] & 3 == packets.KIND_HEADER]
+    assert len(headers) == 2 and headers[0] == 0 and headers[1] > len(recs) // 3
+    for keep_one in headers:
+        arrived = join([r for i, r in enumerate(recs) if i not in headers or i == keep_one])
+        with pytest.warns(PacketLossWarning):
+            codec.decode(arrived)
+    without = join([r for i, r in enumerate(recs) if i not in headers])
+    with pytest.raises(BitstreamError, match="every copy of the header packet is lost"):
+        codec.decode(without)
+
+
+def test_map_copies_recover_the_map_of_a_lost_token_packet(codec: Codec, plain: bytes) -> None:
+    protected = codec.packetize(plain, packet_bytes=PACKET, protect_base=2)
+    recs = records(protected)
+    copies = [r for r in recs if r[0] & 3 == packets.KIND_MAP_COPY]
+    tokens = [r for r in recs if r[0] & 3 == packets.KIND_TOKENS]
+    assert copies and len(copies) == len(tokens) + sum(r[0] & 3 == packets.KIND_HEADER for r in recs)
+    # every token packet lost (only the header packets' own tokens arrive): the map survives whole
+    arrived = join([r for r in recs if r[0] & 3 != packets.KIND_TOKENS])
+    got = codec._decode_tokens(arrived, "all")
+    full = codec._decode_tokens(plain, "all")
+    assert np.array_equal(got["ssm_keep"], full["ssm_keep"])
+    assert np.array_equal(got["ssm_indices"][got["ssm_keep"]], full["ssm_indices"][full["ssm_keep"]])
+    assert got["img_keep"].sum() < full["img_keep"].sum()
+
+
+def test_hostile_packet_streams_never_crash(codec: Codec, frame: np.ndarray, stream: bytes) -> None:
+    """Drops, duplicates, reordering, bit flips, packets of another stream, a broken tail:
+    decoded or refused with the codec's error; the report counts what was odd."""
+    other = codec.encode(frame[:, ::-1].copy(), bpp=BPP, packet_bytes=PACKET)
+    recs, foreign = records(stream), records(other)
+    rng = np.random.default_rng(0)
+    outcomes = {"decoded": 0, "refused": 0}
+    for trial in range(40):
+        picked = [r for r in recs if rng.random() > 0.3]
+        picked += [recs[i] for i in rng.integers(0, len(recs), 3)]          # duplicates
+        picked += [foreign[i] for i in rng.integers(0, len(foreign), 2)]    # another stream
+        order = rng.permutation(len(picked))
+        picked = [picked[i] for i in order]
+        damaged = []
+        for r in picked:
+            if rng.random() < 0.2:
+                r = channel.flip_bits(r, 0.01, rng)
+            damaged.append(r)
+        data = join(damaged) + (bytes(rng.integers(0, 256, 5, dtype=np.uint8)) if trial % 4 == 0 else b"")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PacketLossWarning)
+                image = codec.decode(data)
+        except BitstreamError as e:
+            assert "header packet is lost" in str(e) or "bad magic" in str(e)  # no intact header copy
+            outcomes["refused"] += 1
+            continue
+        outcomes["decoded"] += 1
+        report = image.info["sqgan_packets"]
+        assert report["damaged"] >= 1  # at least the foreign packets
+        assert report["packets_received"] <= report["packets_sent"]
+    assert outcomes["decoded"] >= 30
+
+
+def test_rate_control_counts_every_packet(codec: Codec, frame: np.ndarray) -> None:
+    budget = BPP * frame.shape[0] * frame.shape[1] / 8
+    data = codec.encode(frame, bpp=BPP, packet_bytes=PACKET)
+    assert packets.is_packet_stream(data)
+    assert 0.95 * budget <= len(data) <= budget
+    with pytest.raises(ValueError, match="packet_bytes"):
+        codec.encode(frame, bpp=BPP, packet_bytes=20)
+
+
+def test_channel_is_reproducible_and_has_the_asked_statistics() -> None:
+    rng = np.random.default_rng
+    iid = channel.erasures(20_000, 0.1, 1.0, rng(1))
+    assert abs(iid.mean() - 0.1) < 0.01
+    assert np.array_equal(iid, channel.erasures(20_000, 0.1, 1.0, rng(1)))
+    bursty = channel.erasures(50_000, 0.2, 4.0, rng(2))
+    assert abs(bursty.mean() - 0.2) < 0.02
+    edges = np.diff(np.concatenate([[0], bursty.astype(np.int8), [0]]))
+    runs = np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]
+    assert 3.5 < runs.mean() < 4.5
+    data = bytes(range(256)) * 40
+    flipped = channel.flip_bits(data, 0.01, rng(3))
+    diff = np.unpackbits(np.frombuffer(data, np.uint8) ^ np.frombuffer(flipped, np.uint8)).sum()
+    assert 0.007 * len(data) * 8 < diff < 0.013 * len(data) * 8
+    out, report = channel.transmit(data, loss=0.25, packet_bytes=100, seed=5)
+    pieces = [data[i:i + 100] for i in range(0, len(data), 100)]
+    lost = channel.erasures(len(pieces), 0.25, 1.0, rng(5))
+    assert report.packets == len(pieces) == 103 and report.lost == lost.sum() > 10
+    assert out == b"".join(p for p, gone in zip(pieces, lost) if not gone)
+    with pytest.raises(ValueError, match="packet size"):
+        channel.transmit(data, loss=0.1)
+
+
+def test_cli_encode_channel_decode(tmp_path, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    src = tmp_path / "frame.png"
+    Image.fromarray(frame).save(src)
+    runner = CliRunner()
+    sqg, sent, out = tmp_path / "f.sqg", tmp_path / "sent.sqg", tmp_path / "f.png"
+    r = runner.invoke(main, ["encode", str(src), "-o", str(sqg), "--bpp", str(BPP), "--packet-bytes", str(PACKET)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["info", str(sqg), "--json"])
+    assert json.loads(r.output)["packets"]["token_packets"] >= 5
+    r = runner.invoke(main, ["channel", str(sqg), "-o", str(sent), "--loss", "0.3", "--seed", "4", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["lost"] >= 1
+    r = runner.invoke(main, ["decode", str(sent), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output.strip().splitlines()[-1])
+    assert row["packets"]["lost"] and Image.open(out).size == (480, 360)
+    r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "g.sqg"), "--bpp", str(BPP),
+                             "--packet-bytes", str(PACKET), "--tune", "balanced"])
+    assert r.exit_code == 2 and "token layers only" in r.output
+    assert sqg.read_bytes() != sent.read_bytes()  # the input is never overwritten
