@@ -22,16 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = ((480, 360), (1920, 1080), (3840, 2160))
+SIZES = ((480, 360), (1920, 1080), (3840, 2160), (4896, 3264))
+WHOLE_MAX_PIXELS = 9_000_000  # the whole-image decoder above this would take > 5 GB: not run
+LIMIT = 20_000_000  # max_pixels raised past the default 12 MP for the 16 MP rows and the bomb
 
+# Encoding is measured too (peak resident memory of a fresh process, the image in it).
 MAKE = """
-import sys, numpy as np
+import json, resource, sys, time, numpy as np
 from PIL import Image
 from sqgan_codec.codec import Codec
 from sqgan_codec.demo import sample_path
-w, h = int(sys.argv[2]), int(sys.argv[3])
-rgb = np.asarray(Image.open(sample_path()).convert("RGB").resize((w, h), Image.BICUBIC))
-open(sys.argv[1], "wb").write(Codec(device="cpu").encode(rgb, keep=0.3))
+w, h, keep, limit = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+if keep > 0:
+    rgb = np.asarray(Image.open(sample_path()).convert("RGB").resize((w, h), Image.BICUBIC))
+else:  # the decompression bomb: a flat image, every image token masked, a few dozen bytes
+    rgb = np.full((h, w, 3), 128, np.uint8)
+c = Codec(device="cpu", max_pixels=limit)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+data = c.encode(rgb, keep=keep)
+dt = time.perf_counter() - t0
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+open(sys.argv[1], "wb").write(data)
+print(json.dumps({"bytes": len(data), "added_mb": (after - before) / 1024, "peak_mb": after / 1024,
+                  "seconds": dt}))
 """
 
 DECODE = """
@@ -40,7 +54,7 @@ from sqgan_codec.codec import Codec
 from sqgan_codec.nets import image
 if sys.argv[2] == "whole":
     image.BAND_ROWS = 0
-c = Codec(device="cpu")
+c = Codec(device="cpu", max_pixels=int(sys.argv[3]))
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
@@ -63,15 +77,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    rows = []
+    rows, encodes = [], []
+    cases = [(w, h, 0.3, f"{w}x{h}") for w, h in SIZES] + [(4096, 4096, 0.0, "4096x4096 bomb")]
     with tempfile.TemporaryDirectory() as tmp:
-        for w, h in SIZES:
-            path = str(Path(tmp) / f"{w}x{h}.sqg")
-            python(MAKE, path, str(w), str(h))
-            for mode in ("banded", "whole"):
-                r = json.loads(python(DECODE, path, mode))
-                rows.append((f"{w}x{h}", mode, r))
-                print(w, h, mode, r, flush=True)
+        for w, h, keep, name in cases:
+            path = str(Path(tmp) / f"{w}x{h}-{keep}.sqg")
+            made = json.loads(python(MAKE, path, str(w), str(h), str(keep), str(LIMIT)))
+            encodes.append((name, made))
+            print(name, "encode", made, flush=True)
+            for mode in ("banded", "whole") if w * h <= WHOLE_MAX_PIXELS else ("banded",):
+                r = json.loads(python(DECODE, path, mode, str(LIMIT)))
+                rows.append((name, mode, r))
+                print(name, mode, r, flush=True)
     lines = ["# Decoding memory by image size (CPU, 1 thread)", "",
              "`python benchmarks/decode_memory.py --out docs/bench/decode_memory.md`", "",
              "Token streams (`--keep 0.3`) of the bundled sample resized; each decode in a fresh process. "
@@ -81,6 +98,15 @@ def main() -> None:
     for size, mode, r in rows:
         lines.append(f"| {size} | {'banded (default)' if mode == 'banded' else 'whole image'} | "
                      f"{r['added_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
+    lines += ["", f"Above {WHOLE_MAX_PIXELS / 1e6:.0f} MP only the banded decoder is run. The 16 MP row and the "
+              f"*bomb* (a flat 4096x4096 image with every image token masked: the few-dozen-byte file that "
+              f"the default limit of 12 MP refuses from its header) are decoded with `max_pixels={LIMIT:,}`.",
+              "", "## Encoding memory by image size (CPU, 1 thread)", "",
+              "Same images, each encoded in a fresh process (`keep=0.3`; the bomb at `keep=0`). "
+              "Encoding is not banded: the segmenter and the encoders see the whole image.", "",
+              "| size | stream bytes | added (MB) | peak (MB) | encode (s) |", "|---|---:|---:|---:|---:|"]
+    for size, r in encodes:
+        lines.append(f"| {size} | {r['bytes']:,} | {r['added_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
     emit(lines, args.out)
 
 

@@ -115,10 +115,9 @@ def main() -> None:
         gt = np.asarray(Image.open(root / "testannot" / path.name))
         pixels = rgb.shape[0] * rgb.shape[1]
         analysis = codec.analyse(rgb)
-        seg_id = 0
         smallest = len(codec.pack(analysis, 0.0, 0.0))
         for target in targets:
-            data = codec._encode_analysis(analysis, _opts(bpp=target), seg_id)
+            data = codec.encode_analysis(analysis, _opts(bpp=target))
             rate_err[target].append(8 * len(data) / pixels / target - 1)
             floor_hits[target] += len(data) == smallest and 8 * smallest / pixels > target
             under_hits[target] += 8 * len(data) / pixels < 0.97 * target
@@ -126,28 +125,27 @@ def main() -> None:
                 by_rate[target, "auto"].add(codec, data, rgb, gt)
         for target in refine_targets:
             if target not in targets:
-                by_rate[target, "auto"].add(codec, codec._encode_analysis(analysis, _opts(bpp=target), seg_id),
+                by_rate[target, "auto"].add(codec, codec.encode_analysis(analysis, _opts(bpp=target)),
                                             rgb, gt)
-            by_rate[target, "on"].add(codec, codec._encode_analysis(analysis, _opts(bpp=target, refine="on"),
-                                                                    seg_id), rgb, gt)
-        fixed = codec._encode_analysis(analysis, _opts(bpp=t, **TOKENS_ONLY), seg_id)
+            by_rate[target, "on"].add(codec, codec.encode_analysis(analysis, _opts(bpp=target, refine="on")), rgb, gt)
+        fixed = codec.encode_analysis(analysis, _opts(bpp=t, **TOKENS_ONLY))
         variants["fixed"].add(codec, fixed, rgb, gt)
-        variants["refine"].add(codec, codec._encode_analysis(analysis, _opts(bpp=t, ssm="vq", refine="on"), seg_id),
+        variants["refine"].add(codec, codec.encode_analysis(analysis, _opts(bpp=t, ssm="vq", refine="on")),
                                rgb, gt)
         variants["full"].add(codec, fixed, rgb, gt)
         variants["base"].add(codec, _base_only(fixed), rgb, gt, layers="base")
-        variants["search"].add(codec, codec._encode_analysis(
-            analysis, _opts(bpp=t, split="search", **TOKENS_ONLY), seg_id), rgb, gt)
-        prio = codec._encode_analysis(analysis, _opts(bpp=t, priority=PRIORITY, **TOKENS_ONLY), seg_id)
+        variants["search"].add(codec, codec.encode_analysis(
+            analysis, _opts(bpp=t, split="search", **TOKENS_ONLY)), rgb, gt)
+        prio = codec.encode_analysis(analysis, _opts(bpp=t, priority=PRIORITY, **TOKENS_ONLY))
         variants["priority"].add(codec, prio, rgb, gt)
         if codec.lossless_tables is not None:
-            lossless = codec._encode_analysis(analysis, _opts(bpp=t, ssm="lossless", refine="off"), seg_id)
+            lossless = codec.encode_analysis(analysis, _opts(bpp=t, ssm="lossless", refine="off"))
             variants["lossless"].add(codec, lossless, rgb, gt)
             ssm_bits["lossless"].append(8 * len(bitstream.unpack(lossless).chunks["L"]))
         th = a.compare_high
-        high["tokens"].add(codec, codec._encode_analysis(analysis, _opts(bpp=th, **TOKENS_ONLY), seg_id), rgb, gt)
-        high["lossless"].add(codec, codec._encode_analysis(analysis, _opts(bpp=th, refine="off"), seg_id), rgb, gt)
-        high["default"].add(codec, codec._encode_analysis(analysis, _opts(bpp=th), seg_id), rgb, gt)
+        high["tokens"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th, **TOKENS_ONLY)), rgb, gt)
+        high["lossless"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th, refine="off")), rgb, gt)
+        high["default"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th)), rgb, gt)
         ssm_bits["vq"].append(8 * len(bitstream.unpack(fixed).chunks["S"]))
         print(f"[{i + 1}/{len(paths)}] {path.name} {time.perf_counter() - t_start:.0f}s", file=sys.stderr)
 

@@ -6,7 +6,7 @@
 Seed the corpus with valid streams (``cp tests/golden/*.sqg CORPUS_DIR``) so that mutations
 start from streams that pass the header checks. One input goes through what a decoder does
 before any network: ``bitstream.unpack`` (magic, header, chunk framing, CRCs, order) and the
-codec's entropy decoding of every token layer (``Codec._decode_tokens``: the range decoder over
+codec's entropy decoding of every token layer (``Codec.decode_tokens``: the range decoder over
 the integer tables, the coarse-image frame check, the lossless map decoder). Any exception that
 is not the codec's own error (SqganError) is a finding: libFuzzer stops and writes the input to
 ``crash-*``. Needs ``pip install atheris`` (x86-64 Linux wheels; the [test] extra has it).
@@ -33,7 +33,7 @@ def one_input(data: bytes) -> None:
         stream = bitstream.unpack(data, allow_truncated=True)
         if bitstream.CHUNK_COARSE in stream.chunks:
             coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], stream.header.width, stream.header.height)
-        CODEC._decode_tokens(data, "all", allow_partial=True)
+        CODEC.decode_tokens(data, allow_partial=True)
     except SqganError:
         pass
 

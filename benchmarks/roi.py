@@ -53,7 +53,7 @@ def main() -> None:
         gt = np.asarray(Image.open(root / "testannot" / path.name))
         analysis = codec.analyse(rgb)
         for key, roi in (("plain", ()), ("roi", (BOX,))):
-            data = codec._encode_analysis(analysis, EncodeOptions(bpp=a.bpp, roi=roi), 0)
+            data = codec.encode_analysis(analysis, EncodeOptions(bpp=a.bpp, roi=roi))
             dec = np.asarray(codec.decode(data).convert("RGB"))
             pred = codec.segmenter.segment(dec)
             s = stats[key]

@@ -54,7 +54,7 @@ def measure(width: int, height: int, threads: int, device: str, repeats: int) ->
         t1 = time.perf_counter()
         analysis = codec.analyse(rgb, semantic_map)
         t2 = time.perf_counter()
-        data = codec._encode_analysis(analysis, EncodeOptions(bpp=TARGET_BPP), 0)
+        data = codec.encode_analysis(analysis, EncodeOptions(bpp=TARGET_BPP))
         t3 = time.perf_counter()
         if any(k in bitstream.unpack(data).chunks for k in bitstream.SEMANTIC_CHUNKS):
             codec.decode_semantic_map(data)  # (a coarse image alone has no map to decode)

@@ -159,8 +159,9 @@ def class_context(ssm_keep: np.ndarray, ssm_indices: np.ndarray, code_class: np.
 
 
 @dataclass
-class _Analysis:
-    """Everything the encoder computes once per image; masks for any rate follow cheaply."""
+class Analysis:
+    """Everything the encoder computes once per image (:meth:`Codec.analyse`); streams for any
+    options follow cheaply (:meth:`Codec.encode_analysis`): analyse once, code many."""
 
     loaded: LoadedImage
     semantic_map: np.ndarray
@@ -168,8 +169,25 @@ class _Analysis:
     ssm_indices: np.ndarray
     image_scores: torch.Tensor
     image_indices: np.ndarray
+    segmenter_id: int = 0  # what the header records: the segmenter's id, 2 for a map given by the caller
     # rate-independent results of pack(), computed on first use (the rate search packs ~16×)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class TokenGrids:
+    """A stream's entropy-decoded tokens (:meth:`Codec.decode_tokens`; no network runs), on the
+    latent grid: a masked position (dropped by the encoder, or lost with its packet) has keep
+    False and index 0. Equal on every device and thread count for the same stream and model."""
+
+    header: bitstream.Header
+    map_keep: np.ndarray | None       # None when the map is coded exactly (chunk L) or absent
+    map_indices: np.ndarray | None
+    image_keep: np.ndarray | None     # None for a stream of a coarse image only
+    image_indices: np.ndarray | None
+    layers: list[str]                 # as image.info["sqgan_layers"]
+    truncated: bool
+    packets: dict[str, Any] | None    # a packet stream's report (as image.info["sqgan_packets"])
 
 
 class Codec:
@@ -231,15 +249,16 @@ class Codec:
         return np.pad(array, pad, mode="edge")
 
     # ------------------------------------------------------------------ encode
-    def analyse(self, image: Any, semantic_map: np.ndarray | None = None) -> _Analysis:
+    def analyse(self, image: Any, semantic_map: np.ndarray | None = None) -> Analysis:
         """Run the networks once: segment, score and quantise every latent position."""
         return self.analyse_many([image], None if semantic_map is None else [semantic_map])[0]
 
     @torch.inference_mode()
     def analyse_many(self, images: Sequence[Any], semantic_maps: Sequence[np.ndarray] | None = None,
-                     *, batch_size: int = 8) -> list[_Analysis]:
+                     *, batch_size: int = 8) -> list[Analysis]:
         """:meth:`analyse` for many images; same-size images go through the networks together."""
         loaded = [load_image(im, max_pixels=self.max_pixels) for im in images]
+        segmenter_id = self._segmenter_id(semantic_maps)
         if semantic_maps is None:
             semantic_maps = self.segmenter.segment_many([li.rgb for li in loaded],
                                                         names=[li.name for li in loaded])
@@ -252,7 +271,7 @@ class Codec:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, li in enumerate(loaded):
             groups.setdefault(li.rgb.shape[:2], []).append(i)
-        results: list[_Analysis | None] = [None] * len(loaded)
+        results: list[Analysis | None] = [None] * len(loaded)
         for (h, w), members in groups.items():
             gh, gw = self._grid(w, h)
             for start in range(0, len(members), batch_size):
@@ -266,16 +285,16 @@ class Codec:
                 img_latents, _, img_scores = self.net.image.encode(rgb, onehot, 1.0)
                 img_indices = self.net.image.quantizer.codes_to_indices(img_latents).cpu().numpy()
                 for j, i in enumerate(batch):
-                    results[i] = _Analysis(loaded[i], maps[i], ssm_scores[j:j + 1], ssm_indices[j],
-                                           img_scores[j:j + 1], img_indices[j])
+                    results[i] = Analysis(loaded[i], maps[i], ssm_scores[j:j + 1], ssm_indices[j],
+                                          img_scores[j:j + 1], img_indices[j], segmenter_id)
         return results  # type: ignore[return-value]
 
-    def block_classes(self, analysis: _Analysis) -> np.ndarray:
+    def block_classes(self, analysis: Analysis) -> np.ndarray:
         """Per latent block, the pixel count of each class: int [gh, gw, NUM_CLASSES]."""
         gh, gw = analysis.ssm_indices.shape
         return block_class_counts(self._padded(analysis.semantic_map, gh, gw), self.stride)
 
-    def position_weights(self, analysis: _Analysis, options: EncodeOptions) -> np.ndarray | None:
+    def position_weights(self, analysis: Analysis, options: EncodeOptions) -> np.ndarray | None:
         """Encode-time rank multipliers of latent positions from class priorities and ROIs.
 
         A block's weight is the pixel-weighted mean priority of its classes (unnamed classes
@@ -300,14 +319,14 @@ class Codec:
                 weights[y0:y1, x0:x1] *= ROI_BOOST
         return weights
 
-    def _ranked(self, analysis: _Analysis, options: EncodeOptions) -> _Analysis:
+    def _ranked(self, analysis: Analysis, options: EncodeOptions) -> Analysis:
         weights = self.position_weights(analysis, options)
         if weights is None:
             return analysis
         w = torch.from_numpy(weights).to(analysis.image_scores)[None, None]
         return replace(analysis, ssm_scores=analysis.ssm_scores * w, image_scores=analysis.image_scores * w)
 
-    def pack(self, analysis: _Analysis, keep_ssm: float, keep_image: float, *,
+    def pack(self, analysis: Analysis, keep_ssm: float, keep_image: float, *,
              segmenter_id: int = 0, ssm: str = "vq") -> bytes:
         """Entropy-code an analysed image at the given keep ratios into a .sqg stream.
 
@@ -348,7 +367,7 @@ class Codec:
             chunks.append((bitstream.CHUNK_IMAGE, coded[key]))
         return bitstream.pack(self.header_for(analysis, keep_ssm, keep_image, segmenter_id), chunks)
 
-    def header_for(self, analysis: _Analysis, keep_ssm: float = 0.0, keep_image: float = 0.0,
+    def header_for(self, analysis: Analysis, keep_ssm: float = 0.0, keep_image: float = 0.0,
                    segmenter_id: int = 0) -> bitstream.Header:
         loaded = analysis.loaded
         return bitstream.Header(
@@ -399,8 +418,18 @@ class Codec:
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
                                 roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune,
                                 packet_bytes=packet_bytes, protect_base=protect_base)
-        analysis = self.analyse(image, semantic_map)
-        return self._encode_analysis(analysis, options, self._segmenter_id(semantic_map))
+        return self.encode_analysis(self.analyse(image, semantic_map), options)
+
+    def encode_analysis(self, analysis: Analysis, options: EncodeOptions | None = None, **kwargs: Any) -> bytes:
+        """Encode an analysed image (:meth:`analyse`) with ``options``, or with keyword arguments
+        as for :meth:`encode`: the networks ran once, only the coding is repeated."""
+        if options is None:
+            options = EncodeOptions(**{**kwargs, "roi": tuple(kwargs.get("roi", ()))})
+        elif kwargs:
+            raise TypeError("give options or keyword arguments, not both")
+        decision = self._decide(analysis, options, analysis.segmenter_id)
+        self._warn_unfamiliar(decision, analysis.loaded.name)
+        return decision.data
 
     def encode_with_decision(self, image: Any, *, semantic_map: np.ndarray | None = None,
                              **kwargs: Any) -> Decision:
@@ -409,26 +438,24 @@ class Codec:
         no warning is raised."""
         options = EncodeOptions(**{**kwargs, "roi": tuple(kwargs.get("roi", ()))})
         analysis = self.analyse(image, semantic_map)
-        return self._decide(analysis, options, self._segmenter_id(semantic_map))
+        return self._decide(analysis, options, analysis.segmenter_id)
 
-    def _segmenter_id(self, semantic_map: np.ndarray | None) -> int:
-        """What the header records: 2 (labels) for a map given by the caller, else the segmenter's id."""
-        return 2 if semantic_map is not None else getattr(self.segmenter, "segmenter_id", 0)
+    def _segmenter_id(self, semantic_maps: Any) -> int:
+        """What the header records: 2 (labels) for maps given by the caller, else the segmenter's id."""
+        return 2 if semantic_maps is not None else getattr(self.segmenter, "segmenter_id", 0)
 
     def encode_many(self, images: Sequence[Any], *, bpp: float | None = None, keep: float | None = None,
                     **kwargs: Any) -> list[bytes]:
         """Encode several images with the same options as :meth:`encode` (same-size images
         share network passes)."""
         options = EncodeOptions(bpp=bpp, keep=keep, **kwargs)
-        seg_id = self._segmenter_id(None)
-        return [self._encode_analysis(a, options, seg_id) for a in self.analyse_many(list(images))]
+        return [self.encode_analysis(a, options) for a in self.analyse_many(list(images))]
 
     def decide_many(self, images: Sequence[Any], **kwargs: Any) -> list[Decision]:
         """:meth:`encode_with_decision` for several images (same-size images share network
         passes); no warning is raised, each :class:`~.decide.Decision` says what was found."""
         options = EncodeOptions(**{**kwargs, "roi": tuple(kwargs.get("roi", ()))})
-        seg_id = self._segmenter_id(None)
-        return [self._decide(a, options, seg_id) for a in self.analyse_many(list(images))]
+        return [self._decide(a, options, a.segmenter_id) for a in self.analyse_many(list(images))]
 
     def encode_rates(self, image: Any, bpps: Sequence[float], **kwargs: Any) -> list[bytes]:
         """Encode one image at several target rates (each as :meth:`encode` with ``bpp=``):
@@ -437,13 +464,7 @@ class Codec:
         kwargs["roi"] = tuple(kwargs.get("roi", ()))
         options = [EncodeOptions(bpp=b, **kwargs) for b in bpps]  # validate all before the work
         analysis = self.analyse(image, semantic_map)
-        seg_id = self._segmenter_id(semantic_map)
-        return [self._encode_analysis(analysis, o, seg_id) for o in options]
-
-    def _encode_analysis(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> bytes:
-        decision = self._decide(analysis, options, seg_id)
-        self._warn_unfamiliar(decision, analysis.loaded.name)
-        return decision.data
+        return [self.encode_analysis(analysis, o) for o in options]
 
     @staticmethod
     def _warn_unfamiliar(decision: Decision, name: str | None) -> None:
@@ -452,7 +473,7 @@ class Codec:
                 f"{name or 'image'}: unlike what the model was trained on; the encoder leaned on the "
                 f"coarse image ({decision.mode})"), stacklevel=4)
 
-    def _decide(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> Decision:
+    def _decide(self, analysis: Analysis, options: EncodeOptions, seg_id: int) -> Decision:
         """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
         ``options.tune``; with ``keep`` (no budget) the token layers as asked."""
         ranked = self._ranked(analysis, options)
@@ -462,7 +483,7 @@ class Codec:
             return Decision(rate.token_stream(self, ranked, options, seg_id), "tokens", options.tune)
         return decide(self, ranked, options, seg_id)
 
-    def _packet_decision(self, analysis: _Analysis, options: EncodeOptions, seg_id: int) -> Decision:
+    def _packet_decision(self, analysis: Analysis, options: EncodeOptions, seg_id: int) -> Decision:
         """A packet stream within the budget: the token stream's budget is lowered by what the
         packets added until the packets fit (a few rounds of the rate search)."""
         tokens = replace(options, tune="semantic", ssm="vq", packet_bytes=None)
@@ -689,15 +710,26 @@ class Codec:
             self._coarse_nets[tag] = net.eval().to(self.device)
         return self._coarse_nets[tag]
 
+    def decode_tokens(self, data: bytes, *, layers: str = "all", allow_partial: bool = False) -> TokenGrids:
+        """Entropy-decode a stream (plain or packet stream) without running a network."""
+        if layers not in LAYERS:
+            raise ValueError(f"layers must be one of {LAYERS}")
+        parsed = self._decode_tokens(bytes(data), layers, allow_partial)
+        stream = parsed["stream"]
+        report = stream.packet_report
+        return TokenGrids(parsed["header"], parsed.get("ssm_keep"), parsed.get("ssm_indices"),
+                          parsed.get("img_keep"), parsed.get("img_indices"), layers_used(stream, layers),
+                          stream.truncated, None if report is None else report.to_dict())
+
     def token_digest(self, data: bytes) -> str:
         """SHA-256 of a stream's entropy-decoded token grids (no network runs): equal on every
         device and thread count for the same stream and model, which is what cross-device
         checks compare."""
-        parsed = self._decode_tokens(data, "all")
+        tokens = self.decode_tokens(data, allow_partial=True)
         h = hashlib.sha256()
-        for k in ("ssm_keep", "ssm_indices", "img_keep", "img_indices"):
-            if k in parsed:
-                h.update(np.ascontiguousarray(parsed[k]).astype(np.int64).tobytes())
+        for grid in (tokens.map_keep, tokens.map_indices, tokens.image_keep, tokens.image_indices):
+            if grid is not None:
+                h.update(np.ascontiguousarray(grid).astype(np.int64).tobytes())
         return h.hexdigest()
 
     def _stack(self, arrays) -> torch.Tensor:

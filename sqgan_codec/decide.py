@@ -36,7 +36,7 @@ from . import bitstream, coarse
 from .rate import agreement, budget_of, fit_rate, token_stream
 
 if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
-    from .codec import Codec, EncodeOptions, _Analysis
+    from .codec import Codec, EncodeOptions, Analysis
 
 TUNES = ("semantic", "balanced", "perceptual")
 # Token-layer shares of the budget in the mixed candidates (0.65 was tried: on CamVid val it
@@ -103,7 +103,7 @@ def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0, cache: dic
     return best
 
 
-def _with_coarse(codec: "Codec", analysis: "_Analysis", tokens: bytes | None, payload: bytes,
+def _with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payload: bytes,
                  seg_id: int) -> bytes:
     """A stream with chunk C first, then the token layers of ``tokens`` (if any)."""
     if tokens is None:
@@ -113,7 +113,7 @@ def _with_coarse(codec: "Codec", analysis: "_Analysis", tokens: bytes | None, pa
     return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, payload), *stream.chunks.items()])
 
 
-def build(codec: "Codec", analysis: "_Analysis", budget: float, tokens: Callable[[], bytes], seg_id: int,
+def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes], seg_id: int,
           mode: str, scales: tuple[int, ...] = coarse.SCALES) -> bytes | None:
     """The stream of one mode (see the module doc) within ``budget`` bytes, or None where the
     mode cannot fit it or this model has no coarse decoder (``tokens()``: the tokens-only
@@ -140,7 +140,7 @@ def build(codec: "Codec", analysis: "_Analysis", budget: float, tokens: Callable
     return data if len(data) <= budget else None
 
 
-def candidates(codec: "Codec", analysis: "_Analysis", budget: float, tokens: bytes, seg_id: int
+def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes, seg_id: int
                ) -> dict[str, bytes]:
     """Every mode's stream of at most ``budget`` bytes (``tokens`` is always there)."""
     built = {mode: build(codec, analysis, budget, lambda: tokens, seg_id, mode) for mode in MODES}
@@ -157,7 +157,7 @@ def _half(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(((w + 1) // 2, (h + 1) // 2), Image.BOX))
 
 
-def decide(codec: "Codec", analysis: "_Analysis", options: "EncodeOptions", seg_id: int) -> Decision:
+def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_id: int) -> Decision:
     """The best stream for ``options.tune`` within the options' budget (see the module doc).
     ``analysis`` is already re-ranked by the options' priorities and regions of interest."""
     tune = options.tune
@@ -186,7 +186,7 @@ def decide(codec: "Codec", analysis: "_Analysis", options: "EncodeOptions", seg_
     return chosen
 
 
-def _proxy(codec: "Codec", analysis: "_Analysis", options: "EncodeOptions", budget: float):
+def _proxy(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", budget: float):
     """The image (and its semantic map) downscaled to :data:`DECIDE_MAX_PIXELS`, analysed and
     re-ranked, with options for the same bits per pixel (boxes scaled alike), and the factor."""
     from dataclasses import replace
@@ -205,7 +205,7 @@ def _proxy(codec: "Codec", analysis: "_Analysis", options: "EncodeOptions", budg
     return proxy, proxy_options, f
 
 
-def _choose(codec: "Codec", analysis: "_Analysis", streams: dict[str, bytes], tune: str) -> Decision:
+def _choose(codec: "Codec", analysis: "Analysis", streams: dict[str, bytes], tune: str) -> Decision:
     """Decode the candidate streams (one batch), score them for ``tune``, return the best."""
     names = list(streams)
     decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]

@@ -17,7 +17,7 @@ from . import bitstream
 from .refine import Residual
 
 if TYPE_CHECKING:
-    from .codec import Codec, EncodeOptions, _Analysis
+    from .codec import Codec, EncodeOptions, Analysis
 
 # The rate knob: one number in [0, 1] sets both keep ratios. The semantic map gets its bits
 # first (everything downstream is conditioned on it), the image tokens follow.
@@ -53,14 +53,14 @@ REFINE_FRAMING_BYTES = 7  # type byte, length varint (≤ 2 bytes below 16 KiB),
 LOSSLESS_MIN_IMAGE_KEEP = 0.5
 
 
-def budget_of(analysis: "_Analysis", options: "EncodeOptions") -> float:
+def budget_of(analysis: "Analysis", options: "EncodeOptions") -> float:
     """Bytes a rate-controlled encode may spend (``bpp`` and/or ``max_bytes``)."""
     pixels = analysis.loaded.width * analysis.loaded.height
     budget = math.inf if options.bpp is None else options.bpp * pixels / 8.0
     return budget if options.max_bytes is None else min(budget, options.max_bytes)
 
 
-def token_stream(codec: "Codec", analysis: "_Analysis", options: "EncodeOptions", seg_id: int) -> bytes:
+def token_stream(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_id: int) -> bytes:
     """The token layers (semantic map, image tokens, refinement) of an analysed image."""
     if not options.rate_controlled:
         q = 0.3 if options.keep is None else options.keep
@@ -92,7 +92,7 @@ def refine_reserve(budget: float, refine: str) -> float:
     return max(REFINE_MIN_BYTES, REFINE_SHARE * budget) if refine == "on" else 0.0
 
 
-def choose_ssm(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: int, ssm: str, refine: str) -> str:
+def choose_ssm(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, ssm: str, refine: str) -> str:
     """``auto``: the exact map when G_s's largest stream leaves room for it (with at least
     ``LOSSLESS_MIN_IMAGE_KEEP`` of the image tokens and the refinement reserve)."""
     if ssm != "auto":
@@ -106,7 +106,7 @@ def choose_ssm(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: int
     return "lossless" if len(lossless) <= room else "vq"
 
 
-def fit_refined(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: int, ssm: str,
+def fit_refined(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, ssm: str,
                 ssm_bias: float, refine: str) -> bytes:
     """Token stream plus refinement layer within ``budget`` bytes: the tokens get the budget
     less the reserve of ``refine``, the refinement the room they leave."""
@@ -121,7 +121,7 @@ def fit_refined(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: in
     return tokens if refine == "auto" else fit_rate(codec, analysis, budget, seg_id, ssm, ssm_bias)
 
 
-def refinement_within(codec: "Codec", analysis: "_Analysis", tokens: bytes, room: float) -> bytes | None:
+def refinement_within(codec: "Codec", analysis: "Analysis", tokens: bytes, room: float) -> bytes | None:
     """The finest refinement payload of at most ``room`` bytes: the finest stride whose
     step can stay ≤ REFINE_MAX_STEP, else the coarsest stride that fits at all."""
     decoded = codec._decode_arrays(tokens)[0]
@@ -143,7 +143,7 @@ def refinement_within(codec: "Codec", analysis: "_Analysis", tokens: bytes, room
     return chosen
 
 
-def fit_rate(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: int, ssm: str = "vq",
+def fit_rate(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, ssm: str = "vq",
              ssm_bias: float = 0.0) -> bytes:
     """Largest stream not above ``budget`` bytes along the rate knob (bisection)."""
     def at(q: float) -> bytes:
@@ -166,7 +166,7 @@ def fit_rate(codec: "Codec", analysis: "_Analysis", budget: float, seg_id: int, 
     return best
 
 
-def score_decode(codec: "Codec", data: bytes, analysis: "_Analysis") -> float:
+def score_decode(codec: "Codec", data: bytes, analysis: "Analysis") -> float:
     """Encoder-side quality of a candidate stream: agreement (mIoU) of the segmenter on
     the decoded image with the encoder's semantic map, plus a small PSNR term."""
     decoded = np.asarray(codec.decode(data).convert("RGB"))

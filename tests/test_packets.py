@@ -63,22 +63,22 @@ def test_nothing_lost_decodes_exactly_like_the_plain_stream(codec: Codec, plain:
 
 def test_a_lost_packet_masks_its_positions_and_is_reported(codec: Codec, plain: bytes, stream: bytes) -> None:
     recs = records(stream)
-    full = codec._decode_tokens(plain, "all")
+    full = codec.decode_tokens(plain)
     token_recs = [i for i, r in enumerate(recs) if r[0] & 3 == packets.KIND_TOKENS]
     gone = token_recs[len(token_recs) // 2]
     count = bitstream.decode_varint(recs[gone], bitstream.decode_varint(recs[gone], 0)[1])[0]
     arrived = join(recs[:gone] + recs[gone + 1:])
-    got = codec._decode_tokens(arrived, "all")
-    lost_map = full["ssm_keep"] & ~got["ssm_keep"]
-    lost_image = full["img_keep"] & ~got["img_keep"]
+    got = codec.decode_tokens(arrived)
+    lost_map = full.map_keep & ~got.map_keep
+    lost_image = full.image_keep & ~got.image_keep
     assert lost_map.any() and lost_image.any()
     # nothing else changed: arrived positions carry the same tokens
-    assert np.array_equal(got["ssm_indices"][got["ssm_keep"]], full["ssm_indices"][got["ssm_keep"]])
-    assert np.array_equal(got["img_indices"][got["img_keep"]], full["img_indices"][got["img_keep"]])
-    assert not (got["ssm_keep"] & ~full["ssm_keep"]).any()
+    assert np.array_equal(got.map_indices[got.map_keep], full.map_indices[got.map_keep])
+    assert np.array_equal(got.image_indices[got.image_keep], full.image_indices[got.image_keep])
+    assert not (got.map_keep & ~full.map_keep).any()
     # the holes are scattered over the image, not one region
     rows = np.nonzero(lost_map | lost_image)[0]
-    assert rows.max() - rows.min() >= full["ssm_keep"].shape[0] // 2
+    assert rows.max() - rows.min() >= full.map_keep.shape[0] // 2
     with pytest.warns(PacketLossWarning, match="token packets"):
         image = codec.decode(arrived)
     report = image.info["sqgan_packets"]
@@ -108,11 +108,11 @@ def test_map_copies_recover_the_map_of_a_lost_token_packet(codec: Codec, plain: 
     assert copies and len(copies) == len(tokens) + sum(r[0] & 3 == packets.KIND_HEADER for r in recs)
     # every token packet lost (only the header packets' own tokens arrive): the map survives whole
     arrived = join([r for r in recs if r[0] & 3 != packets.KIND_TOKENS])
-    got = codec._decode_tokens(arrived, "all")
-    full = codec._decode_tokens(plain, "all")
-    assert np.array_equal(got["ssm_keep"], full["ssm_keep"])
-    assert np.array_equal(got["ssm_indices"][got["ssm_keep"]], full["ssm_indices"][full["ssm_keep"]])
-    assert got["img_keep"].sum() < full["img_keep"].sum()
+    got = codec.decode_tokens(arrived)
+    full = codec.decode_tokens(plain)
+    assert np.array_equal(got.map_keep, full.map_keep)
+    assert np.array_equal(got.map_indices[got.map_keep], full.map_indices[full.map_keep])
+    assert got.image_keep.sum() < full.image_keep.sum()
 
 
 def test_hostile_packet_streams_never_crash(codec: Codec, frame: np.ndarray, stream: bytes) -> None:

@@ -1,0 +1,224 @@
+"""Quality under packet loss: sqgan packet streams against classical files cut into the same packets.
+
+    python benchmarks/packet_loss.py --images ../shared/data/camvid/test --every 12 --seeds 3 \\
+        --out docs/bench/packet_loss.md
+    python benchmarks/packet_loss.py --grid docs/bench/packet_loss_sample.png   # pictures, bundled sample
+
+For each image and target rate: the sqgan packet stream (``encode(bpp=, packet_bytes=)``, every
+packet counted in the budget), WebP at 1/4 resolution (the best classical codec on CamVid at
+these rates, docs/benchmarks.md) and JPEG at 1/4 with a restart marker every MCU row (the
+classical codec that has a decoder-side concealment: libjpeg resynchronises at the markers),
+both at the largest size within the same budget. Each file goes through
+:func:`sqgan_codec.channel.transmit` at every loss rate, i.i.d. and bursty (Gilbert–Elliott,
+mean burst 4 packets), with several seeds; what arrives is decoded. A file that no longer
+decodes is *lost* and scored as a mid-grey picture (what a receiver would have to show).
+Reported: mIoU of the bundled segmenter on the decodes against the ground-truth labels (one
+confusion matrix per cell, over images and seeds), PSNR, LPIPS-style (images 2x downsampled,
+float32), and the share of files that decoded. Also the packet overhead: the packet stream of
+the same tokens against the plain stream.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit  # noqa: E402
+
+from sqgan_codec import channel  # noqa: E402
+from sqgan_codec.codec import Codec  # noqa: E402
+from sqgan_codec.errors import PacketLossWarning  # noqa: E402
+from sqgan_codec.evaluate.classical import code_at_bpp  # noqa: E402
+from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, psnr  # noqa: E402
+from sqgan_codec.evaluate.report import find_images, load_label, load_rgb  # noqa: E402
+
+LOSSES = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
+PATTERNS = (("i.i.d.", 1.0), ("bursty (mean 4)", 4.0))
+
+
+def jpeg_restart(rgb: np.ndarray, target_bytes: float) -> bytes | None:
+    """JPEG at 1/4 (else 1/8) resolution with a restart marker every MCU row: the largest
+    quality within ``target_bytes``."""
+    full = Image.fromarray(rgb)
+    for scale in (4, 8):
+        small = full.resize((max(1, round(full.width / scale)), max(1, round(full.height / scale))),
+                            Image.Resampling.LANCZOS)
+
+        def coded(q: int) -> bytes:
+            buf = io.BytesIO()
+            small.save(buf, "JPEG", quality=q, optimize=True, restart_marker_rows=1)
+            return buf.getvalue()
+
+        lo, hi, best = 1, 95, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            data = coded(mid)
+            if len(data) <= target_bytes:
+                best, lo = data, mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            return best
+    return None
+
+
+def decode_classical(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """Decode what arrived of a classical file (libjpeg conceals what it can); None if it fails."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return np.asarray(im.convert("RGB").resize(size, Image.Resampling.BICUBIC)).copy()
+    except Exception:  # noqa: BLE001 - any failure of a damaged file counts as lost
+        return None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 0.3, 0.5), width: int = 320) -> None:
+    """One image through the channel (i.i.d., seed 0): rows sqgan / WebP 1/4 / JPEG 1/4 with
+    restart markers, columns the loss rates; labels give PSNR or 'lost'."""
+    from crop_grid import save_grid
+    from side_by_side import _cell
+
+    codec = Codec(device="cpu")
+    rgb = load_rgb(Path(image))
+    h, w = rgb.shape[:2]
+    size = (min(width, w), round(h * min(width, w) / w))
+    files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=packet_bytes),
+             "webp 1/4": code_at_bpp(rgb, "webp", 4, bpp).data, "jpeg 1/4+RST": jpeg_restart(rgb, bpp * w * h / 8)}
+    rows = [[_cell(rgb, size, f"original; {bpp} bpp, {packet_bytes}-byte packets")]]
+    for name, data in files.items():
+        row = []
+        for loss in losses:
+            arrived, report = channel.transmit(data, loss=loss, seed=0, packet_bytes=packet_bytes)
+            if name == "sqgan":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PacketLossWarning)
+                    dec = np.asarray(codec.decode(arrived).convert("RGB"))
+            else:
+                dec = decode_classical(arrived, (w, h))
+            lost = f"{report.lost}/{report.packets} lost"
+            row.append(_cell(dec, size, f"{name}, {round(100 * loss)}%: {lost}, "
+                                        + ("not decodable" if dec is None else f"{psnr(rgb, dec):.1f} dB")))
+        rows.append(row)
+    save_grid(rows, out)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", default="../shared/data/camvid/test")
+    ap.add_argument("--every", type=int, default=12)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--bpp", default="0.025,0.05")
+    ap.add_argument("--packet-bytes", type=int, default=150)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--grid", default=None, metavar="PNG", help="only draw the picture grid of --grid-image")
+    ap.add_argument("--grid-image", default=str(Path(__file__).resolve().parents[1] / "sqgan_codec" / "samples" / "street.png"))
+    args = ap.parse_args()
+    if args.grid:
+        grid(args.grid, args.grid_image, float(args.bpp.split(",")[-1]), args.packet_bytes)
+        return
+    rates = [float(b) for b in args.bpp.split(",")]
+    codec = Codec(device="cpu")
+    lpips = LpipsVggStyle(scale=2)
+    pairs = find_images(args.images, every=args.every, limit=args.limit)
+    cells: dict[tuple, dict] = defaultdict(lambda: {"cm": 0, "psnr": [], "lpips": [], "decoded": 0, "n": 0})
+    overhead: dict[float, list[tuple[int, int, int]]] = defaultdict(list)
+    t0 = time.time()
+    for k, (path, label_path) in enumerate(pairs):
+        rgb, labels = load_rgb(path), load_label(label_path)
+        h, w = rgb.shape[:2]
+        grey = np.full_like(rgb, 128)
+        for bpp in rates:
+            budget = bpp * w * h / 8
+            plain = codec.encode(rgb, bpp=bpp, tune="semantic", ssm="vq")
+            files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=args.packet_bytes)}
+            overhead[bpp].append((len(plain), len(codec.packetize(plain, packet_bytes=args.packet_bytes)),
+                                  len(files["sqgan"])))
+            webp = code_at_bpp(rgb, "webp", 4, bpp)
+            if webp is not None:
+                files["webp 1/4"] = webp.data
+            jpeg = jpeg_restart(rgb, budget)
+            if jpeg is not None:
+                files["jpeg 1/4 + restart markers"] = jpeg
+            for name, data in files.items():
+                for pattern, burst in PATTERNS:
+                    for loss in LOSSES:
+                        if loss == 0 and burst != PATTERNS[0][1]:
+                            continue  # nothing lost: the same decode for every pattern
+                        for seed in range(1 if loss == 0 else args.seeds):
+                            arrived, _ = channel.transmit(data, loss=loss, burst=burst, seed=seed,
+                                                          packet_bytes=args.packet_bytes)
+                            if name == "sqgan":
+                                try:
+                                    with warnings.catch_warnings():
+                                        warnings.simplefilter("ignore", PacketLossWarning)
+                                        out = np.asarray(codec.decode(arrived).convert("RGB"))
+                                except Exception:  # noqa: BLE001 - every header copy lost
+                                    out = None
+                            else:
+                                out = decode_classical(arrived, (w, h))
+                            cell = cells[name, bpp, pattern, loss]
+                            cell["n"] += 1
+                            cell["decoded"] += out is not None
+                            out = grey if out is None else out
+                            cell["cm"] = cell["cm"] + confusion_matrix(labels, codec.segmenter.segment(out))
+                            cell["psnr"].append(psnr(rgb, out))
+                            cell["lpips"].append(lpips(rgb, out))
+        print(f"[{k + 1}/{len(pairs)}] {path.name} {time.time() - t0:.0f}s", flush=True)
+
+    lines = ["# Quality under packet loss", "",
+             f"`python benchmarks/packet_loss.py --images {args.images} --every {args.every} --seeds {args.seeds} "
+             f"--packet-bytes {args.packet_bytes}{' --limit %d' % args.limit if args.limit else ''}`", "",
+             f"{len(pairs)} CamVid test images; packets of at most {args.packet_bytes} bytes; losses "
+             f"{', '.join(f'{round(100 * x)} %' for x in LOSSES)}; {args.seeds} seeds per lossy cell; a file "
+             "that does not decode is scored as a mid-grey picture. mIoU: bundled segmenter on the "
+             "decodes against the ground truth. Run time "
+             f"{(time.time() - t0) / 60:.1f} min on one CPU thread.", "",
+             "## Packet overhead", "",
+             "| bpp | plain token stream (bytes) | same tokens as packets | overhead | packet stream under the budget |",
+             "|---|---:|---:|---:|---:|"]
+    for bpp in rates:
+        rows = np.array(overhead[bpp], float)
+        lines.append(f"| {bpp} | {rows[:, 0].mean():.0f} | {rows[:, 1].mean():.0f} | "
+                     f"{100 * (rows[:, 1].sum() / rows[:, 0].sum() - 1):.1f} % | {rows[:, 2].mean():.0f} |")
+    for bpp in rates:
+        for pattern, _ in PATTERNS:
+            lines += ["", f"## {bpp} bpp, {pattern} losses", "",
+                      "| codec | " + " | ".join(f"{round(100 * x)} %" for x in LOSSES) + " |",
+                      "|---|" + "---:|" * len(LOSSES)]
+            names = sorted({k[0] for k in cells if k[1] == bpp}, key=lambda n: n != "sqgan")
+            for metric in ("mIoU", "PSNR", "LPIPS-style", "decoded"):
+                for name in names:
+                    vals = []
+                    for loss in LOSSES:
+                        c = cells.get((name, bpp, pattern, loss)) or cells.get((name, bpp, PATTERNS[0][0], loss))
+                        if c is None or not c["n"]:
+                            vals.append("–")
+                        elif metric == "mIoU":
+                            vals.append(f"{miou(c['cm']):.3f}")
+                        elif metric == "PSNR":
+                            vals.append(f"{np.mean(c['psnr']):.2f}")
+                        elif metric == "LPIPS-style":
+                            vals.append(f"{np.mean(c['lpips']):.3f}")
+                        else:
+                            vals.append(f"{100 * c['decoded'] / c['n']:.0f} %")
+                    lines.append(f"| {name}: {metric} | " + " | ".join(vals) + " |")
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
