@@ -428,8 +428,15 @@ def read(data: bytes | bytearray | memoryview, map_tables: StreamTables, image_t
                 report.duplicates += 1
                 continue
             sel = slice(index, index + count)
-            if index + count > n or (kind != KIND_MAP_COPY and image_covered[sel].any()):
-                raise BitstreamError("token packet outside the grid or overlapping another")
+            if index + count > n:
+                raise BitstreamError("token packet outside the grid")
+            # nothing is decoded twice (at most two passes over the grid, whatever the file holds)
+            covered = map_covered if kind == KIND_MAP_COPY else image_covered
+            if covered[sel].all():
+                report.duplicates += 1
+                continue
+            if covered[sel].any():
+                raise BitstreamError("token packet overlapping another")
             decoder = TokenDecoder(body[pos:])
             mk, mi = decoder.grid((1, count), np.zeros((1, count), np.int64), map_tables)
             where = order[sel]

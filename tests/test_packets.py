@@ -149,6 +149,28 @@ def test_hostile_packet_streams_never_crash(codec: Codec, frame: np.ndarray, str
     assert outcomes["decoded"] >= 30
 
 
+def test_forged_packets_with_valid_crcs_are_decoded_at_most_once(codec: Codec, stream: bytes) -> None:
+    """An attacker can compute CRCs: packets claiming the whole grid in a few bytes, again and
+    again, are decoded once; the rest count as duplicates or damage (work stays bounded)."""
+    import zlib
+
+    header, plan = packets.read_header(stream)
+    seed = zlib.crc32(plan["payload"] + plan["nonce"])
+    n = header.grid[0] * header.grid[1]
+
+    def forged(kind: int, index: int, count: int) -> bytes:
+        body = bitstream.encode_varint(index * 4 + kind) + bitstream.encode_varint(count) + b"\x01"
+        return body + zlib.crc32(body, seed).to_bytes(4, "big")
+
+    recs = records(stream)[:1]  # the first header copy (with its own tokens)
+    recs += [forged(packets.KIND_MAP_COPY, 0, n)] * 500 + [forged(packets.KIND_MAP_COPY, i, n - i) for i in range(1, 500)]
+    recs += [forged(packets.KIND_TOKENS, i, n - i) for i in range(0, 500)]
+    with pytest.warns(PacketLossWarning):
+        image = codec.decode(join(recs))
+    report = image.info["sqgan_packets"]
+    assert report["map_copies_received"] <= 1 and report["duplicates"] + report["damaged"] >= 1400
+
+
 def test_rate_control_counts_every_packet(codec: Codec, frame: np.ndarray) -> None:
     budget = BPP * frame.shape[0] * frame.shape[1] / 8
     data = codec.encode(frame, bpp=BPP, packet_bytes=PACKET)
