@@ -256,3 +256,36 @@ def test_training_continues_from_shipped_weights(tmp_path: Path) -> None:
     trained = state["model"]["image.quantizer.codebook"]
     # one EMA step (decay 0.99) moves codes a little; a data re-initialisation would replace them
     assert (trained - book).abs().max() < 0.05 * book.abs().max()
+
+
+def test_erasure_training_decodes_without_the_lost_packets(tiny_camvid: Path, tmp_path: Path) -> None:
+    """--erasure: the decoders see lost-packet patterns (runs of the packet streams' interleaved
+    order) on top of SAMM's masks; the coded tokens are unchanged."""
+    from sqgan_codec.nets.blocks import one_hot_map
+    from sqgan_codec.packets import interleave
+    from sqgan_codec.train.sqgan import packet_erasures
+
+    g = torch.Generator().manual_seed(0)
+    erased = packet_erasures(64, (6, 9), 1.0, g)
+    assert erased.shape == (64, 1, 6, 9) and 0.1 < erased.float().mean() < 0.4
+    order = torch.from_numpy(interleave(6, 9))
+    flat = erased.view(64, -1)[:, order]  # lost positions are whole runs of the interleaved order
+    assert all((row[1:] != row[:-1]).sum() <= 2 * 16 for row in flat)
+    assert packet_erasures(8, (6, 9), 0.0, g) is None
+
+    torch.manual_seed(0)
+    model = SQGAN(SQGANConfig()).eval()
+    rgb = torch.rand(2, 3, 96, 144) * 2 - 1
+    onehot = one_hot_map(torch.randint(0, 11, (2, 96, 144)), 11)
+    lost = packet_erasures(2, (6, 9), 1.0, torch.Generator().manual_seed(3))
+    assert lost.any()
+    with torch.no_grad():
+        plain, hit = model.image(rgb, onehot, 0.8), model.image(rgb, onehot, 0.8, None, lost)
+        s_plain, s_hit = model.ssm(onehot, 0.8), model.ssm(onehot, 0.8, lost)
+    assert torch.equal(plain["indices"], hit["indices"]) and torch.equal(plain["keep"], hit["keep"])
+    assert not torch.equal(plain["rgb"], hit["rgb"]) and not torch.equal(s_plain["logits"], s_hit["logits"])
+
+    run = tmp_path / "run"
+    train_main(["joint", "--data", str(tiny_camvid), "--splits", "train", "--out", str(run), *FAST,
+                "--max-steps", "2", "--perceptual", "0", "--semantic", "0", "--erasure", "1.0"])
+    assert _load(run / "last.pt")["args"]["erasure"] == 1.0

@@ -105,9 +105,11 @@ class ImageCodec(nn.Module):
         return self.decode_codes(codes, keep, onehot)
 
     def forward(self, rgb: torch.Tensor, onehot_enc: torch.Tensor, keep_ratio: torch.Tensor | float,
-                onehot_dec: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                onehot_dec: torch.Tensor | None = None, erased: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``erased``: N×1×h×w bool, kept positions the decoder does not get (lost packets)."""
         latents, keep, scores = self.encode(rgb, onehot_enc, keep_ratio)
         codes, indices, commit = self.quantizer(latents, keep)
         dec_map = onehot_enc if onehot_dec is None else onehot_dec
-        return {"rgb": self.decode_codes(codes, keep, dec_map), "indices": indices, "keep": keep,
+        arrived = keep if erased is None else keep & ~erased
+        return {"rgb": self.decode_codes(codes, arrived, dec_map), "indices": indices, "keep": keep,
                 "scores": scores, "vq_loss": commit}

@@ -51,8 +51,11 @@ class SemanticMapCodec(nn.Module):
         codes = self.quantizer.indices_to_codes(indices.clamp(0, self.quantizer.num_codes - 1))
         return self.decode_codes(codes, keep)
 
-    def forward(self, onehot: torch.Tensor, keep_ratio: torch.Tensor | float) -> dict[str, torch.Tensor]:
+    def forward(self, onehot: torch.Tensor, keep_ratio: torch.Tensor | float,
+                erased: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``erased``: N×1×h×w bool, kept positions the decoder does not get (lost packets)."""
         latents, keep, scores, _ = self.encode(onehot, keep_ratio)
         codes, indices, commit = self.quantizer(latents, keep)
-        return {"logits": self.decode_codes(codes, keep), "indices": indices, "keep": keep,
+        arrived = keep if erased is None else keep & ~erased
+        return {"logits": self.decode_codes(codes, arrived), "indices": indices, "keep": keep,
                 "scores": scores, "vq_loss": commit}

@@ -439,7 +439,7 @@ def run(args: argparse.Namespace) -> Path:
             "--init-from", str(start) if start.exists() else "sqgan-camvid11",
             "--batch", str(batch), "--crop", str(64 if args.dry_run else args.crop),
             "--lr", str(args.lr), "--device", device, "--checkpoint-minutes", checkpoint_minutes,
-            "--gan-start", "0" if args.dry_run else "0.3",
+            "--gan-start", "0" if args.dry_run else "0.3", "--erasure", "0.3",
             *(["--limit", "2", "--copy-paste", "0"] if args.dry_run else []), *steps, *speed])
         ckpt = sqgan.run(sqgan_args, "joint")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)

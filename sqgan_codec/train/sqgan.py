@@ -83,6 +83,8 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
                    help="chance per crop of pasting 1-3 small relevant objects (signs, poles, people, "
                         "cyclists) cut from other training images")
     p.add_argument("--keep-min", type=float, default=0.05)
+    p.add_argument("--erasure", type=float, default=0.0, metavar="SHARE",
+                   help="share of samples decoded with lost-packet patterns (packet streams' de-masking)")
     if stage == "joint":
         p.add_argument("--decoded-from", type=float, default=0.6,
                        help="budget fraction after which G_x decodes from G_s's map")
@@ -174,16 +176,41 @@ class StageForward(nn.Module):
         self.model, self.stage = model, stage
 
     def forward(self, rgb: torch.Tensor, onehot: torch.Tensor, keep_s: torch.Tensor,
-                keep_x: torch.Tensor, decoded: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+                keep_x: torch.Tensor, decoded: bool = False,
+                erased: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
         out = {}
         if self.stage in ("ssm", "joint"):
-            out["s"] = self.model.ssm(onehot, keep_s)
+            out["s"] = self.model.ssm(onehot, keep_s, erased)
         if self.stage in ("image", "joint"):
             dec_map = None
             if decoded and "s" in out:
                 dec_map = one_hot_map(out["s"]["logits"].detach().argmax(1), NUM_CLASSES)
-            out["x"] = self.model.image(rgb, onehot, keep_x, dec_map)
+            out["x"] = self.model.image(rgb, onehot, keep_x, dec_map, erased)
         return out
+
+
+def packet_erasures(n: int, grid: tuple[int, int], share: float, generator: torch.Generator) -> torch.Tensor | None:
+    """Lost-packet patterns for ``share`` of a batch of ``n`` (N×1×h×w bool, None when none):
+    the latent positions in the packet streams' interleaved order cut into 4–16 packets, each
+    lost with a rate drawn from [0, 0.5] per image, so the de-masker learns to fill what a
+    channel loses as well as what SAMM drops (sqgan_codec.packets)."""
+    if share <= 0:
+        return None
+    from ..packets import interleave
+
+    h, w = grid
+    order = torch.from_numpy(interleave(h, w))
+    out = torch.zeros(n, h * w, dtype=torch.bool)
+    for i in range(n):
+        if torch.rand((), generator=generator) >= share:
+            continue
+        packets = int(torch.randint(4, 17, (), generator=generator))
+        rate = float(torch.rand((), generator=generator)) * 0.5
+        lost = torch.rand(packets, generator=generator) < rate
+        bounds = torch.linspace(0, h * w, packets + 1).round().long()
+        for j in torch.nonzero(lost).flatten().tolist():
+            out[i, order[bounds[j]:bounds[j + 1]]] = True
+    return out.view(n, 1, h, w)
 
 
 def init_from_shipped(model: SQGAN, source: str) -> tuple[int, float]:
@@ -245,6 +272,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                          f"{info.world} processes")
     batch = args.batch // info.world
     torch.manual_seed(args.seed + info.rank)
+    erasure_rng = torch.Generator().manual_seed(args.seed * 7919 + info.rank)  # its own stream: other draws unchanged
     out = Path(args.out)
     ckpt_path = out / "last.pt"
     trains_x = stage in ("image", "joint")
@@ -388,7 +416,10 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         gan_on = disc is not None and progress >= args.gan_start
         amp = autocast(device, args.amp)
         with amp:  # forward and losses (the quantisers keep fp32 inside)
-            res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from)
+            stride = model.config.latent_stride
+            erased = packet_erasures(n, (rgb.shape[-2] // stride, rgb.shape[-1] // stride), args.erasure, erasure_rng)
+            res = forward(rgb, onehot, keep_s, keep_x, progress >= decoded_from,
+                          None if erased is None else erased.to(device))
             s_out, x_out = res.get("s"), res.get("x")
             zero = torch.zeros((), device=device)
             loss, parts = zero, {}
