@@ -204,7 +204,7 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
 @click.option("--max-bytes", type=click.IntRange(min=1), metavar="N",
               help="Hard cap on each file's size in bytes (alone or with --bpp).")
 @click.option("--priority", metavar="CLASS=W,...",
-              help="Re-weight which regions keep tokens, e.g. Pedestrian=4,SignSymbol=4,Sky=0.")
+              help="Re-weight which regions keep tokens, e.g. Pedestrian=4,SignSymbol=4,Sky=0 (all=W weighs the classes not named).")
 @click.option("--roi", multiple=True, metavar="X,Y,W,H",
               help="Region of interest in pixels that keeps more tokens (repeatable).")
 @click.option("--ssm", type=click.Choice(["auto", "vq", "lossless"]), default="auto", show_default=True,

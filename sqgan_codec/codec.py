@@ -41,6 +41,8 @@ LAYERS = ("all", "base")
 # Packet streams under a budget: rounds of fitting, and the undershoot that ends them early.
 PACKET_FIT_ROUNDS = 6
 PACKET_FIT_SLACK = 0.02
+# The priority key that weighs every class not named (``--priority all=0,Pedestrian=1``).
+ALL_CLASSES = "all"
 # Rank boost of latent positions inside a region of interest.
 ROI_BOOST = 4.0
 SSM_MODES = ("auto", "vq", "lossless")
@@ -82,7 +84,7 @@ class EncodeOptions:
         if self.tune not in TUNES:
             raise ValueError(f"tune must be one of {TUNES}")
         if self.priority:
-            unknown = [k for k in self.priority if k not in CLASS_INDEX]
+            unknown = [k for k in self.priority if k not in CLASS_INDEX and k != ALL_CLASSES]
             if unknown:
                 raise ValueError(f"unknown class name(s) {unknown} in priority; classes: {', '.join(CLASS_NAMES)}")
             if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
@@ -102,14 +104,15 @@ class EncodeOptions:
 
 
 def parse_priority(text: str) -> dict[str, float]:
-    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight}; names are matched case-insensitively."""
-    lookup = {n.lower(): n for n in CLASS_NAMES}
+    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight}; names are matched case-insensitively;
+    ``all=W`` weighs the classes not named (default 1), e.g. ``"all=0,Pedestrian=1"``."""
+    lookup = {n.lower(): n for n in (*CLASS_NAMES, ALL_CLASSES)}
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or name.strip().lower() not in lookup:
             raise ValueError(f"bad priority {part!r}: expected CLASS=WEIGHT with CLASS one of "
-                             f"{', '.join(CLASS_NAMES)}")
+                             f"{', '.join(CLASS_NAMES)} (or all=WEIGHT for the classes not named)")
         try:
             out[lookup[name.strip().lower()]] = float(value)
         except ValueError:
@@ -297,8 +300,8 @@ class Codec:
     def position_weights(self, analysis: Analysis, options: EncodeOptions) -> np.ndarray | None:
         """Encode-time rank multipliers of latent positions from class priorities and ROIs.
 
-        A block's weight is the pixel-weighted mean priority of its classes (unnamed classes
-        1), times ``ROI_BOOST`` where it touches a region of interest. Only the ranking of
+        A block's weight is the pixel-weighted mean priority of its classes (classes not named:
+        the ``all`` weight, default 1), times ``ROI_BOOST`` where it touches a region of interest. Only the ranking of
         positions changes: masks are transmitted, so the decoder needs none of this.
         """
         if not options.priority and not options.roi:
@@ -306,9 +309,10 @@ class Codec:
         gh, gw = analysis.ssm_indices.shape
         weights = np.ones((gh, gw), np.float64)
         if options.priority:
-            per_class = np.ones(NUM_CLASSES, np.float64)
+            per_class = np.full(NUM_CLASSES, options.priority.get(ALL_CLASSES, 1.0), np.float64)
             for name, value in options.priority.items():
-                per_class[CLASS_INDEX[name]] = value
+                if name != ALL_CLASSES:
+                    per_class[CLASS_INDEX[name]] = value
             counts = self.block_classes(analysis)
             weights = (counts * per_class).sum(-1) / np.maximum(counts.sum(-1), 1)
         st = self.stride

@@ -36,7 +36,8 @@ def image_keep_mask(codec: Codec, data: bytes) -> np.ndarray:
 def test_parse_priority() -> None:
     assert parse_priority("pedestrian=4, SignSymbol=4,Sky=0") == {"Pedestrian": 4.0, "SignSymbol": 4.0,
                                                                   "Sky": 0.0}
-    for bad in ("Foo=1", "Sky", "Sky=x"):
+    assert parse_priority("ALL=0,pedestrian=1") == {"all": 0.0, "Pedestrian": 1.0}
+    for bad in ("Foo=1", "Sky", "Sky=x", "everything=0"):
         with pytest.raises(ValueError):
             parse_priority(bad)
     with pytest.raises(ValueError):
@@ -80,6 +81,17 @@ def test_priority_moves_tokens_to_the_named_class(codec: Codec, scene: np.ndarra
     assert boosted[majority == road].sum() > plain[majority == road].sum()
     if (majority == sky).any():
         assert boosted[majority == sky].sum() <= plain[majority == sky].sum()
+
+
+def test_all_weighs_the_classes_not_named(codec: Codec, scene: np.ndarray) -> None:
+    """``all=0,Road=1`` spends the tokens on road blocks first: as Road=8 with every other class 0."""
+    majority = codec.block_classes(codec.analyse(scene)).argmax(-1)
+    road = CLASS_NAMES.index("Road")
+    plain = image_keep_mask(codec, codec.encode(scene, keep=0.15))
+    only_road = image_keep_mask(codec, codec.encode(scene, keep=0.15, priority={"all": 0.0, "Road": 1.0}))
+    spelled_out = {name: 0.0 for name in CLASS_NAMES if name != "Road"} | {"Road": 1.0}
+    assert np.array_equal(only_road, image_keep_mask(codec, codec.encode(scene, keep=0.15, priority=spelled_out)))
+    assert only_road[majority == road].sum() > plain[majority == road].sum()
 
 
 def test_roi_keeps_more_tokens_inside(codec: Codec, scene: np.ndarray) -> None:
