@@ -9,7 +9,10 @@ from PIL import Image
 
 from sqgan_codec.codec import Codec
 
-CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
+# The shared data beside the repository, read in place (never copied into the project)
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CAMVID, PHOTOS = DATA / "camvid", DATA / "photos"
+needs_camvid = pytest.mark.skipif(not (CAMVID / "test").is_dir(), reason="CamVid not beside the repo")
 
 
 @pytest.fixture(scope="session")

@@ -398,6 +398,7 @@ def test_fuzz_with_valid_crcs_reaches_the_parsers():
     chunk sequences so the header parser and the order rules see them too."""
     rng = random.Random(7)
     kinds = "HSLIRQhtz"
+    parsed = rejected = 0
     for i in range(3000):
         payload = mutate(header_payload(version_byte=rng.choice((0x10, 0x12))), rng)
         if i % 10 == 0:
@@ -407,9 +408,13 @@ def test_fuzz_with_valid_crcs_reaches_the_parsers():
         try:
             stream = unpack(data, allow_truncated=bool(i % 2))
         except SqganError:
+            rejected += 1
             continue
+        parsed += 1
         assert set(stream.chunks) <= {"S", "L", "I", "R"}
         assert read_header(data) == stream.header
+    # both sides of the parsers were reached: some mutants parse, most are refused
+    assert parsed >= 30 and rejected >= 300, (parsed, rejected)
 
 
 def test_refinement_chunk_needs_format_2() -> None:

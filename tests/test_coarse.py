@@ -14,10 +14,9 @@ from sqgan_codec import bitstream, coarse, decide, rate
 from sqgan_codec.codec import Codec, EncodeOptions
 from sqgan_codec.errors import BitstreamError, UnfamiliarImageWarning
 
-from conftest import camvid_test_image
+from conftest import PHOTOS, camvid_test_image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sqgan_codec" / "samples" / "street.png"
-PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from PIL import Image
 
 from sqgan_codec.evaluate import classical
 from sqgan_codec.evaluate import metrics as M
+from conftest import CAMVID
 
-CAMVID = Path(__file__).parents[1] / "../shared/data/camvid"
 TEST_IMAGE = CAMVID / "test" / "0001TP_008550.png"
 
 needs_camvid = pytest.mark.skipif(not TEST_IMAGE.is_file(), reason="CamVid test data (../shared) not present")

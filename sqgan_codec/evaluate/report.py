@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..classes import CLASS_NAMES, NUM_CLASSES
+from ..classes import CLASS_NAMES
 from . import classical
 from . import metrics as M
 
@@ -671,7 +671,7 @@ def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/
     lines.append("")
     for t in cfg["targets"]:
         lines += [f"### ≤ {t} bpp", "",
-                  f"| codec | scale | bpp | PSNR | MS-SSIM | LPIPS-style ↓ | FID-style ↓ | mIoU | coverage |",
+                  "| codec | scale | bpp | PSNR | MS-SSIM | LPIPS-style ↓ | FID-style ↓ | mIoU | coverage |",
                   "|---|---|---|---|---|---|---|---|---|"]
         best: dict[str, dict] = {}
         for g in summary["groups"]:
