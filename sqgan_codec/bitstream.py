@@ -40,7 +40,6 @@ CHUNK_IMAGE = "I"                # image tokens (enhancement layer)
 CHUNK_REFINE = "R"               # low-pass colour residual (refinement layer), always last
 CHUNK_COARSE = "C"               # coarse image (faithful thumbnail), first after the header
 SEMANTIC_CHUNKS = (CHUNK_SEMANTIC, CHUNK_SEMANTIC_LOSSLESS)
-CRITICAL_CHUNKS = (CHUNK_HEADER, CHUNK_COARSE, *SEMANTIC_CHUNKS, CHUNK_IMAGE, CHUNK_REFINE)
 # a stream is complete once it holds one of these (the rest are enhancement layers)
 LAYER_CHUNKS = (CHUNK_COARSE, *SEMANTIC_CHUNKS)
 

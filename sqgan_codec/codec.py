@@ -22,6 +22,7 @@ from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 from .decide import TUNES, Decision, decide
+from .devices import resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
                      TruncatedError, UnfamiliarImageWarning)
@@ -129,15 +130,6 @@ def layers_used(stream: bitstream.Stream, layers: str = "all") -> list[str]:
         used += [name for kind, name in ((bitstream.CHUNK_IMAGE, "image"), (bitstream.CHUNK_REFINE, "refine"))
                  if kind in stream.chunks]
     return used
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SqganError("CUDA was requested but is not available")
-    return dev
 
 
 def block_class_counts(padded_map: np.ndarray, stride: int) -> np.ndarray:
@@ -550,7 +542,6 @@ class Codec:
         if header.coder_id != 0:
             raise BitstreamError(f"unknown entropy coder {header.coder_id}")
 
-    @torch.inference_mode()
     @torch.inference_mode()
     def decode_semantic_map(self, data: bytes) -> tuple[bitstream.Header, np.ndarray, dict]:
         """Decode only the base layer: (header, semantic map H×W uint8, token state)."""

@@ -20,14 +20,6 @@ from .base import SEGMENTER_BUNDLED, Segmenter, _names_for, check_map, check_rgb
 MULTIPLE = 32
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def default_segmenter_name() -> str:
     """The registry's default segmenter (ModelMismatchError when it names none)."""
     try:
@@ -46,6 +38,7 @@ class BundledSegmenter(Segmenter):
                  batch_size: int = 8) -> None:
         import torch
 
+        from ..devices import resolve_device
         from ..nets.segnet import SegmenterNet
 
         name = model_name or default_segmenter_name()
@@ -67,7 +60,7 @@ class BundledSegmenter(Segmenter):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelMismatchError(
                 f"weights file for {name!r} does not fit the segmenter network: {first}") from None
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.entry = entry
         self.batch_size = max(1, int(batch_size))

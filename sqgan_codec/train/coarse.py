@@ -25,7 +25,8 @@ from .. import coarse as coarse_coding
 from ..classes import NUM_CLASSES, VOID
 from ..nets.blocks import one_hot_map
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
-from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, pick_device,
+from ..devices import resolve_device
+from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware,
                      save_checkpoint)
 from .data import BatchPrefetcher, CropSampler, load_training_set
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
@@ -111,7 +112,7 @@ def load_frozen_sqgan(name: str | None, device: torch.device):
 def run(args: argparse.Namespace) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)

@@ -11,12 +11,6 @@ from pathlib import Path
 import torch
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast(device: torch.device, amp: str):
     """The mixed-precision context of a training step: bf16 autocast or none."""
     if amp == "bf16":

@@ -19,8 +19,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..classes import CLASS_RELEVANCE, NUM_CLASSES
 
-PATCH = 8  # output stride of the discriminator: one logit per 8×8 pixels
-
 
 class PatchDiscriminator(nn.Module):
     """RGB [-1, 1] + one-hot map → N×1×H/8×W/8 logits. Spectral-normalised: stable hinge

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from ..classes import NUM_CLASSES, VOID
 from ..nets.efficientnet_lite import imagenet_state_to_trunk
 from ..nets.segnet import SegmenterNet
-from .common import Budget, JsonlLog, StopFlag, cosine_lr, pick_device, save_checkpoint
+from ..devices import resolve_device
+from .common import Budget, JsonlLog, StopFlag, cosine_lr, save_checkpoint
 from .data import CropSampler, class_frequencies, load_splits
 
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     out = Path(args.out)
     ckpt_path = out / "last.pt"
 

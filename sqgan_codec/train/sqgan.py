@@ -35,7 +35,8 @@ from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID, class_id
 from ..nets.blocks import one_hot_map
 from ..nets.sqgan import SQGAN, SQGANConfig
 from . import ddp
-from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, pick_device,
+from ..devices import resolve_device
+from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware,
                      save_checkpoint)
 from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
 from .gan import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, patch_relevance
@@ -258,7 +259,7 @@ def run(args: argparse.Namespace, stage: str | None = None) -> Path:
     args.command = stage
     if args.threads:
         torch.set_num_threads(args.threads)
-    info, device = ddp.setup(pick_device(args.device))
+    info, device = ddp.setup(resolve_device(args.device))
     try:
         return _train(args, stage, info, device)
     finally:
