@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from sqgan_codec.errors import BitstreamError, TruncatedError, UnsupportedVersionError
+from sqgan_codec.vocabulary import built_in
 
 # PNG's trick: the high byte catches 7-bit transports, CR LF / LF catch newline
 # conversion, ^Z stops `type` on Windows.
@@ -57,7 +58,8 @@ FLAG_RESERVED_MASK = 0b1111_1000
 
 # Names of the id bytes, for to_dict(). The container accepts any 0..255: whether
 # this installation can decode a given id is the codec's decision, not the container's.
-CLASS_SETS = {0: "camvid11"}
+# the header's class-set byte → vocabulary name (sqgan_codec/vocabularies/)
+CLASS_SETS = {v.class_set: name for name, v in built_in().items()}
 SEGMENTERS = {0: "bundled", 1: "onnx", 2: "labels"}
 CODERS = {0: "constriction-range-v1"}
 

@@ -1,44 +1,22 @@
-"""The codec's semantic vocabulary: CamVid's 11 classes (SegNet order).
+"""The shipped models' semantic vocabulary: CamVid's 11 classes (SegNet order), read from
+``vocabularies/camvid11.json`` (see :mod:`.vocabulary`).
 
-Every semantic map in sqgan_codec holds these ids. ``VOID`` only ever appears in
+Every semantic map of the shipped models holds these ids. ``VOID`` only ever appears in
 ground-truth label files; segmenters never predict it.
 """
 from __future__ import annotations
 
-CLASS_NAMES: tuple[str, ...] = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
-)
-NUM_CLASSES = len(CLASS_NAMES)
-VOID = 11
-CLASS_SET_ID = "camvid11"
+from .vocabulary import load
 
-# SegNet's palette, for overlays.
-CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-)
-
-# Task relevance used in training losses (high = must survive compression).
-CLASS_RELEVANCE: tuple[float, ...] = (
-    0.1,   # Sky
-    0.4,   # Building
-    1.0,   # Pole
-    0.4,   # Road
-    0.5,   # Pavement
-    0.1,   # Tree
-    1.0,   # SignSymbol
-    0.7,   # Fence
-    0.7,   # Car
-    1.0,   # Pedestrian
-    1.0,   # Bicyclist
-)
+VOCABULARY = load("camvid11")
+CLASS_NAMES: tuple[str, ...] = VOCABULARY.names
+NUM_CLASSES = VOCABULARY.num_classes
+VOID = VOCABULARY.void
+CLASS_SET_ID = VOCABULARY.name
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = VOCABULARY.colours  # SegNet's palette, for overlays
+CLASS_RELEVANCE: tuple[float, ...] = VOCABULARY.relevance  # training-loss weights (high: must survive)
 
 
 def class_id(name: str) -> int:
     """Class id for a name, case-insensitive (``"pedestrian"`` → 9)."""
-    lowered = {n.lower(): i for i, n in enumerate(CLASS_NAMES)}
-    try:
-        return lowered[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown class {name!r}; known: {', '.join(CLASS_NAMES)}") from None
+    return VOCABULARY.class_id(name)

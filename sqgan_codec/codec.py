@@ -33,7 +33,6 @@ from .nets.sqgan import SQGAN, SQGANConfig
 from .rate import MIN_KEEP
 from .refine import apply_residual, decode_residual
 
-CLASS_SET_CODES = {CLASS_SET_ID: 0}
 LAYERS = ("all", "base")
 
 # The pixel limit (imageio.MAX_PIXELS, one for reading and decoding): larger images are refused
@@ -200,6 +199,11 @@ class Codec:
         if self.entry.kind != "sqgan":
             raise ModelMismatchError(f"{self.entry.name!r} is a {self.entry.kind} model, not a codec")
         tensors, meta = registry.load_state(self.entry)
+        self.vocabulary = registry.vocabulary_of(self.entry, meta)
+        if self.vocabulary.num_classes != NUM_CLASSES:
+            raise ModelMismatchError(f"model {self.entry.name!r} uses vocabulary {self.vocabulary.name!r} "
+                                     f"({self.vocabulary.num_classes} classes); this version's networks "
+                                     f"and coders are built for {NUM_CLASSES} ({CLASS_SET_ID})")
         self.config = SQGANConfig.from_dict(json.loads(meta.get("config", "{}")) or self.entry.config)
         self.stride = self.config.latent_stride
         net = SQGAN(self.config)
@@ -232,7 +236,12 @@ class Codec:
             from .segmenters import Segmenter, get_segmenter
 
             spec = self._segmenter_spec
-            self._segmenter = spec if isinstance(spec, Segmenter) else get_segmenter(spec, device=str(self.device))
+            seg = spec if isinstance(spec, Segmenter) else get_segmenter(spec, device=str(self.device))
+            vocab = getattr(seg, "vocabulary", None)
+            if vocab is not None and vocab.digest != self.vocabulary.digest:
+                raise ModelMismatchError(f"segmenter {seg.name!r} predicts vocabulary {vocab.name!r}; model "
+                                         f"{self.entry.name!r} codes {self.vocabulary.name!r}")
+            self._segmenter = seg
         return self._segmenter
 
     def _grid(self, width: int, height: int) -> tuple[int, int]:
@@ -370,7 +379,7 @@ class Codec:
             model_id=self.entry.id, weights_hash=self.entry.hash_prefix,
             width=loaded.width, height=loaded.height, colour_mode=loaded.colour_mode,
             alpha_dropped=loaded.alpha_dropped, latent_stride=self.stride,
-            class_set=CLASS_SET_CODES[CLASS_SET_ID], segmenter_id=segmenter_id, coder_id=0,
+            class_set=self.vocabulary.class_set, segmenter_id=segmenter_id, coder_id=0,
             keep_ssm=keep_ssm, keep_image=keep_image)
 
     def _lossless_tables(self):
@@ -537,8 +546,10 @@ class Codec:
                                   f"{self.max_pixels:,} pixels (max_pixels= / --max-pixels)")
         if header.latent_stride != self.stride:
             raise BitstreamError(f"latent stride {header.latent_stride} does not match the model")
-        if header.class_set != CLASS_SET_CODES[CLASS_SET_ID]:
-            raise BitstreamError(f"unknown class set {header.class_set}")
+        if header.class_set != self.vocabulary.class_set:
+            raise ModelMismatchError(f"stream's classes are class set {header.class_set} "
+                                     f"({bitstream.CLASS_SETS.get(header.class_set, 'unknown')}); model "
+                                     f"{self.entry.name!r} codes {self.vocabulary.name!r}")
         if header.coder_id != 0:
             raise BitstreamError(f"unknown entropy coder {header.coder_id}")
 
@@ -695,6 +706,8 @@ class Codec:
                 raise ModelMismatchError(f"{name!r} is a {entry.kind} model, not a coarse decoder")
             tensors, meta = registry.load_state(entry)
             config = CoarseDecoderConfig.from_dict(json.loads(meta.get("config", "{}")) or entry.config)
+            if registry.vocabulary_of(entry, meta).digest != self.vocabulary.digest:
+                raise ModelMismatchError(f"coarse decoder {name!r} is for other classes than {self.vocabulary.name!r}")
             if config.num_classes != NUM_CLASSES:
                 raise ModelMismatchError(f"coarse decoder {name!r} is for {config.num_classes} classes")
             net = CoarseDecoder(config)

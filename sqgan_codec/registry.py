@@ -132,3 +132,25 @@ def load_state(entry: ModelEntry) -> tuple[dict[str, Any], dict[str, str]]:
             tensors[key] = t.float() if t.is_floating_point() else t
     del torch
     return tensors, meta
+
+
+def vocabulary_of(entry: ModelEntry, meta: dict[str, str] | None = None):
+    """The class vocabulary a model was trained with (``config["vocabulary"]``; entries from
+    before vocabularies were data are ``camvid11``), checked against the class names saved in
+    the weights' metadata and the class count of the model's config."""
+    from .vocabulary import VocabularyError, load
+
+    name = entry.config.get("vocabulary") or (meta or {}).get("class_set") or "camvid11"
+    try:
+        vocab = load(name)
+    except VocabularyError as exc:
+        raise ModelMismatchError(f"model {entry.name!r}: {exc}") from None
+    saved = (meta or {}).get("classes")
+    if saved is not None and tuple(json.loads(saved)) != vocab.names:
+        raise ModelMismatchError(f"model {entry.name!r}: its weights were trained on the classes "
+                                 f"{json.loads(saved)}, not vocabulary {vocab.name!r}")
+    count = entry.config.get("num_classes")
+    if count is not None and int(count) != vocab.num_classes:
+        raise ModelMismatchError(f"model {entry.name!r} has {count} classes; vocabulary {vocab.name!r} "
+                                 f"has {vocab.num_classes}")
+    return vocab

@@ -51,7 +51,8 @@ class BundledSegmenter(Segmenter):
             raise ModelMismatchError(f"segmenter {name!r} predicts {num_classes} classes; "
                                      f"the codec's class set has {NUM_CLASSES}")
         kwargs = {k: config[k] for k in ("width",) if k in config}
-        state, _meta = registry.load_state(entry)
+        state, meta = registry.load_state(entry)
+        self.vocabulary = registry.vocabulary_of(entry, meta)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         net = SegmenterNet(num_classes=num_classes, **kwargs)
         try:

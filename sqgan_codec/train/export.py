@@ -73,7 +73,8 @@ def _write(out_dir: Path, name: str, kind: str, tensors: dict[str, torch.Tensor]
     reg = json.loads(reg_path.read_text()) if reg_path.exists() else {"defaults": {}, "models": {}}
     kept = {k: v for k, v in reg["models"].get(name, {}).get("config", {}).items() if k == "coarse_decoder"}
     reg["models"][name] = {"id": MODEL_IDS[name], "kind": kind, "file": path.name,
-                           "sha256": file_sha256(path), "config": {**config, **kept}, "description": description}
+                           "sha256": file_sha256(path), "config": {**config, **kept, "vocabulary": meta["class_set"]},
+                           "description": description}
     reg["defaults"][kind] = reg["defaults"].get(kind, name)
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     reload()
