@@ -250,7 +250,7 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     to OUTPUT/a/x.sqg when INPUT is a folder (subfolders with --recursive)."""
     from .imageio import is_image_path
 
-    from .codec import EncodeOptions, parse_priority
+    from .options import EncodeOptions, parse_priority
 
     if keep is not None and (bpp is not None or max_bytes is not None):
         raise click.UsageError("--keep and --bpp/--max-bytes are mutually exclusive")

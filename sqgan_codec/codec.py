@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 
 from . import bitstream, coarse, packets, rate, registry
-from .classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES
+from .classes import CLASS_SET_ID, NUM_CLASSES
 
-CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
-from .decide import TUNES, Decision, decide
+from .decide import Decision, decide
 from .devices import resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
@@ -30,94 +29,17 @@ from .imageio import MAX_PIXELS, LoadedImage, load_image
 from .nets.blocks import one_hot_map
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
+from .options import ALL_CLASSES, CLASS_INDEX, EncodeOptions, parse_priority  # noqa: F401  (re-exported)
 from .rate import MIN_KEEP
 from .refine import apply_residual, decode_residual
 
 LAYERS = ("all", "base")
 
-# The pixel limit (imageio.MAX_PIXELS, one for reading and decoding): larger images are refused
-# with a clear message before any large allocation (no tiling yet: decoding takes about 5.5 GB
-# per 10 megapixels on CPU).
 # Packet streams under a budget: rounds of fitting, and the undershoot that ends them early.
 PACKET_FIT_ROUNDS = 6
 PACKET_FIT_SLACK = 0.02
-# The priority key that weighs every class not named (``--priority all=0,Pedestrian=1``).
-ALL_CLASSES = "all"
 # Rank boost of latent positions inside a region of interest.
 ROI_BOOST = 4.0
-SSM_MODES = ("auto", "vq", "lossless")
-SPLIT_MODES = ("fixed", "search")
-REFINE_MODES = ("auto", "on", "off")
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """How to spend the bits of one image. See :meth:`Codec.encode`."""
-
-    bpp: float | None = None
-    keep: float | None = None
-    max_bytes: int | None = None
-    priority: Mapping[str, float] | None = None
-    roi: Sequence[tuple[int, int, int, int]] = ()
-    ssm: str = "auto"
-    split: str = "fixed"
-    refine: str = "auto"
-    tune: str = "balanced"
-    packet_bytes: int | None = None
-    protect_base: int = 1
-
-    def __post_init__(self) -> None:
-        if self.bpp is not None and self.keep is not None:
-            raise ValueError("give bpp or keep, not both")
-        if self.bpp is not None and not self.bpp > 0:
-            raise ValueError("bpp must be positive")
-        if self.keep is not None and not 0 <= self.keep <= 1:
-            raise ValueError("keep must be in [0, 1]")
-        if self.max_bytes is not None and self.max_bytes < 1:
-            raise ValueError("max_bytes must be a positive number of bytes")
-        if self.ssm not in SSM_MODES:
-            raise ValueError(f"ssm must be one of {SSM_MODES}")
-        if self.split not in SPLIT_MODES:
-            raise ValueError(f"split must be one of {SPLIT_MODES}")
-        if self.refine not in REFINE_MODES:
-            raise ValueError(f"refine must be one of {REFINE_MODES}")
-        if self.tune not in TUNES:
-            raise ValueError(f"tune must be one of {TUNES}")
-        if self.priority:
-            unknown = [k for k in self.priority if k not in CLASS_INDEX and k != ALL_CLASSES]
-            if unknown:
-                raise ValueError(f"unknown class name(s) {unknown} in priority; classes: {', '.join(CLASS_NAMES)}")
-            if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
-                raise ValueError("priorities must be finite and non-negative")
-        if self.packet_bytes is not None and not (
-                packets.MIN_PACKET_BYTES <= self.packet_bytes <= packets.MAX_PACKET_BYTES):
-            raise ValueError(f"packet_bytes must be {packets.MIN_PACKET_BYTES}..{packets.MAX_PACKET_BYTES}")
-        if not 1 <= self.protect_base <= packets.MAX_PROTECT:
-            raise ValueError(f"protect_base must be 1..{packets.MAX_PROTECT}")
-        for box in self.roi:
-            if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-                raise ValueError(f"a region of interest is x,y,w,h with w, h > 0: {box}")
-
-    @property
-    def rate_controlled(self) -> bool:
-        return self.bpp is not None or self.max_bytes is not None
-
-
-def parse_priority(text: str) -> dict[str, float]:
-    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight}; names are matched case-insensitively;
-    ``all=W`` weighs the classes not named (default 1), e.g. ``"all=0,Pedestrian=1"``."""
-    lookup = {n.lower(): n for n in (*CLASS_NAMES, ALL_CLASSES)}
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name.strip().lower() not in lookup:
-            raise ValueError(f"bad priority {part!r}: expected CLASS=WEIGHT with CLASS one of "
-                             f"{', '.join(CLASS_NAMES)} (or all=WEIGHT for the classes not named)")
-        try:
-            out[lookup[name.strip().lower()]] = float(value)
-        except ValueError:
-            raise ValueError(f"bad priority weight in {part!r}") from None
-    return out
 
 
 def layers_used(stream: bitstream.Stream, layers: str = "all") -> list[str]:

@@ -36,7 +36,8 @@ from . import bitstream, coarse
 from .rate import agreement, budget_of, fit_rate, token_stream
 
 if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
-    from .codec import Codec, EncodeOptions, Analysis
+    from .codec import Analysis, Codec
+    from .options import EncodeOptions
 
 TUNES = ("semantic", "balanced", "perceptual")
 # Token-layer shares of the budget in the mixed candidates (0.65 was tried: on CamVid val it

@@ -22,7 +22,8 @@ import click
 from .errors import OutputExistsError, SqganError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .codec import Codec, EncodeOptions
+    from .codec import Codec
+    from .options import EncodeOptions
 
 PROG = "sqgan"
 SQG_SUFFIX = ".sqg"

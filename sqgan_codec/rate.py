@@ -17,7 +17,8 @@ from . import bitstream
 from .refine import Residual
 
 if TYPE_CHECKING:
-    from .codec import Codec, EncodeOptions, Analysis
+    from .codec import Analysis, Codec
+    from .options import EncodeOptions
 
 # The rate knob: one number in [0, 1] sets both keep ratios. The semantic map gets its bits
 # first (everything downstream is conditioned on it), the image tokens follow.

@@ -20,8 +20,10 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only where labels are mapped: `sqgan info` reads headers without it
+    import numpy as np
 
 BUILT_IN = Path(__file__).resolve().parent / "vocabularies"
 MAX_CLASSES = 254  # class ids and the void id fit in a uint8 map
@@ -62,6 +64,8 @@ class Vocabulary:
 
     def label_lookup(self) -> np.ndarray:
         """uint8 table over label ids 0..65535: the class id, or ``void`` for the rest."""
+        import numpy as np
+
         table = np.full(MAX_LABEL_ID + 1, self.void, np.uint8)
         for cls, ids in enumerate(self.label_ids):
             table[list(ids)] = cls
@@ -69,6 +73,8 @@ class Vocabulary:
 
     def map_labels(self, raw: np.ndarray) -> np.ndarray:
         """A dataset's label file (ids) → class ids, ``void`` where ignored."""
+        import numpy as np
+
         arr = np.asarray(raw)
         if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL_ID)):
             raise VocabularyError(f"label ids must be integers in 0..{MAX_LABEL_ID}")

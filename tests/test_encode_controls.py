@@ -13,7 +13,8 @@ from PIL import Image
 
 from sqgan_codec import bitstream
 from sqgan_codec.classes import CLASS_NAMES
-from sqgan_codec.codec import Codec, EncodeOptions, parse_priority
+from sqgan_codec.codec import Codec
+from sqgan_codec.options import EncodeOptions, parse_priority
 
 from conftest import camvid_test_image
 from sqgan_codec.entropy import decode_tokens
