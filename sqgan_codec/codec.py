@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, coarse, packets, rate, registry
+from . import bitstream, coarse, entropy, packets, rate, registry
 from .classes import CLASS_SET_ID, NUM_CLASSES
 
 from .decide import Decision, decide
@@ -67,11 +67,8 @@ def block_majority(block_counts: np.ndarray) -> np.ndarray:
 
 
 def class_context(ssm_keep: np.ndarray, ssm_indices: np.ndarray, code_class: np.ndarray) -> np.ndarray:
-    """Entropy-coding context of each image token: the class of the co-located semantic-map
-    code, or ``NUM_CLASSES`` (unknown) where that code was masked. Integers only."""
-    ctx = np.full(ssm_keep.shape, NUM_CLASSES, np.int64)
-    ctx[ssm_keep] = code_class[ssm_indices[ssm_keep]]
-    return ctx
+    """:func:`.entropy.class_context` for this class set (``NUM_CLASSES``: a masked map code)."""
+    return entropy.class_context(ssm_keep, ssm_indices, code_class, NUM_CLASSES)
 
 
 @dataclass

@@ -63,6 +63,37 @@ class StreamTables:
         return probs
 
 
+def class_context(ssm_keep: np.ndarray, ssm_indices: np.ndarray, code_class: np.ndarray,
+                  unknown: int) -> np.ndarray:
+    """Entropy-coding context of each image token: the class of the co-located semantic-map
+    code (``code_class``, saved with the tables), or ``unknown`` (= the number of classes) where
+    that code was masked. Integers only."""
+    ctx = np.full(ssm_keep.shape, unknown, np.int64)
+    ctx[ssm_keep] = code_class[ssm_indices[ssm_keep]]
+    return ctx
+
+
+def keep_patterns(keep: np.ndarray) -> np.ndarray:
+    """The neighbour pattern of each keep bit: left + 2·above (0 outside the grid), as the coder reads it."""
+    bits = np.asarray(keep, bool).astype(np.int64)
+    return np.pad(bits, ((0, 0), (1, 0)))[:, :-1] + 2 * np.pad(bits, ((1, 0), (0, 0)))[:-1]
+
+
+class TableCounter:
+    """Counts the statistics of :class:`StreamTables` from example token grids, beside the coder
+    that uses them (as CompressAI's ``update()`` sits beside ``compress()``)."""
+
+    def __init__(self, contexts: int, num_codes: int):
+        self.mask_counts = np.zeros((contexts, 4, 2), np.int64)
+        self.index_counts = np.zeros((contexts, num_codes), np.int64)
+
+    def add(self, keep: np.ndarray, indices: np.ndarray, class_context: np.ndarray) -> None:
+        keep = np.asarray(keep, bool)
+        ctx = np.asarray(class_context, np.int64)
+        np.add.at(self.mask_counts, (ctx, keep_patterns(keep), keep.astype(np.int64)), 1)
+        np.add.at(self.index_counts, (ctx[keep], np.asarray(indices)[keep]), 1)
+
+
 class _KeepModel:
     """Adaptive binary counts per (context, neighbour pattern), integer-only state.
 
@@ -95,10 +126,43 @@ def _check_contexts(class_context: np.ndarray, shape: tuple[int, int], tables: S
     return ctx
 
 
-def _models():
+# ---------------------------------------------------------------- the range coder, shared
+# by the token streams, the lossless map coder and the refinement layer: one byte convention
+# (little-endian 32-bit words, trailing zero bytes implied) and one error translation.
+CODER_ERRORS = (ValueError, RuntimeError, AssertionError, OverflowError)  # constriction on bad data
+
+
+def categorical(probabilities: np.ndarray | None = None):
+    """A categorical model: fixed ``probabilities``, or (None) a family whose probabilities are
+    given per symbol. constriction is imported on use."""
     import constriction
 
-    return constriction, constriction.stream.model.Categorical(perfect=False)
+    if probabilities is None:
+        return constriction.stream.model.Categorical(perfect=False)
+    return constriction.stream.model.Categorical(probabilities, perfect=False)
+
+
+def range_encoder():
+    import constriction
+
+    return constriction.stream.queue.RangeEncoder()
+
+
+def finish(encoder) -> bytes:
+    """The encoder's message; trailing zero bytes are implied (:func:`range_decoder` pads them back)."""
+    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+
+
+def range_decoder(data: bytes, what: str):
+    """A range decoder over ``data``; BitstreamError naming ``what`` if constriction refuses it."""
+    import constriction
+
+    raw = bytes(data)
+    words = np.frombuffer(raw + b"\x00" * (-len(raw) % 4), dtype="<u4").astype(np.uint32)
+    try:
+        return constriction.stream.queue.RangeDecoder(words)
+    except CODER_ERRORS as exc:
+        raise BitstreamError(f"{what} cannot be decoded ({exc})") from None
 
 
 def _encode_grid(encoder, categorical, keep: np.ndarray, indices: np.ndarray, class_context: np.ndarray,
@@ -133,12 +197,10 @@ def encode_token_grids(grids: list[tuple[np.ndarray, np.ndarray, np.ndarray, Str
     ``shortest``: also drop final bytes as long as the message still decodes to the same
     tokens (the decoder reads missing bytes as zeros; saves a byte or two of the coder's flush,
     which counts in small packets)."""
-    constriction, categorical = _models()
-    encoder = constriction.stream.queue.RangeEncoder()
+    family, encoder = categorical(), range_encoder()
     for keep, indices, ctx, tables in grids:
-        _encode_grid(encoder, categorical, keep, indices, ctx, tables)
-    # trailing zero bytes are implied: the decoder pads them back
-    data = encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+        _encode_grid(encoder, family, keep, indices, ctx, tables)
+    data = finish(encoder)
     while shortest and data and _decodes_to(data[:-1].rstrip(b"\x00"), grids):
         data = data[:-1].rstrip(b"\x00")
     return data
@@ -168,13 +230,8 @@ class TokenDecoder:
     of a later grid may depend on an earlier one's tokens)."""
 
     def __init__(self, data: bytes):
-        self._constriction, self._categorical = _models()
-        padded = bytes(data) + b"\x00" * (-len(data) % 4)
-        words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
-        try:
-            self._decoder = self._constriction.stream.queue.RangeDecoder(words)
-        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
-            raise BitstreamError(f"token stream cannot be decoded ({exc})") from None
+        self._categorical = categorical()
+        self._decoder = range_decoder(data, "token stream")
 
     def grid(self, shape: tuple[int, int], class_context: np.ndarray,
              tables: StreamTables) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +257,7 @@ class TokenDecoder:
             if keep.any():
                 probs = tables.index_probabilities()[ctx.reshape(-1)[keep.reshape(-1)]]
                 indices[keep.reshape(-1)] = decoder.decode(categorical, probs)
-        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
+        except CODER_ERRORS as exc:
             raise BitstreamError(f"token stream cannot be decoded ({exc})") from None
         return keep, indices.reshape(h, w)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import entropy
 from .errors import BitstreamError
 
 STRIDES_LOG2 = (3, 4, 5, 6, 7)  # 8 … 128 pixels per residual cell
@@ -115,23 +116,18 @@ def _plane_tables(q: np.ndarray) -> list[int]:
 
 
 def encode_residual(q: np.ndarray, stride: int, step: int) -> bytes:
-    import constriction
-
     if not 1 <= step <= 255:
         raise ValueError("refinement step must be in 1..255")
     tables = _plane_tables(q)
-    encoder = constriction.stream.queue.RangeEncoder()
+    encoder = entropy.range_encoder()
     for p, t in enumerate(tables):
-        model = constriction.stream.model.Categorical(_PROBS[t], perfect=False)
-        encoder.encode((q[..., p].reshape(-1) + MAX_SYMBOL).astype(np.int32), model)
-    body = encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+        encoder.encode((q[..., p].reshape(-1) + MAX_SYMBOL).astype(np.int32), entropy.categorical(_PROBS[t]))
+    body = entropy.finish(encoder)
     return bytes([stride.bit_length() - 1, step, *tables]) + body
 
 
 def decode_residual(payload: bytes, height: int, width: int) -> np.ndarray:
     """Chunk ``R`` → the H×W×3 RGB correction (float32, in 8-bit levels) to add to the decode."""
-    import constriction
-
     if len(payload) < 5:
         raise BitstreamError("refinement chunk too short")
     stride_log2, step, *tables = payload[:5]
@@ -140,12 +136,10 @@ def decode_residual(payload: bytes, height: int, width: int) -> np.ndarray:
     stride = 1 << stride_log2
     gh, gw = grid_shape(height, width, stride)
     body = payload[5:]
-    words = np.frombuffer(body + b"\x00" * (-len(body) % 4), dtype="<u4").astype(np.uint32)
+    decoder = entropy.range_decoder(body, "refinement chunk")
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        planes = [decoder.decode(constriction.stream.model.Categorical(_PROBS[t], perfect=False), gh * gw)
-                  for t in tables]
-    except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
+        planes = [decoder.decode(entropy.categorical(_PROBS[t]), gh * gw) for t in tables]
+    except entropy.CODER_ERRORS as exc:
         raise BitstreamError(f"refinement chunk cannot be decoded ({exc})") from None
     q = np.stack([np.asarray(p, np.int64).reshape(gh, gw) - MAX_SYMBOL for p in planes], axis=-1)
     rgb = (q * float(step)).astype(np.float32) @ _YCC_TO_RGB.T

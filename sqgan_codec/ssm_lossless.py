@@ -45,6 +45,7 @@ from typing import Iterable
 
 import numpy as np
 
+from . import entropy
 from .classes import NUM_CLASSES
 from .errors import BitstreamError
 
@@ -195,12 +196,6 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _categorical():
-    import constriction
-
-    return constriction, constriction.stream.model.Categorical(perfect=False)
-
-
 def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
     """Count every copy symbol and escaped label of the example maps (void-free class ids)."""
     counts = np.zeros((NUM_CONTEXTS, NUM_CLASSES), np.int64)
@@ -229,13 +224,13 @@ def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
 
 def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
     """Range-code one label map (h×w ints in 0..NUM_CLASSES-1); the shape is not stored."""
-    constriction, categorical = _categorical()
+    categorical = entropy.categorical()
     arr = _check_labels(labels)
     layout = _Layout(*arr.shape)
     flat = layout.padded(arr).ravel()
     copy_p, escape_p = tables.probabilities()
     context_of = _neighbourhood_tables()[0]
-    encoder = constriction.stream.queue.RangeEncoder()
+    encoder = entropy.range_encoder()
     for y in range(layout.h):
         shift = y * layout.stride
         for p in range(len(_PASSES)):
@@ -250,13 +245,12 @@ def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
             if esc.any():
                 encoder.encode(truth[esc].astype(np.int32), categorical,
                                escape_p[_escape_contexts(nb[0, esc], p)])
-    # trailing zero bytes are implied: the decoder pads them back
-    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+    return entropy.finish(encoder)
 
 
 def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables) -> np.ndarray:
     """Inverse of :func:`encode_label_map`: uint8 h×w. Raises BitstreamError on bad data."""
-    constriction, categorical = _categorical()
+    categorical = entropy.categorical()
     h, w = (int(v) for v in shape)
     if h < 0 or w < 0:
         raise ValueError(f"bad label-map shape {shape}")
@@ -267,10 +261,8 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
     context_of, _, copied = _neighbourhood_tables()
     passes = [(p, layout.neighbours[p], layout.targets[p], copy_p[p])
               for p in range(len(_PASSES)) if layout.columns[p].size]
-    padded = bytes(data) + b"\x00" * (-len(data) % 4)
-    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+    decoder = entropy.range_decoder(data, "label-map stream")
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
         for y in range(h):
             shift = y * layout.stride
             for p, neighbours, targets, probs in passes:
@@ -285,7 +277,7 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
                     raise BitstreamError("label-map stream copies a neighbour that does not exist")
                 flat[targets + shift] = values
         exhausted = decoder.maybe_exhausted()
-    except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
+    except entropy.CODER_ERRORS as exc:
         raise BitstreamError(f"label-map stream cannot be decoded ({exc})") from None
     if not exhausted:
         raise BitstreamError("label-map stream has data after its last pixel")

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from ..classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES, VOID
 from ..codec import class_context
+from ..entropy import TableCounter
 from ..rate import keep_pair
 from ..nets.blocks import one_hot_map
 from ..nets.samm import top_k_mask
@@ -106,10 +107,8 @@ def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: i
     """Integer token statistics of ``model`` over images, each at a random rate knob."""
     rng = np.random.default_rng(seed)
     cfg = model.config
-    ssm_mask = np.zeros((1, 4, 2), np.int64)
-    ssm_index = np.zeros((1, cfg.ssm_codes), np.int64)
-    img_mask = np.zeros((NUM_CLASSES + 1, 4, 2), np.int64)
-    img_index = np.zeros((NUM_CLASSES + 1, cfg.image_codes), np.int64)
+    ssm_counts = TableCounter(1, cfg.ssm_codes)
+    img_counts = TableCounter(NUM_CLASSES + 1, cfg.image_codes)  # class contexts + "masked"
     code_votes = np.zeros((cfg.ssm_codes, NUM_CLASSES), np.int64)
     records = []
     s = cfg.latent_stride
@@ -137,17 +136,13 @@ def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: i
         keep_s_ratio, keep_x_ratio = keep_pair(q)
         keep_s = top_k_mask(scores_s, keep_s_ratio)[0, 0].numpy()
         keep_x = top_k_mask(scores_x, keep_x_ratio)[0, 0].numpy()
-        ctx = class_context(keep_s, idx_s, code_class)
-        for keep, idx, ctx_grid, mask_t, index_t in ((keep_s, idx_s, np.zeros_like(ctx), ssm_mask, ssm_index),
-                                                     (keep_x, idx_x, ctx, img_mask, img_index)):
-            bits = keep.astype(np.int64)
-            left = np.pad(bits, ((0, 0), (1, 0)))[:, :-1]
-            above = np.pad(bits, ((1, 0), (0, 0)))[:-1]
-            np.add.at(mask_t, (ctx_grid, left + 2 * above, bits), 1)
-            np.add.at(index_t, (ctx_grid[keep], idx[keep]), 1)
+        ssm_counts.add(keep_s, idx_s, np.zeros(idx_s.shape, np.int64))
+        img_counts.add(keep_x, idx_x, class_context(keep_s, idx_s, code_class))
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int32))  # noqa: E731
-    return {"entropy.ssm.mask_counts": as_t(ssm_mask), "entropy.ssm.index_counts": as_t(ssm_index),
-            "entropy.image.mask_counts": as_t(img_mask), "entropy.image.index_counts": as_t(img_index),
+    return {"entropy.ssm.mask_counts": as_t(ssm_counts.mask_counts),
+            "entropy.ssm.index_counts": as_t(ssm_counts.index_counts),
+            "entropy.image.mask_counts": as_t(img_counts.mask_counts),
+            "entropy.image.index_counts": as_t(img_counts.index_counts),
             "entropy.ssm.code_class": as_t(code_class)}
 
 
