@@ -86,7 +86,7 @@ def domain(a: argparse.Namespace) -> int:
         budget = rate.budget_of(analysis, options)
         tokens = rate.token_stream(codec, analysis, options, 0)
         thumb, quality = decide.thumbnail_within(rgb, budget - 60)
-        only = decide._with_coarse(codec, analysis, None, thumb.encode(quality), 0)
+        only = decide.with_coarse(codec, analysis, None, thumb.encode(quality), 0)
         decoded = [np.asarray(codec.decode(d)) for d in (tokens, only)]
         fid = decide.structural_similarity(rgb, decoded)
         conf.append(codec.segmenter.describe([rgb])[0].confidence)

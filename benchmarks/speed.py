@@ -119,10 +119,10 @@ def _time_samm(codec, rgb, semantic_map) -> float:
     from sqgan_codec.nets.image import STRIDE
 
     h, w = rgb.shape[:2]
-    gh, gw = codec._grid(w, h)
+    gh, gw = codec.latent_grid(w, h)
     with torch.inference_mode():
-        x = torch.from_numpy(codec._padded(rgb, gh, gw))[None].permute(0, 3, 1, 2).float() / 127.5 - 1
-        onehot = one_hot_map(torch.from_numpy(codec._padded(semantic_map, gh, gw))[None], codec.net.image.num_classes)
+        x = torch.from_numpy(codec.pad_to_grid(rgb, gh, gw))[None].permute(0, 3, 1, 2).float() / 127.5 - 1
+        onehot = one_hot_map(torch.from_numpy(codec.pad_to_grid(semantic_map, gh, gw))[None], codec.net.image.num_classes)
         ssm_features = codec.net.ssm.encoder(class_proportions(onehot, 4))
         img_features = codec.net.image.encoder(torch.cat([x, onehot], dim=1))
         cond = class_proportions(onehot, STRIDE)
@@ -144,7 +144,7 @@ def _time_demasker(codec, analysis) -> float:
         keep = torch.ones_like(idx, dtype=torch.bool)[:, None]
         codes = net.quantizer.indices_to_codes(idx)
         gh, gw = idx.shape[-2:]
-        labels = torch.from_numpy(codec._padded(analysis.semantic_map, gh, gw))[None].long()
+        labels = torch.from_numpy(codec.pad_to_grid(analysis.semantic_map, gh, gw))[None].long()
         cond = class_proportions(one_hot_map(labels, net.num_classes), codec.stride)
         t0 = time.perf_counter()
         x = net.from_codes(torch.cat([torch.where(keep, codes, net.mask_token), keep.float()], dim=1))

@@ -256,13 +256,13 @@ def _is_chunk_type(byte: int) -> bool:
     return 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A   # A-Z, a-z
 
 
-def _frame_chunk(kind: str, payload: bytes) -> bytes:
+def frame_chunk(kind: str, payload: bytes) -> bytes:
     type_byte = kind.encode("ascii")
     crc = zlib.crc32(payload, zlib.crc32(type_byte))
     return type_byte + encode_varint(len(payload)) + payload + crc.to_bytes(CRC_BYTES, "big")
 
 
-def _read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
+def read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
     """Read the chunk at ``data[pos]``; return ``(type, payload, position after it)``."""
     type_byte = data[pos]
     if not _is_chunk_type(type_byte):
@@ -338,7 +338,7 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     """
     seen: dict[str, bytes] = {}
     version = _version_for([kind for kind, _ in chunks])
-    framed = [MAGIC, _frame_chunk(CHUNK_HEADER, header_payload(header, version))]
+    framed = [MAGIC, frame_chunk(CHUNK_HEADER, header_payload(header, version))]
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
             raise BitstreamError(f"chunk type must be one ASCII letter: {kind!r}")
@@ -349,7 +349,7 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
         if kind.isupper():
             _check_chunk_order(kind, seen)
             seen[kind] = payload
-        framed.append(_frame_chunk(kind, bytes(payload)))
+        framed.append(frame_chunk(kind, bytes(payload)))
     if not any(k in seen for k in LAYER_CHUNKS):
         raise BitstreamError("a stream needs a coarse-image or a semantic-map chunk (C, S or L)")
     return b"".join(framed)
@@ -368,10 +368,10 @@ def append_refinement(data: bytes, payload: bytes) -> bytes:
     stream = unpack(data)
     if CHUNK_REFINE in stream.chunks:
         raise BitstreamError("the stream already has a refinement chunk 'R'")
-    _, _, header_end = _read_chunk(memoryview(data), len(MAGIC))
+    _, _, header_end = read_chunk(memoryview(data), len(MAGIC))
     version = _version_for([*stream.chunks, CHUNK_REFINE])
-    head = MAGIC + _frame_chunk(CHUNK_HEADER, header_payload(stream.header, version))
-    return head + bytes(data[header_end:]) + _frame_chunk(CHUNK_REFINE, bytes(payload))
+    head = MAGIC + frame_chunk(CHUNK_HEADER, header_payload(stream.header, version))
+    return head + bytes(data[header_end:]) + frame_chunk(CHUNK_REFINE, bytes(payload))
 
 
 def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = False) -> Stream:
@@ -392,7 +392,7 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
             if CHUNK_REFINE in chunks or (CHUNK_IMAGE in chunks and view[pos] != ord(CHUNK_REFINE)):
                 last = CHUNK_REFINE if CHUNK_REFINE in chunks else CHUNK_IMAGE
                 raise BitstreamError(f"{len(view) - pos} bytes of trailing data after the last chunk {last!r}")
-            kind, payload, pos = _read_chunk(view, pos)
+            kind, payload, pos = read_chunk(view, pos)
             if header is None:
                 if kind != CHUNK_HEADER:
                     raise BitstreamError(f"first chunk is {kind!r}, expected the header 'H'")
@@ -462,5 +462,5 @@ def _read_header_from(read: Callable[[int], bytes]) -> Header:
     if length > MAX_HEADER_BYTES:
         raise BitstreamError(f"header chunk too long ({length} > {MAX_HEADER_BYTES} bytes)")
     buf += read_up_to(max(0, start + length + CRC_BYTES - len(buf)))
-    _, payload, _ = _read_chunk(memoryview(buf), pos)
+    _, payload, _ = read_chunk(memoryview(buf), pos)
     return parse_header(payload)

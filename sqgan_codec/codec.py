@@ -163,10 +163,12 @@ class Codec:
             self._segmenter = seg
         return self._segmenter
 
-    def _grid(self, width: int, height: int) -> tuple[int, int]:
+    def latent_grid(self, width: int, height: int) -> tuple[int, int]:
+        """(rows, columns) of latent positions for an image of this size (one per stride² block)."""
         return math.ceil(height / self.stride), math.ceil(width / self.stride)
 
-    def _padded(self, array: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    def pad_to_grid(self, array: np.ndarray, gh: int, gw: int) -> np.ndarray:
+        """An image or map edge-padded on the right and bottom to whole latent blocks."""
         h, w = array.shape[:2]
         pad = ((0, gh * self.stride - h), (0, gw * self.stride - w)) + ((0, 0),) * (array.ndim - 2)
         return np.pad(array, pad, mode="edge")
@@ -196,12 +198,12 @@ class Codec:
             groups.setdefault(li.rgb.shape[:2], []).append(i)
         results: list[Analysis | None] = [None] * len(loaded)
         for (h, w), members in groups.items():
-            gh, gw = self._grid(w, h)
+            gh, gw = self.latent_grid(w, h)
             for start in range(0, len(members), batch_size):
                 batch = members[start:start + batch_size]
-                rgb = torch.from_numpy(np.stack([self._padded(loaded[i].rgb, gh, gw) for i in batch]))
+                rgb = torch.from_numpy(np.stack([self.pad_to_grid(loaded[i].rgb, gh, gw) for i in batch]))
                 rgb = rgb.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-                labels = torch.from_numpy(np.stack([self._padded(maps[i], gh, gw) for i in batch]))
+                labels = torch.from_numpy(np.stack([self.pad_to_grid(maps[i], gh, gw) for i in batch]))
                 onehot = one_hot_map(labels.to(self.device), NUM_CLASSES)
                 ssm_latents, _, ssm_scores, _ = self.net.ssm.encode(onehot, 1.0)
                 ssm_indices = self.net.ssm.quantizer.codes_to_indices(ssm_latents).cpu().numpy()
@@ -215,7 +217,7 @@ class Codec:
     def block_classes(self, analysis: Analysis) -> np.ndarray:
         """Per latent block, the pixel count of each class: int [gh, gw, NUM_CLASSES]."""
         gh, gw = analysis.ssm_indices.shape
-        return block_class_counts(self._padded(analysis.semantic_map, gh, gw), self.stride)
+        return block_class_counts(self.pad_to_grid(analysis.semantic_map, gh, gw), self.stride)
 
     def position_weights(self, analysis: Analysis, options: EncodeOptions) -> np.ndarray | None:
         """Encode-time rank multipliers of latent positions from class priorities and ROIs.
@@ -589,7 +591,7 @@ class Codec:
         header = parsed["header"]
         gh, gw = header.grid
         small = coarse.decode_small(parsed["coarse"], header.width, header.height)
-        up = self._padded(coarse.upsample(small, header.width, header.height), gh, gw)
+        up = self.pad_to_grid(coarse.upsample(small, header.width, header.height), gh, gw)
         return torch.from_numpy(up).to(self.device).permute(2, 0, 1)[None] / 127.5 - 1
 
     def coarse_tag(self) -> bytes:
@@ -697,7 +699,7 @@ class Codec:
 
             exact = decode_label_map(stream.chunks[bitstream.CHUNK_SEMANTIC_LOSSLESS],
                                      (header.height, header.width), self._lossless_tables())
-            out["padded_map"] = self._padded(exact, gh, gw)
+            out["padded_map"] = self.pad_to_grid(exact, gh, gw)
             context = block_majority(block_class_counts(out["padded_map"], self.stride))
         else:
             out["ssm_keep"], out["ssm_indices"] = decode_tokens(stream.chunks["S"], (gh, gw),

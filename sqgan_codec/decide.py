@@ -104,7 +104,7 @@ def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0, cache: dic
     return best
 
 
-def _with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payload: bytes,
+def with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payload: bytes,
                  seg_id: int) -> bytes:
     """A stream with chunk C first, then the token layers of ``tokens`` (if any)."""
     if tokens is None:
@@ -132,12 +132,12 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)
         room = budget - len(part) - CHUNK_FRAMING
     else:
-        room = budget - len(_with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
+        room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
     fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales)
     if fitted is None:
         return None
     thumb, quality = fitted
-    data = _with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id)
+    data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id)
     return data if len(data) <= budget else None
 
 

@@ -39,7 +39,7 @@ def _default_factory(device: str) -> "Codec":
 _factory: Callable[[str], "Codec"] = _default_factory
 
 
-def _get_codec() -> "Codec":
+def get_codec() -> "Codec":
     global _codec
     with _lock:
         if _codec is None:
@@ -83,7 +83,7 @@ class _SqgDecoder(ImageFile.PyDecoder):
         self.fd.seek(0)
         data = self.fd.read()
         # Pillow's own opt-in for cut files: ImageFile.LOAD_TRUNCATED_IMAGES
-        image = _get_codec().decode(data, allow_partial=bool(ImageFile.LOAD_TRUNCATED_IMAGES))
+        image = get_codec().decode(data, allow_partial=bool(ImageFile.LOAD_TRUNCATED_IMAGES))
         if image.size != (self.state.xsize, self.state.ysize):
             raise OSError(f"decoded size {image.size} does not match the header "
                           f"{(self.state.xsize, self.state.ysize)}")
@@ -105,7 +105,7 @@ def register_pillow(*, device: str = "auto") -> None:
     Image.register_mime(FORMAT, "image/x-sqg")
 
 
-def _set_codec_factory(factory: Callable[[str], "Codec"] | None) -> None:
+def set_codec_factory(factory: Callable[[str], "Codec"] | None) -> None:
     """For tests: use ``factory(device)`` to create the codec (None = the real one);
     drops any codec already created."""
     global _factory, _codec

@@ -48,10 +48,10 @@ def temp_registry(seg_weights_dir, monkeypatch):
     from sqgan_codec import registry, segmenters
 
     monkeypatch.setenv(registry.WEIGHTS_ENV, str(seg_weights_dir))
-    registry._registry.cache_clear()
+    registry.reload()
     segmenters.clear_cache()
     yield seg_weights_dir
-    registry._registry.cache_clear()
+    registry.reload()
     segmenters.clear_cache()
 
 

@@ -116,12 +116,12 @@ def test_segment_missing_weights_is_one_line(tmp_path, monkeypatch):
     from sqgan_codec import registry, segmenters
 
     monkeypatch.setenv(registry.WEIGHTS_ENV, str(tmp_path / "nowhere"))
-    registry._registry.cache_clear()
+    registry.reload()
     segmenters.clear_cache()
     try:
         picture(tmp_path / "x.png", (9, 8))
         r = run("segment", tmp_path / "x.png", "-o", tmp_path / "y.png")
         assert r.exit_code == 1 and "sqgan: error:" in r.output and "registry" in r.output
     finally:
-        registry._registry.cache_clear()
+        registry.reload()
         segmenters.clear_cache()

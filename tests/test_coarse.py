@@ -104,11 +104,11 @@ def test_coarse_chunk_order_and_version_rules():
         bitstream.pack(_header(), [("C", b"c"), ("I", b"i")])
     # a C chunk inside a stream that declares an older version is damage, not a new layer
     old = bitstream.pack(_header(), [("S", b"s")])
-    forged = old + bitstream._frame_chunk("C", b"c")
+    forged = old + bitstream.frame_chunk("C", b"c")
     with pytest.raises(BitstreamError):
         bitstream.unpack(forged)
-    header_end = bitstream._read_chunk(memoryview(old), len(bitstream.MAGIC))[2]
-    forged = old[:header_end] + bitstream._frame_chunk("C", b"c") + old[header_end:]
+    header_end = bitstream.read_chunk(memoryview(old), len(bitstream.MAGIC))[2]
+    forged = old[:header_end] + bitstream.frame_chunk("C", b"c") + old[header_end:]
     with pytest.raises(BitstreamError, match="needs 3.0"):
         bitstream.unpack(forged)
 
@@ -118,7 +118,7 @@ def test_coarse_chunk_order_and_version_rules():
 def test_coarse_only_stream_is_faithful(codec: Codec, street):
     analysis = codec.analyse(street)
     thumb, quality = decide.thumbnail_within(street, 500)
-    data = decide._with_coarse(codec, analysis, None, thumb.encode(quality), 0)
+    data = decide.with_coarse(codec, analysis, None, thumb.encode(quality), 0)
     assert len(data) <= 540 and list(bitstream.unpack(data).chunks) == ["C"]
     out = np.asarray(codec.decode(data))
     tokens = np.asarray(codec.decode(codec.encode(street, bpp=0.025, tune="semantic")))
@@ -155,11 +155,11 @@ def test_learned_render_needs_the_coarse_decoder_it_was_made_for(codec: Codec, s
         pytest.skip("this installation ships no coarse decoder")
     analysis = codec.analyse(street)
     thumb, quality = decide.thumbnail_within(street, 600)
-    learned = decide._with_coarse(codec, analysis, None,
+    learned = decide.with_coarse(codec, analysis, None,
                                   thumb.encode(quality, coarse.RENDER_LEARNED, codec.coarse_tag()), 0)
     assert np.asarray(codec.decode(learned)).shape == street.shape
     other = bytes(b ^ 0xFF for b in codec.coarse_tag())
-    forged = decide._with_coarse(codec, analysis, None, thumb.encode(quality, coarse.RENDER_LEARNED, other), 0)
+    forged = decide.with_coarse(codec, analysis, None, thumb.encode(quality, coarse.RENDER_LEARNED, other), 0)
     from sqgan_codec.errors import ModelMismatchError
 
     with pytest.raises(ModelMismatchError, match="coarse decoder"):

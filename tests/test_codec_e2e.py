@@ -288,14 +288,14 @@ def test_banded_decoding_matches_the_whole_image(codec: Codec, street_sqg: bytes
 
     from sqgan_codec.nets import image as image_net
 
-    parsed = codec._decode_tokens(street_sqg, "all")
-    codec._render_maps([parsed])
     from sqgan_codec.classes import NUM_CLASSES
     from sqgan_codec.nets.blocks import one_hot_map
 
-    onehot = one_hot_map(torch.from_numpy(parsed["padded_map"])[None].long(), NUM_CLASSES)
-    idx = torch.from_numpy(parsed["img_indices"])[None]
-    keep = torch.from_numpy(parsed["img_keep"])[None, None]
+    _, _, state = codec.decode_semantic_map(street_sqg)
+    tokens = codec.decode_tokens(street_sqg)
+    onehot = one_hot_map(torch.from_numpy(state["padded_map"])[None].long(), NUM_CLASSES)
+    idx = torch.from_numpy(tokens.image_indices)[None]
+    keep = torch.from_numpy(tokens.image_keep)[None, None]
     calls = []
     original = image_net.ImageCodec._banded
     monkeypatch.setattr(image_net.ImageCodec, "_banded",

@@ -191,7 +191,7 @@ def test_missing_plugins_are_skipped_with_message():
 
 def test_missing_weight_package_makes_metric_unavailable():
     with pytest.raises(M.MetricUnavailable):
-        M._dist_file("surely-not-an-installed-distribution", "weights/v0.1/vgg.pth")
+        M.dist_file("surely-not-an-installed-distribution", "weights/v0.1/vgg.pth")
 
 
 @needs_camvid
@@ -223,8 +223,8 @@ def test_classical_cache_round_trips_without_pickle(tmp_path):
     out.cms[("jpeg", 4, 0.05)] = np.eye(11, dtype=np.int64)
     out.feats[("jpeg", 4, 0.05)] = np.linspace(0, 1, 7, dtype=np.float32)
     path = tmp_path / "a-key.npz"
-    R._write_cache(path, out)
-    rows, cms, feats = R._read_cache(path)
+    R.write_cache(path, out)
+    rows, cms, feats = R.read_cache(path)
     assert rows == out.rows
     assert cms.keys() == out.cms.keys() and all(np.array_equal(cms[k], out.cms[k]) for k in cms)
     assert np.array_equal(feats[("jpeg", 4, 0.05)], out.feats[("jpeg", 4, 0.05)])

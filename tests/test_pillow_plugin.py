@@ -47,10 +47,10 @@ def registered():
     saved = (dict(Image.OPEN), list(Image.ID), dict(Image.DECODERS), dict(Image.EXTENSION),
              dict(Image.MIME))
     FakeCodec.created = 0
-    pillow_plugin._set_codec_factory(FakeCodec)
+    pillow_plugin.set_codec_factory(FakeCodec)
     register_pillow(device="cpu")
     yield
-    pillow_plugin._set_codec_factory(None)
+    pillow_plugin.set_codec_factory(None)
     Image.OPEN.clear(); Image.OPEN.update(saved[0])
     Image.ID[:] = saved[1]
     Image.DECODERS.clear(); Image.DECODERS.update(saved[2])
@@ -79,8 +79,8 @@ def test_codec_is_cached_and_device_passed(registered):
         with Image.open(io.BytesIO(sqg_bytes())) as im:
             im.load()
     assert FakeCodec.created == 1
-    assert pillow_plugin._get_codec().device == "cpu"
-    assert pillow_plugin._get_codec().decoded == 3
+    assert pillow_plugin.get_codec().device == "cpu"
+    assert pillow_plugin.get_codec().decoded == 3
 
 
 def test_grey_stream_opens_as_L(registered):

@@ -104,7 +104,7 @@ def test_bundled_rejects_bad_arrays(temp_registry):
 def test_bundled_damaged_or_missing_weights(tmp_path, monkeypatch):
     folder = make_registry(tmp_path / "w", seed=1)
     monkeypatch.setenv(registry.WEIGHTS_ENV, str(folder))
-    registry._registry.cache_clear()
+    registry.reload()
     segmenters.clear_cache()
     try:
         data = bytearray((folder / "seg.safetensors").read_bytes())
@@ -118,11 +118,11 @@ def test_bundled_damaged_or_missing_weights(tmp_path, monkeypatch):
         with pytest.raises(ModelMismatchError, match="unknown model"):
             get_segmenter("bundled:nope", device="cpu")
         (folder / "registry.json").write_text(json.dumps({"defaults": {}, "models": {}}))
-        registry._registry.cache_clear()
+        registry.reload()
         with pytest.raises(ModelMismatchError, match="no default segmenter"):
             get_segmenter("bundled", device="cpu")
     finally:
-        registry._registry.cache_clear()
+        registry.reload()
         segmenters.clear_cache()
 
 

