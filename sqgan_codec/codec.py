@@ -103,6 +103,25 @@ class TokenGrids:
     packets: dict[str, Any] | None    # a packet stream's report (as image.info["sqgan_packets"])
 
 
+@dataclass
+class ParsedStream:
+    """One stream after entropy decoding, before any network: what the renderer needs. The
+    semantic map on the padded grid is there at once when coded exactly (chunk L); G_s fills
+    it from the map tokens otherwise (``Codec._render_maps``)."""
+
+    header: bitstream.Header
+    stream: bitstream.Stream
+    coarse: bytes | None = None              # chunk C's payload
+    render: int | None = None                # its render mode (coarse.RENDER_*)
+    coarse_tag: bytes | None = None          # the coarse decoder it names
+    context: np.ndarray | None = None        # class context of the image tokens; None: no map layer
+    padded_map: np.ndarray | None = None
+    map_keep: np.ndarray | None = None
+    map_indices: np.ndarray | None = None
+    image_keep: np.ndarray | None = None
+    image_indices: np.ndarray | None = None
+
+
 class Codec:
     """SQ-GAN image codec with its models loaded once.
 
@@ -436,7 +455,7 @@ class Codec:
         """A token stream (``tune="semantic"``) re-coded as a packet stream (:mod:`.packets`):
         the same tokens, so with nothing lost it decodes to the same image."""
         parsed = self._decode_tokens(bytes(data), "all", allow_partial=False)
-        stream = parsed["stream"]
+        stream = parsed.stream
         if stream.packet_report is not None:
             raise ValueError("the stream is already a packet stream")
         extra = [k for k in stream.chunks if k not in (bitstream.CHUNK_SEMANTIC, bitstream.CHUNK_IMAGE,
@@ -444,11 +463,11 @@ class Codec:
         if extra:
             raise BitstreamError(f"only token streams travel in packets (this one has chunk(s) "
                                  f"{', '.join(extra)}: encode with tune='semantic', ssm='vq')")
-        image = (packets.Layer(parsed["img_keep"], parsed["img_indices"], self.image_tables)
+        image = (packets.Layer(parsed.image_keep, parsed.image_indices, self.image_tables)
                  if bitstream.CHUNK_IMAGE in stream.chunks else None)
         header = stream.header
         return packets.write(header, header.version,
-                             packets.Layer(parsed["ssm_keep"], parsed["ssm_indices"], self.ssm_tables), image,
+                             packets.Layer(parsed.map_keep, parsed.map_indices, self.ssm_tables), image,
                              self._image_context, {k: v for k, v in stream.chunks.items() if k in packets.FRAGMENT_CHUNKS},
                              packet_bytes=packet_bytes, protect_base=protect_base)
 
@@ -478,12 +497,12 @@ class Codec:
     def decode_semantic_map(self, data: bytes) -> tuple[bitstream.Header, np.ndarray, dict]:
         """Decode only the base layer: (header, semantic map H×W uint8, token state)."""
         parsed = self._decode_tokens(bytes(data), "base")
-        if parsed["context"] is None:
+        if parsed.context is None:
             raise BitstreamError("stream has no semantic-map layer (a coarse image only)")
         self._render_maps([parsed])
-        header = parsed["header"]
-        state = {"stream": parsed["stream"], "padded_map": parsed["padded_map"], "token_context": parsed["context"]}
-        return header, parsed["padded_map"][: header.height, : header.width], state
+        header = parsed.header
+        state = {"stream": parsed.stream, "padded_map": parsed.padded_map, "token_context": parsed.context}
+        return header, parsed.padded_map[: header.height, : header.width], state
 
     @torch.inference_mode()
     def decode(self, data: bytes, *, layers: str = "all", allow_partial: bool = False) -> Image.Image:
@@ -514,9 +533,9 @@ class Codec:
             raise ValueError(f"layers must be one of {LAYERS}")
         parsed = self._decode_tokens(bytes(data), layers, allow_partial)
         arr = self._render([parsed])[0]
-        header = parsed["header"]
-        semantic_map = parsed["padded_map"][: header.height, : header.width] if "padded_map" in parsed else None
-        return arr, semantic_map, header, parsed["stream"]
+        header = parsed.header
+        semantic_map = parsed.padded_map[: header.height, : header.width] if parsed.padded_map is not None else None
+        return arr, semantic_map, header, parsed.stream
 
     @torch.inference_mode()
     def decode_many(self, datas: Sequence[bytes], *, layers: str = "all", batch_size: int = 8,
@@ -532,25 +551,25 @@ class Codec:
         parsed = [self._decode_tokens(bytes(d), layers, allow_partial) for d in datas]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(parsed):
-            groups.setdefault(p["header"].grid, []).append(i)
+            groups.setdefault(p.header.grid, []).append(i)
         out: list[Image.Image | None] = [None] * len(parsed)
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 batch = [parsed[i] for i in members[start:start + batch_size]]
                 for i, p, arr in zip(members[start:start + batch_size], batch, self._render(batch)):
-                    out[i] = self._finish(arr, p["header"], p["stream"], layers)
+                    out[i] = self._finish(arr, p.header, p.stream, layers)
         return out  # type: ignore[return-value]
 
-    def _render_maps(self, batch: list[dict[str, Any]]) -> None:
+    def _render_maps(self, batch: list[ParsedStream]) -> None:
         """G_s over parsed streams of one grid that code their map with tokens: fills ``padded_map``."""
-        vq = [p for p in batch if "padded_map" not in p and "ssm_indices" in p]
+        vq = [p for p in batch if p.padded_map is None and p.map_indices is not None]
         if vq:
-            logits = self.net.ssm.decode_indices(self._stack(p["ssm_indices"] for p in vq),
-                                                 self._stack(p["ssm_keep"] for p in vq)[:, None])
+            logits = self.net.ssm.decode_indices(self._stack(p.map_indices for p in vq),
+                                                 self._stack(p.map_keep for p in vq)[:, None])
             for p, m in zip(vq, logits.argmax(1).to(torch.uint8).cpu().numpy()):
-                p["padded_map"] = m
+                p.padded_map = m
 
-    def _render(self, batch: list[dict[str, Any]]) -> list[np.ndarray]:
+    def _render(self, batch: list[ParsedStream]) -> list[np.ndarray]:
         """The networks over parsed streams of one grid: RGB H×W×3 uint8 each (before refinement).
 
         Token layers go through G_x's SPADE decoder; a coarse image (chunk C) is upsampled
@@ -558,22 +577,22 @@ class Codec:
         """
         self._render_maps(batch)
         generated: list[torch.Tensor | None] = [None] * len(batch)
-        with_tokens = [i for i, p in enumerate(batch) if "padded_map" in p]
+        with_tokens = [i for i, p in enumerate(batch) if p.padded_map is not None]
         if with_tokens:
             sub = [batch[i] for i in with_tokens]
-            onehot = one_hot_map(self._stack(p["padded_map"] for p in sub).long(), NUM_CLASSES)
-            rgb = self.net.image.decode_indices(self._stack(p["img_indices"] for p in sub),
-                                                self._stack(p["img_keep"] for p in sub)[:, None], onehot)
+            onehot = one_hot_map(self._stack(p.padded_map for p in sub).long(), NUM_CLASSES)
+            rgb = self.net.image.decode_indices(self._stack(p.image_indices for p in sub),
+                                                self._stack(p.image_keep for p in sub)[:, None], onehot)
             for j, i in enumerate(with_tokens):
                 generated[i] = rgb[j:j + 1].clamp(-1, 1)
-        learned = [i for i, p in enumerate(batch) if p.get("render") == coarse.RENDER_LEARNED]
-        thumbs = {i: self._coarse_input(p) for i, p in enumerate(batch) if "coarse" in p}
+        learned = [i for i, p in enumerate(batch) if p.render == coarse.RENDER_LEARNED]
+        thumbs = {i: self._coarse_input(p) for i, p in enumerate(batch) if p.coarse is not None}
         if learned:
-            nets = {i: self.coarse_decoder(batch[i]["coarse_tag"]) for i in learned}
+            nets = {i: self.coarse_decoder(batch[i].coarse_tag) for i in learned}
             ups = torch.cat([thumbs[i] for i in learned])
             gens = torch.cat([ups[j:j + 1] if generated[i] is None else generated[i] for j, i in enumerate(learned)])
-            maps = torch.cat([one_hot_map(self._stack([batch[i]["padded_map"]]).long(), NUM_CLASSES)
-                              if "padded_map" in batch[i] else ups.new_zeros(1, NUM_CLASSES, *ups.shape[-2:])
+            maps = torch.cat([one_hot_map(self._stack([batch[i].padded_map]).long(), NUM_CLASSES)
+                              if batch[i].padded_map is not None else ups.new_zeros(1, NUM_CLASSES, *ups.shape[-2:])
                               for i in learned])
             for j, i in enumerate(learned):
                 generated[i] = nets[i](ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)
@@ -583,14 +602,14 @@ class Codec:
         out = []
         for p, rgb in zip(batch, generated):
             a = ((rgb[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            out.append(np.ascontiguousarray(a[: p["header"].height, : p["header"].width]))
+            out.append(np.ascontiguousarray(a[: p.header.height, : p.header.width]))
         return out
 
-    def _coarse_input(self, parsed: dict[str, Any]) -> torch.Tensor:
+    def _coarse_input(self, parsed: ParsedStream) -> torch.Tensor:
         """Chunk C → the upsampled thumbnail on the padded latent grid: 1×3×H'×W' in [-1, 1]."""
-        header = parsed["header"]
+        header = parsed.header
         gh, gw = header.grid
-        small = coarse.decode_small(parsed["coarse"], header.width, header.height)
+        small = coarse.decode_small(parsed.coarse, header.width, header.height)
         up = self.pad_to_grid(coarse.upsample(small, header.width, header.height), gh, gw)
         return torch.from_numpy(up).to(self.device).permute(2, 0, 1)[None] / 127.5 - 1
 
@@ -644,10 +663,10 @@ class Codec:
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}")
         parsed = self._decode_tokens(bytes(data), layers, allow_partial)
-        stream = parsed["stream"]
+        stream = parsed.stream
         report = stream.packet_report
-        return TokenGrids(parsed["header"], parsed.get("ssm_keep"), parsed.get("ssm_indices"),
-                          parsed.get("img_keep"), parsed.get("img_indices"), layers_used(stream, layers),
+        return TokenGrids(parsed.header, parsed.map_keep, parsed.map_indices,
+                          parsed.image_keep, parsed.image_indices, layers_used(stream, layers),
                           stream.truncated, None if report is None else report.to_dict())
 
     def token_digest(self, data: bytes) -> str:
@@ -664,7 +683,7 @@ class Codec:
     def _stack(self, arrays) -> torch.Tensor:
         return torch.from_numpy(np.stack(list(arrays))).to(self.device)
 
-    def _decode_tokens(self, data: bytes, layers: str, allow_partial: bool = True) -> dict[str, Any]:
+    def _decode_tokens(self, data: bytes, layers: str, allow_partial: bool = True) -> ParsedStream:
         """Entropy decoding of one stream, no network: header, stream, token grids, and the
         padded semantic map when it is coded exactly. A truncated stream whose missing part
         ``layers`` needs raises unless ``allow_partial``. A packet stream decodes what arrived."""
@@ -680,18 +699,17 @@ class Codec:
                                  "complete; allow_partial=True (--partial) decodes "
                                  f"{'them' if len(used) != 1 else 'it'}")
         gh, gw = header.grid
-        out: dict[str, Any] = {"header": header, "stream": stream}
+        out = ParsedStream(header, stream)
         if bitstream.CHUNK_COARSE in stream.chunks:
-            out["coarse"] = stream.chunks[bitstream.CHUNK_COARSE]
-            out["render"], _, tag, _ = coarse.parse(out["coarse"], header.width, header.height)
-            if out["render"] == coarse.RENDER_LEARNED and tag not in self.coarse_entries():
+            out.coarse = stream.chunks[bitstream.CHUNK_COARSE]
+            out.render, _, tag, _ = coarse.parse(out.coarse, header.width, header.height)
+            if out.render == coarse.RENDER_LEARNED and tag not in self.coarse_entries():
                 raise ModelMismatchError("stream was rendered for a coarse decoder this installation "
                                          f"does not have ({tag.hex()}; it has "
                                          f"{', '.join(t.hex() for t in self.coarse_entries()) or 'none'})")
-            out["coarse_tag"] = tag
+            out.coarse_tag = tag
         if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
-            if "coarse" in out:  # a coarse image alone: nothing for the networks to decode
-                out["context"] = None
+            if out.coarse is not None:  # a coarse image alone: nothing for the networks to decode
                 return out
             raise BitstreamError("stream has no semantic-map layer" + (" (file truncated)" if stream.truncated else ""))
         if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks:
@@ -699,21 +717,21 @@ class Codec:
 
             exact = decode_label_map(stream.chunks[bitstream.CHUNK_SEMANTIC_LOSSLESS],
                                      (header.height, header.width), self._lossless_tables())
-            out["padded_map"] = self.pad_to_grid(exact, gh, gw)
-            context = block_majority(block_class_counts(out["padded_map"], self.stride))
+            out.padded_map = self.pad_to_grid(exact, gh, gw)
+            context = block_majority(block_class_counts(out.padded_map, self.stride))
         else:
-            out["ssm_keep"], out["ssm_indices"] = decode_tokens(stream.chunks["S"], (gh, gw),
-                                                                np.zeros((gh, gw), np.int64), self.ssm_tables)
-            context = class_context(out["ssm_keep"], out["ssm_indices"], self.code_class)
-        out["context"] = context
+            out.map_keep, out.map_indices = decode_tokens(stream.chunks["S"], (gh, gw),
+                                                          np.zeros((gh, gw), np.int64), self.ssm_tables)
+            context = class_context(out.map_keep, out.map_indices, self.code_class)
+        out.context = context
         if layers == "all" and "I" in stream.chunks:
-            out["img_keep"], out["img_indices"] = decode_tokens(stream.chunks["I"], (gh, gw), context,
-                                                                self.image_tables)
+            out.image_keep, out.image_indices = decode_tokens(stream.chunks["I"], (gh, gw), context,
+                                                              self.image_tables)
         else:
-            out["img_keep"], out["img_indices"] = np.zeros((gh, gw), bool), np.zeros((gh, gw), np.int64)
+            out.image_keep, out.image_indices = np.zeros((gh, gw), bool), np.zeros((gh, gw), np.int64)
         return out
 
-    def _decode_packets(self, data: bytes, layers: str) -> dict[str, Any]:
+    def _decode_packets(self, data: bytes, layers: str) -> ParsedStream:
         """:meth:`_decode_tokens` of a packet stream: the positions of lost packets are masked."""
         header, plan = packets.read_header(data)
         self._check_header(header)
@@ -722,13 +740,12 @@ class Codec:
         chunks = {bitstream.CHUNK_SEMANTIC: b"", **({bitstream.CHUNK_IMAGE: b""} if plan["image"] else {}),
                   **got.chunks}
         stream = bitstream.Stream(header, chunks, packet_report=got.report)
-        out: dict[str, Any] = {"header": header, "stream": stream, "ssm_keep": got.map_keep,
-                               "ssm_indices": got.map_indices}
-        out["context"] = self._image_context(got.map_keep, got.map_indices)
+        out = ParsedStream(header, stream, map_keep=got.map_keep, map_indices=got.map_indices)
+        out.context = self._image_context(got.map_keep, got.map_indices)
         if layers == "all" and got.image_keep is not None:
-            out["img_keep"], out["img_indices"] = got.image_keep, got.image_indices
+            out.image_keep, out.image_indices = got.image_keep, got.image_indices
         else:
-            out["img_keep"], out["img_indices"] = np.zeros(header.grid, bool), np.zeros(header.grid, np.int64)
+            out.image_keep, out.image_indices = np.zeros(header.grid, bool), np.zeros(header.grid, np.int64)
         return out
 
     @staticmethod
