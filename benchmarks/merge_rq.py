@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="--new covers a subset of --base's images: write only results.csv of that subset, "
                         "the earlier run's rows of the taken codecs kept as '<codec>-previous'")
     a = p.parse_args(argv)
-    from sqgan_codec.evaluate.report import BenchResult, write_all
+    from sqgan_codec.evaluate.report import BenchResult
+    from sqgan_codec.evaluate.writers import write_all
 
     take = set(a.codecs.split(","))
     base, new = Path(a.base), Path(a.new)

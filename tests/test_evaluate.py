@@ -144,6 +144,7 @@ def test_harness_end_to_end(tmp_path):
     import io
 
     from sqgan_codec.evaluate import report as R
+    from sqgan_codec.evaluate import writers as W
 
     def segment(rgb):  # toy segmenter: sky above the middle, road below
         ids = np.full(rgb.shape[:2], 3, np.uint8)
@@ -162,7 +163,7 @@ def test_harness_end_to_end(tmp_path):
     assert pairs[0][1] is not None
     cfg = R.BenchConfig(targets=(0.05, 0.1), codecs=("jpeg",), scales=(4,), lpips=False, fid=False)
     result = R.run_benchmark(pairs, cfg, [R.LearnedCodec("toy", enc, dec)], segment, log=lambda m: None)
-    paths = R.write_all(result, tmp_path)
+    paths = W.write_all(result, tmp_path)
     rows = list(csv.DictReader(open(paths["csv"])))
     assert {r["codec"] for r in rows} == {"original", "jpeg", "toy"}
     assert len(rows) == 1 + 2 + 2

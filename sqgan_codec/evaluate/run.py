@@ -15,8 +15,9 @@ import sys
 from . import classical
 from .report import (
     DEFAULT_TARGETS, BenchConfig, default_workers, eprint, find_images, resolve_learned,
-    resolve_segmenter, run_benchmark, sqgan_learned, sqgan_refine_learned, write_all,
+    resolve_segmenter, run_benchmark, sqgan_learned, sqgan_refine_learned,
 )
+from .writers import write_all
 
 # Learned codecs under test: name → factory returning a LearnedCodec. A factory that raises
 # (e.g. sqgan_codec.codec not written yet) is skipped with a message. Add one per line.
