@@ -26,7 +26,7 @@ from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
                      TruncatedError, UnfamiliarImageWarning)
 from .imageio import MAX_PIXELS, LoadedImage, load_image
-from .nets.blocks import one_hot_map
+from .nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
 from .options import ALL_CLASSES, CLASS_INDEX, EncodeOptions, parse_priority  # noqa: F401  (re-exported)
@@ -221,7 +221,7 @@ class Codec:
             for start in range(0, len(members), batch_size):
                 batch = members[start:start + batch_size]
                 rgb = torch.from_numpy(np.stack([self.pad_to_grid(loaded[i].rgb, gh, gw) for i in batch]))
-                rgb = rgb.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+                rgb = pixels_to_unit(rgb.to(self.device))
                 labels = torch.from_numpy(np.stack([self.pad_to_grid(maps[i], gh, gw) for i in batch]))
                 onehot = one_hot_map(labels.to(self.device), NUM_CLASSES)
                 ssm_latents, _, ssm_scores, _ = self.net.ssm.encode(onehot, 1.0)
@@ -601,7 +601,7 @@ class Codec:
                 generated[i] = thumbs[i]
         out = []
         for p, rgb in zip(batch, generated):
-            a = ((rgb[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            a = unit_to_pixels(rgb[0]).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
             out.append(np.ascontiguousarray(a[: p.header.height, : p.header.width]))
         return out
 
@@ -611,7 +611,7 @@ class Codec:
         gh, gw = header.grid
         small = coarse.decode_small(parsed.coarse, header.width, header.height)
         up = self.pad_to_grid(coarse.upsample(small, header.width, header.height), gh, gw)
-        return torch.from_numpy(up).to(self.device).permute(2, 0, 1)[None] / 127.5 - 1
+        return pixels_to_unit(torch.from_numpy(up).to(self.device)[None])
 
     def coarse_tag(self) -> bytes:
         """The 2-byte hash prefix that names this model's coarse decoder in a stream (b"" if none)."""

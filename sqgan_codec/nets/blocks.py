@@ -6,6 +6,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def pixels_to_unit(rgb: torch.Tensor) -> torch.Tensor:
+    """N×H×W×3 pixel levels 0..255 (any dtype) → N×3×H×W float in [-1, 1]: what every network takes."""
+    return rgb.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def unit_to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W in [-1, 1] → the same layout in pixel levels 0..255 (float; what the segmenter takes)."""
+    return (x + 1) * 127.5
+
+
 def one_hot_map(semantic_map: torch.Tensor, num_classes: int) -> torch.Tensor:
     """N×H×W class ids → N×C×H×W float one-hot; ids ≥ num_classes (void) become all-zero."""
     # scattered straight into float32 (an int64 one-hot would take 8 bytes per class and pixel)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import coarse as coarse_coding
 from ..classes import NUM_CLASSES, VOID
-from ..nets.blocks import one_hot_map
+from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
 from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware,
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y, recoloured, thumbs, only = next_batch()
-        rgb = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rgb = pixels_to_unit(torch.from_numpy(x).to(device))
         coarse = torch.from_numpy(thumbs).to(device).permute(0, 3, 1, 2) / 127.5 - 1
         rgb, coarse = rgb.contiguous(memory_format=layout), coarse.contiguous(memory_format=layout)
         lab = torch.from_numpy(y).to(device).long()
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> Path:
             sem = zero
             keep_sem = torch.from_numpy(~recoloured).to(device)
             if segnet is not None and keep_sem.any():
-                sem = F.cross_entropy(segnet((recon[keep_sem] + 1) * 127.5), lab[keep_sem], weight=ce_weights,
+                sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem], weight=ce_weights,
                                       ignore_index=VOID)
             loss = l1 + args.perceptual * perc + args.semantic * sem
         opt.zero_grad(set_to_none=True)

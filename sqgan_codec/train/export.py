@@ -23,7 +23,7 @@ from ..classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES, VOID
 from ..codec import class_context
 from ..entropy import TableCounter
 from ..rate import keep_pair
-from ..nets.blocks import one_hot_map
+from ..nets.blocks import one_hot_map, pixels_to_unit
 from ..nets.samm import top_k_mask
 from ..nets.sqgan import SQGAN, SQGANConfig
 from ..registry import file_sha256, reload, weights_dir
@@ -117,7 +117,7 @@ def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: i
         gh, gw = -(-h // s), -(-w // s)
         img = np.pad(img, ((0, gh * s - h), (0, gw * s - w), (0, 0)), mode="edge")
         lab = np.pad(lab, ((0, gh * s - h), (0, gw * s - w)), mode="edge")
-        rgb = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+        rgb = pixels_to_unit(torch.from_numpy(img)[None])
         onehot = one_hot_map(torch.from_numpy(lab)[None].long(), NUM_CLASSES)
         lat_s, _, scores_s, _ = model.ssm.encode(onehot, 1.0)
         idx_s = model.ssm.quantizer.codes_to_indices(lat_s)[0].numpy()

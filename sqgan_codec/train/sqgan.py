@@ -32,7 +32,7 @@ from PIL import Image
 from torch import nn
 
 from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID, class_id
-from ..nets.blocks import one_hot_map
+from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from ..nets.sqgan import SQGAN, SQGANConfig
 from . import ddp
 from ..devices import resolve_device
@@ -407,7 +407,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = next_batch()
-        rgb = torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rgb = pixels_to_unit(torch.from_numpy(x).to(device, non_blocking=True))
         rgb = rgb.contiguous(memory_format=layout)
         lab = torch.from_numpy(y).to(device, non_blocking=True).long()
         onehot = one_hot_map(lab, NUM_CLASSES).contiguous(memory_format=layout)
@@ -434,7 +434,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                 sem = zero
                 if segnet is not None:
                     # task loss of semantic communication: the receiver's segmenter must recover the map
-                    sem = F.cross_entropy(segnet((x_out["rgb"] + 1) * 127.5), lab, weight=ce_weights,
+                    sem = F.cross_entropy(segnet(unit_to_pixels(x_out["rgb"])), lab, weight=ce_weights,
                                           ignore_index=VOID)
                 rec = l1 + perceptual_w * perc + semantic_w * sem
                 loss = loss + rec + x_out["vq_loss"]
