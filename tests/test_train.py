@@ -288,3 +288,8 @@ def test_erasure_training_decodes_without_the_lost_packets(tiny_camvid: Path, tm
     train_main(["joint", "--data", str(tiny_camvid), "--splits", "train", "--out", str(run), *FAST,
                 "--max-steps", "2", "--perceptual", "0", "--semantic", "0", "--erasure", "1.0"])
     assert _load(run / "last.pt")["args"]["erasure"] == 1.0
+
+
+def test_networks_refuse_a_stride_they_do_not_produce() -> None:
+    with pytest.raises(ValueError, match="16-pixel grid"):
+        SQGAN(SQGANConfig(latent_stride=8))

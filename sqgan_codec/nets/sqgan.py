@@ -5,7 +5,9 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from .image import STRIDE as IMAGE_STRIDE
 from .image import ImageCodec
+from .ssm import STRIDE as MAP_STRIDE
 from .ssm import SemanticMapCodec
 
 
@@ -34,6 +36,11 @@ class SQGANConfig:
 class SQGAN(nn.Module):
     def __init__(self, config: SQGANConfig = SQGANConfig()):
         super().__init__()
+        # the encoders downsample four times by 2: the stride is the architecture's, and a config
+        # that says otherwise would code on a grid the networks do not produce
+        if not config.latent_stride == IMAGE_STRIDE == MAP_STRIDE:
+            raise ValueError(f"latent_stride {config.latent_stride}: these networks code on a "
+                             f"{IMAGE_STRIDE}-pixel grid")
         self.config = config
         self.ssm = SemanticMapCodec(config.num_classes, config.ssm_dim, config.ssm_codes)
         self.image = ImageCodec(config.num_classes, config.image_dim, config.image_codes,
