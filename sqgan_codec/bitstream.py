@@ -60,7 +60,9 @@ FLAG_RESERVED_MASK = 0b1111_1000
 # this installation can decode a given id is the codec's decision, not the container's.
 # the header's class-set byte → vocabulary name (sqgan_codec/vocabularies/)
 CLASS_SETS = {v.class_set: name for name, v in built_in().items()}
-SEGMENTERS = {0: "bundled", 1: "onnx", 2: "labels"}
+# the header's segmenter byte → name (the ids are sqgan_codec.segmenters.base's SEGMENTER_*)
+SEGMENTER_BUNDLED, SEGMENTER_ONNX, SEGMENTER_LABELS = 0, 1, 2
+SEGMENTERS = {SEGMENTER_BUNDLED: "bundled", SEGMENTER_ONNX: "onnx", SEGMENTER_LABELS: "labels"}
 CODERS = {0: "constriction-range-v1"}
 
 

@@ -387,7 +387,8 @@ class Codec:
 
     def _segmenter_id(self, semantic_maps: Any) -> int:
         """What the header records: 2 (labels) for maps given by the caller, else the segmenter's id."""
-        return 2 if semantic_maps is not None else getattr(self.segmenter, "segmenter_id", 0)
+        return (bitstream.SEGMENTER_LABELS if semantic_maps is not None
+                else getattr(self.segmenter, "segmenter_id", bitstream.SEGMENTER_BUNDLED))
 
     def encode_many(self, images: Sequence[Any], *, bpp: float | None = None, keep: float | None = None,
                     **kwargs: Any) -> list[bytes]:

@@ -29,12 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..bitstream import SEGMENTER_BUNDLED, SEGMENTER_LABELS, SEGMENTER_ONNX  # noqa: F401  (the header's ids)
 from ..classes import NUM_CLASSES
 from ..errors import ImageInputError, SegmenterError
-
-SEGMENTER_BUNDLED = 0
-SEGMENTER_ONNX = 1
-SEGMENTER_LABELS = 2
 
 
 class Segmenter(abc.ABC):
