@@ -11,7 +11,8 @@ all ranks (all-gathered, in rank order) with a random generator seeded identical
 rank; so the codebook after a step is the one a single process would get from the global batch,
 and stays identical across ranks. DDP's ``broadcast_buffers=True`` (its default, kept) also
 copies rank 0's buffers to the other ranks at the start of every forward: a safety net for the
-codebooks, and what keeps the BatchNorm running statistics (SPADE) identical across ranks.
+codebooks. The networks hold no BatchNorm (SPADE normalises per image), so no batch statistic
+differs across ranks.
 """
 from __future__ import annotations
 
@@ -137,8 +138,7 @@ def sync_quantizers(model: nn.Module, world: int, seed: int = 0) -> int:
 @torch.no_grad()
 def consistent(model: nn.Module, info: DistInfo) -> bool:
     """Whether every rank holds the same parameters and codebook buffers (a collective: all ranks
-    call it). BatchNorm running statistics are left out: each rank updates them from its own
-    batch share during a forward, and rank 0's overwrite them at the next (broadcast_buffers)."""
+    call it)."""
     if not info.enabled:
         return True
     tensors = list(model.parameters())

@@ -95,8 +95,6 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps of this stage")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun on CUDA: synchronise BatchNorm batch statistics across GPUs")
     add_speed_arguments(p)
 
 
@@ -370,12 +368,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
 
     forward: nn.Module = StageForward(model, stage)
     last_layer = model.image.to_rgb[1].weight  # where the adaptive GAN weight balances gradients
-    if args.sync_bn and not (info.enabled and device.type == "cuda"):
-        say("note: --sync-bn only acts under torchrun on CUDA; BatchNorm statistics stay per process")
     if info.enabled:
-        if args.sync_bn and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            forward.model = model
         ddp.sync_quantizers(model, info.world, seed=args.seed + step)
         # DDP's default broadcast_buffers=True (forward_sync_buffers in newer torch) is kept:
         # rank 0's buffers are copied to every rank at the start of each forward
