@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OUT ?= out/demo
 
-.PHONY: venv demo test bench bench-chain-a bench-chain-b bench-quick clean device-pack
+.PHONY: venv demo test test-quick bench bench-chain-a bench-chain-b bench-quick clean device-pack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# the same without the tests marked slow (training, subprocess pipelines, large images)
+test-quick: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 # Regenerates docs/benchmarks.md from the shipped weights (CamVid beside the repo). Classical
 # codec results are cached per image in out/rq-cache, so a re-run after retraining is quick.
@@ -54,6 +58,8 @@ bench: venv
 bench-chain-a: venv
 	$(ONE_THREAD) $(PY) benchmarks/features.py --data $(CAMVID) --every 8 --threads 1 --out docs/bench/features.md
 	$(ONE_THREAD) $(PY) benchmarks/entropy_gain.py --data $(CAMVID) --threads 1 > docs/bench/entropy.md
+	$(ONE_THREAD) $(PY) benchmarks/packet_loss.py --images $(CAMVID)/test --every 24 --seeds 3 --out docs/bench/packet_loss.md
+	$(ONE_THREAD) $(PY) benchmarks/packet_loss.py --grid docs/bench/packet_loss_sample.png
 
 bench-chain-b: venv
 	$(ONE_THREAD) $(PY) benchmarks/roi.py --data $(CAMVID) --every 8 --threads 1 --out docs/bench/roi.md

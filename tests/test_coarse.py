@@ -186,6 +186,7 @@ def test_bundled_sample_keeps_every_objects_colour(codec: Codec):
     assert worst < 25, f"an object's mean colour moved by {worst:.0f} levels"
 
 
+@pytest.mark.slow
 def test_unfamiliar_image_is_reported_and_coded_from_the_thumbnail(codec: Codec, street):
     assert not codec.encode_with_decision(street, bpp=0.05).unfamiliar  # a CamVid test frame
     photos = sorted(PHOTOS.glob("*.png")) if PHOTOS.is_dir() else []

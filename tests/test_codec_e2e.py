@@ -100,6 +100,7 @@ def test_any_image_round_trips(codec: Codec, shape: tuple[int, int], mode: str) 
     assert out.mode == ("L" if mode in ("L", "I;16") else "RGB")
 
 
+@pytest.mark.slow
 def test_batched_decode_matches_one_by_one(codec: Codec, street: np.ndarray) -> None:
     """decode_many batches same-grid streams through the networks, whatever mix it is given:
     G_s-coded and exact maps, refinement layers, other sizes, grayscale, base layer only."""
@@ -146,6 +147,7 @@ def test_other_weights_are_refused(codec: Codec, street_sqg: bytes) -> None:
         codec.decode(bitstream.pack(wrong_model, list(stream.chunks.items())))
 
 
+@pytest.mark.slow
 def test_fuzzed_streams_fail_cleanly(codec: Codec, street: np.ndarray) -> None:
     """Raw damage is caught by the container; payload damage with valid CRCs reaches the
     entropy decoder and the networks: either way a SqganError or an image, never a crash.
@@ -194,6 +196,7 @@ def test_fuzzed_streams_fail_cleanly(codec: Codec, street: np.ndarray) -> None:
     assert decoded > 0  # payload damage behind valid CRCs mostly still decodes to an image
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path: Path, street: np.ndarray) -> None:
     src = tmp_path / "in" / "sub"
     src.mkdir(parents=True)
@@ -310,6 +313,7 @@ def test_banded_decoding_matches_the_whole_image(codec: Codec, street_sqg: bytes
     assert float(diff.max()) < 2 / 255 and float(diff.mean()) < 1e-4
 
 
+@pytest.mark.slow
 def test_decoding_memory_grows_slowly_with_size(tmp_path: Path) -> None:
     """Peak memory that a 1920x1080 decode adds to the loaded codec (measured: about 380 MB;
     whole-image decoding took 1.26 GB): bounded, in a fresh process."""

@@ -39,6 +39,7 @@ def rehearsal(tmp_path_factory) -> dict[str, Path]:
     return {"pack": pack, "out": out, "unpacked": unpacked}
 
 
+@pytest.mark.slow
 def test_pack_holds_what_the_run_needs_and_counts_the_travel(rehearsal) -> None:
     manifest = json.loads((rehearsal["pack"] / "manifest.json").read_text())
     assert manifest["data"]["images"] == 6  # 3 train + 3 val

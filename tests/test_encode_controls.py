@@ -47,6 +47,7 @@ def test_parse_priority() -> None:
         EncodeOptions(bpp=0.05, keep=0.3)
 
 
+@pytest.mark.slow
 def test_max_bytes_is_a_hard_cap(codec: Codec, scene: np.ndarray) -> None:
     smallest = len(codec.encode(scene, keep=0.0, refine="off"))  # the floor: no refinement layer
     largest = len(codec.encode(scene, keep=1.0))
@@ -60,6 +61,7 @@ def test_max_bytes_is_a_hard_cap(codec: Codec, scene: np.ndarray) -> None:
     assert len(data) == smallest
 
 
+@pytest.mark.slow
 def test_encode_rates_matches_separate_encodes(codec: Codec, scene: np.ndarray) -> None:
     targets = [0.025, 0.05, 0.1]
     for options in ({}, {"refine": "on", "priority": {"Pedestrian": 4.0}}):
@@ -125,6 +127,7 @@ def test_lossless_semantic_map(codec: Codec, scene: np.ndarray) -> None:
     assert base.size == image.size
 
 
+@pytest.mark.slow
 def test_cli_controls_and_ssm_out(tmp_path: Path, scene: np.ndarray) -> None:
     src = tmp_path / "scene.png"
     Image.fromarray(scene).save(src)

@@ -195,6 +195,7 @@ def test_missing_weight_package_makes_metric_unavailable():
         M.dist_file("surely-not-an-installed-distribution", "weights/v0.1/vgg.pth")
 
 
+@pytest.mark.slow
 @needs_camvid
 def test_lpips_style_bfloat16_tracks_float32(camvid_rgb):
     """The benchmark's bfloat16 LPIPS-style must rank and size distances like float32 does."""

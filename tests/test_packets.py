@@ -115,6 +115,7 @@ def test_map_copies_recover_the_map_of_a_lost_token_packet(codec: Codec, plain: 
     assert got.image_keep.sum() < full.image_keep.sum()
 
 
+@pytest.mark.slow
 def test_hostile_packet_streams_never_crash(codec: Codec, frame: np.ndarray, stream: bytes) -> None:
     """Drops, duplicates, reordering, bit flips, packets of another stream, a broken tail:
     decoded or refused with the codec's error; the report counts what was odd."""

@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import camvid_test_image
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'sqgan-codec[ray]')")
+pytestmark = pytest.mark.slow  # a Ray cluster per test: most of the suite's time
 from ray.cluster_utils import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
