@@ -11,6 +11,7 @@ banding).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -73,10 +74,43 @@ def python(code: str, *args: str) -> str:
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 
+NOTES = [
+    "The banded decoder runs the SPADE decoder's last two up blocks (quarter and half resolution) in "
+    "bands of 32 input rows with the whole image's normalisation statistics; against whole-image "
+    "decoding it differs by ±1 level in about 1 pixel in 100,000 (`tests/test_codec_e2e.py`).", "",
+    "Across thread counts: tokens are identical (every coded probability comes from integer tables); "
+    "decoded pixels differ by ±1 level in about 0.002 % of pixels between 1 and 2 threads (float "
+    "summation order inside oneDNN's convolutions; measured on CamVid test 0001TP_008550 at 0.05 bpp, "
+    "tokens and default streams). Pixel-identical decoding would need deterministic convolution "
+    "kernels; not attempted.", "",
+    "GPU: no GPU has been lent to this project's sessions so far; the GPU recipe (`docs/training.md`, "
+    "\"Training on a lent GPU\") measures the GPU throughput table (batch 1, 8, 32 at 480x360 and "
+    "1920x1080) in its first minute when one is.",
+]
+
+
+def _pixels(size: str) -> int:
+    w, h = size.split()[0].split("x")
+    return int(w) * int(h)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--from-log", default=None, metavar="LOG",
+                    help="only write the report from an earlier run's printed lines (its stdout)")
     args = ap.parse_args()
+    if args.from_log:
+        rows, encodes = [], []
+        for line in Path(args.from_log).read_text().splitlines():
+            if " {" not in line or not line[:1].isdigit():
+                continue
+            head, _, rest = line.partition(" {")
+            r = ast.literal_eval("{" + rest)
+            name, _, mode = head.rpartition(" ")
+            (encodes.append((name, r)) if mode == "encode" else rows.append((name, mode, r)))
+        emit(report(rows, encodes), args.out)
+        return
     rows, encodes = [], []
     cases = [(w, h, 0.3, f"{w}x{h}") for w, h in SIZES] + [(4096, 4096, 0.0, "4096x4096 bomb")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,25 +123,34 @@ def main() -> None:
                 r = json.loads(python(DECODE, path, mode, str(LIMIT)))
                 rows.append((name, mode, r))
                 print(name, mode, r, flush=True)
+    emit(report(rows, encodes), args.out)
+
+
+def report(rows: list, encodes: list) -> list[str]:
+    per_pixel = ", ".join(f"{size} {1e6 * r['seconds'] / _pixels(size):.1f} µs"
+                          for size, mode, r in rows if mode == "banded")
     lines = ["# Decoding memory by image size (CPU, 1 thread)", "",
              "`python benchmarks/decode_memory.py --out docs/bench/decode_memory.md`", "",
              "Token streams (`--keep 0.3`) of the bundled sample resized; each decode in a fresh process. "
              "*Added* is the peak resident memory after decoding minus before it (the loaded codec, "
-             "about 330 MB, not counted); *peak* includes it.", "",
+             f"about {rows[0][2]['peak_mb'] - rows[0][2]['added_mb']:.0f} MB, not counted); *peak* includes it. "
+             "Times are one run each (indicative: the memory is what this table is for); time per pixel "
+             f"{per_pixel}.", "",
              "| size | decoder | added (MB) | peak (MB) | decode (s) |", "|---|---|---:|---:|---:|"]
     for size, mode, r in rows:
         lines.append(f"| {size} | {'banded (default)' if mode == 'banded' else 'whole image'} | "
                      f"{r['added_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
     lines += ["", f"Above {WHOLE_MAX_PIXELS / 1e6:.0f} MP only the banded decoder is run. The 16 MP row and the "
-              f"*bomb* (a flat 4096x4096 image with every image token masked: the few-dozen-byte file that "
-              f"the default limit of 12 MP refuses from its header) are decoded with `max_pixels={LIMIT:,}`.",
+              f"*bomb* (a flat 4096x4096 image coded with every image token masked, `keep=0`: a small file, "
+              f"a large picture; the default limit of 12 MP refuses it from its header) are decoded with "
+              f"`max_pixels={LIMIT:,}`.", "", *NOTES,
               "", "## Encoding memory by image size (CPU, 1 thread)", "",
               "Same images, each encoded in a fresh process (`keep=0.3`; the bomb at `keep=0`). "
               "Encoding is not banded: the segmenter and the encoders see the whole image.", "",
               "| size | stream bytes | added (MB) | peak (MB) | encode (s) |", "|---|---:|---:|---:|---:|"]
     for size, r in encodes:
         lines.append(f"| {size} | {r['bytes']:,} | {r['added_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
-    emit(lines, args.out)
+    return lines
 
 
 if __name__ == "__main__":
