@@ -31,6 +31,7 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("unseen.md", "Checked with a segmenter training never saw"),
          ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"),
          ("decode_memory.md", "Decoding memory by image size"), ("fuzz.md", "Damaged and hostile streams"),
+         ("packet_loss.md", "Quality under packet loss"),
          ("ray.md", "Batch coding on Ray"), ("device_pack.md", "The GPU recipe's training data"))
 
 
