@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import bitstream, coarse, entropy, packets, rate, registry
-from .classes import CLASS_SET_ID, NUM_CLASSES
+from .classes import NUM_CLASSES
 
 from .decide import Decision, decide
 from .devices import resolve_device
@@ -29,7 +29,7 @@ from .imageio import MAX_PIXELS, LoadedImage, load_image
 from .nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
-from .options import ALL_CLASSES, CLASS_INDEX, EncodeOptions, parse_priority  # noqa: F401  (re-exported)
+from .options import ALL_CLASSES, EncodeOptions, parse_priority  # noqa: F401  (parse_priority re-exported)
 from .rate import MIN_KEEP
 from .refine import apply_residual, decode_residual
 
@@ -53,22 +53,17 @@ def layers_used(stream: bitstream.Stream, layers: str = "all") -> list[str]:
     return used
 
 
-def block_class_counts(padded_map: np.ndarray, stride: int) -> np.ndarray:
-    """Pixel count of each class in each stride×stride block: int [gh, gw, NUM_CLASSES]."""
+def block_class_counts(padded_map: np.ndarray, stride: int, num_classes: int) -> np.ndarray:
+    """Pixel count of each class in each stride×stride block: int [gh, gw, num_classes]."""
     gh, gw = padded_map.shape[0] // stride, padded_map.shape[1] // stride
     blocks = padded_map.reshape(gh, stride, gw, stride).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
-    return np.stack([(blocks == c).sum(-1) for c in range(NUM_CLASSES)], axis=-1).astype(np.int64)
+    return np.stack([(blocks == c).sum(-1) for c in range(num_classes)], axis=-1).astype(np.int64)
 
 
 def block_majority(block_counts: np.ndarray) -> np.ndarray:
     """Entropy-coding context of each image token when the map is coded losslessly: the most
     frequent class in its block (ties: lowest id). Integers only."""
     return block_counts.argmax(-1).astype(np.int64)
-
-
-def class_context(ssm_keep: np.ndarray, ssm_indices: np.ndarray, code_class: np.ndarray) -> np.ndarray:
-    """:func:`.entropy.class_context` for this class set (``NUM_CLASSES``: a masked map code)."""
-    return entropy.class_context(ssm_keep, ssm_indices, code_class, NUM_CLASSES)
 
 
 @dataclass
@@ -138,11 +133,11 @@ class Codec:
             raise ModelMismatchError(f"{self.entry.name!r} is a {self.entry.kind} model, not a codec")
         tensors, meta = registry.load_state(self.entry)
         self.vocabulary = registry.vocabulary_of(self.entry, meta)
-        if self.vocabulary.num_classes != NUM_CLASSES:
-            raise ModelMismatchError(f"model {self.entry.name!r} uses vocabulary {self.vocabulary.name!r} "
-                                     f"({self.vocabulary.num_classes} classes); this version's networks "
-                                     f"and coders are built for {NUM_CLASSES} ({CLASS_SET_ID})")
+        self.num_classes = self.vocabulary.num_classes
         self.config = SQGANConfig.from_dict(json.loads(meta.get("config", "{}")) or self.entry.config)
+        if self.config.num_classes != self.num_classes:
+            raise ModelMismatchError(f"model {self.entry.name!r}: networks for {self.config.num_classes} "
+                                     f"classes, vocabulary {self.vocabulary.name!r} has {self.num_classes}")
         self.stride = self.config.latent_stride
         net = SQGAN(self.config)
         weights = {k: v for k, v in tensors.items() if not k.startswith("entropy.")}
@@ -158,7 +153,8 @@ class Codec:
                                          tensors["entropy.image.index_counts"].numpy())
         self.code_class = tensors["entropy.ssm.code_class"].numpy().astype(np.int64)
         self.lossless_tables = None
-        if "entropy.ssm_lossless.counts" in tensors:
+        if "entropy.ssm_lossless.counts" in tensors and self.num_classes == NUM_CLASSES:
+            # (the lossless map coder's context tables are laid out for the camvid11 class count)
             from .ssm_lossless import LabelMapTables
 
             self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
@@ -209,7 +205,7 @@ class Codec:
         maps = []
         for li, m in zip(loaded, semantic_maps):
             m = np.asarray(m, dtype=np.uint8)
-            if m.shape != li.rgb.shape[:2] or m.max(initial=0) >= NUM_CLASSES:
+            if m.shape != li.rgb.shape[:2] or m.max(initial=0) >= self.num_classes:
                 raise SqganError(f"{li.name}: semantic map does not fit the image or the class set")
             maps.append(m)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -223,7 +219,7 @@ class Codec:
                 rgb = torch.from_numpy(np.stack([self.pad_to_grid(loaded[i].rgb, gh, gw) for i in batch]))
                 rgb = pixels_to_unit(rgb.to(self.device))
                 labels = torch.from_numpy(np.stack([self.pad_to_grid(maps[i], gh, gw) for i in batch]))
-                onehot = one_hot_map(labels.to(self.device), NUM_CLASSES)
+                onehot = one_hot_map(labels.to(self.device), self.num_classes)
                 ssm_latents, _, ssm_scores, _ = self.net.ssm.encode(onehot, 1.0)
                 ssm_indices = self.net.ssm.quantizer.codes_to_indices(ssm_latents).cpu().numpy()
                 img_latents, _, img_scores = self.net.image.encode(rgb, onehot, 1.0)
@@ -234,9 +230,9 @@ class Codec:
         return results  # type: ignore[return-value]
 
     def block_classes(self, analysis: Analysis) -> np.ndarray:
-        """Per latent block, the pixel count of each class: int [gh, gw, NUM_CLASSES]."""
+        """Per latent block, the pixel count of each class: int [gh, gw, classes]."""
         gh, gw = analysis.ssm_indices.shape
-        return block_class_counts(self.pad_to_grid(analysis.semantic_map, gh, gw), self.stride)
+        return block_class_counts(self.pad_to_grid(analysis.semantic_map, gh, gw), self.stride, self.num_classes)
 
     def position_weights(self, analysis: Analysis, options: EncodeOptions) -> np.ndarray | None:
         """Encode-time rank multipliers of latent positions from class priorities and ROIs.
@@ -250,10 +246,10 @@ class Codec:
         gh, gw = analysis.ssm_indices.shape
         weights = np.ones((gh, gw), np.float64)
         if options.priority:
-            per_class = np.full(NUM_CLASSES, options.priority.get(ALL_CLASSES, 1.0), np.float64)
+            per_class = np.full(self.num_classes, options.priority.get(ALL_CLASSES, 1.0), np.float64)
             for name, value in options.priority.items():
                 if name != ALL_CLASSES:
-                    per_class[CLASS_INDEX[name]] = value
+                    per_class[self.vocabulary.class_id(name)] = value
             counts = self.block_classes(analysis)
             weights = (counts * per_class).sum(-1) / np.maximum(counts.sum(-1), 1)
         st = self.stride
@@ -303,7 +299,7 @@ class Codec:
                 coded["S", ssm_key] = encode_tokens(ssm_keep, analysis.ssm_indices,
                                                     np.zeros(ssm_keep.shape, np.int64), self.ssm_tables)
             chunks = [(bitstream.CHUNK_SEMANTIC, coded["S", ssm_key])]
-            ctx_of_tokens = lambda: class_context(ssm_keep, analysis.ssm_indices, self.code_class)  # noqa: E731
+            ctx_of_tokens = lambda: self._image_context(ssm_keep, analysis.ssm_indices)  # noqa: E731
         if keep_image > 0:
             img_keep = top_k_mask(analysis.image_scores, keep_image)[0, 0].cpu().numpy()
             key = ("I", ssm_key, np.packbits(img_keep).tobytes())
@@ -473,7 +469,8 @@ class Codec:
                              packet_bytes=packet_bytes, protect_base=protect_base)
 
     def _image_context(self, ssm_keep: np.ndarray, ssm_indices: np.ndarray) -> np.ndarray:
-        return class_context(ssm_keep, ssm_indices, self.code_class)
+        """The class context of the image tokens from the map tokens (``num_classes``: a masked map code)."""
+        return entropy.class_context(ssm_keep, ssm_indices, self.code_class, self.num_classes)
 
     # ------------------------------------------------------------------ decode
     def _check_header(self, header: bitstream.Header) -> None:
@@ -581,7 +578,7 @@ class Codec:
         with_tokens = [i for i, p in enumerate(batch) if p.padded_map is not None]
         if with_tokens:
             sub = [batch[i] for i in with_tokens]
-            onehot = one_hot_map(self._stack(p.padded_map for p in sub).long(), NUM_CLASSES)
+            onehot = one_hot_map(self._stack(p.padded_map for p in sub).long(), self.num_classes)
             rgb = self.net.image.decode_indices(self._stack(p.image_indices for p in sub),
                                                 self._stack(p.image_keep for p in sub)[:, None], onehot)
             for j, i in enumerate(with_tokens):
@@ -592,8 +589,8 @@ class Codec:
             nets = {i: self.coarse_decoder(batch[i].coarse_tag) for i in learned}
             ups = torch.cat([thumbs[i] for i in learned])
             gens = torch.cat([ups[j:j + 1] if generated[i] is None else generated[i] for j, i in enumerate(learned)])
-            maps = torch.cat([one_hot_map(self._stack([batch[i].padded_map]).long(), NUM_CLASSES)
-                              if batch[i].padded_map is not None else ups.new_zeros(1, NUM_CLASSES, *ups.shape[-2:])
+            maps = torch.cat([one_hot_map(self._stack([batch[i].padded_map]).long(), self.num_classes)
+                              if batch[i].padded_map is not None else ups.new_zeros(1, self.num_classes, *ups.shape[-2:])
                               for i in learned])
             for j, i in enumerate(learned):
                 generated[i] = nets[i](ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)
@@ -649,7 +646,7 @@ class Codec:
             config = CoarseDecoderConfig.from_dict(json.loads(meta.get("config", "{}")) or entry.config)
             if registry.vocabulary_of(entry, meta).digest != self.vocabulary.digest:
                 raise ModelMismatchError(f"coarse decoder {name!r} is for other classes than {self.vocabulary.name!r}")
-            if config.num_classes != NUM_CLASSES:
+            if config.num_classes != self.num_classes:
                 raise ModelMismatchError(f"coarse decoder {name!r} is for {config.num_classes} classes")
             net = CoarseDecoder(config)
             try:
@@ -719,11 +716,11 @@ class Codec:
             exact = decode_label_map(stream.chunks[bitstream.CHUNK_SEMANTIC_LOSSLESS],
                                      (header.height, header.width), self._lossless_tables())
             out.padded_map = self.pad_to_grid(exact, gh, gw)
-            context = block_majority(block_class_counts(out.padded_map, self.stride))
+            context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
         else:
             out.map_keep, out.map_indices = decode_tokens(stream.chunks["S"], (gh, gw),
                                                           np.zeros((gh, gw), np.int64), self.ssm_tables)
-            context = class_context(out.map_keep, out.map_indices, self.code_class)
+            context = self._image_context(out.map_keep, out.map_indices)
         out.context = context
         if layers == "all" and "I" in stream.chunks:
             out.image_keep, out.image_indices = decode_tokens(stream.chunks["I"], (gh, gw), context,

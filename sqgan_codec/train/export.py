@@ -20,8 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..classes import CLASS_NAMES, CLASS_SET_ID, NUM_CLASSES, VOID
-from ..codec import class_context
-from ..entropy import TableCounter
+from ..entropy import TableCounter, class_context
 from ..rate import keep_pair
 from ..nets.blocks import one_hot_map, pixels_to_unit
 from ..nets.samm import top_k_mask
@@ -137,7 +136,7 @@ def entropy_tables(model: SQGAN, images: np.ndarray, labels: np.ndarray, seed: i
         keep_s = top_k_mask(scores_s, keep_s_ratio)[0, 0].numpy()
         keep_x = top_k_mask(scores_x, keep_x_ratio)[0, 0].numpy()
         ssm_counts.add(keep_s, idx_s, np.zeros(idx_s.shape, np.int64))
-        img_counts.add(keep_x, idx_x, class_context(keep_s, idx_s, code_class))
+        img_counts.add(keep_x, idx_x, class_context(keep_s, idx_s, code_class, NUM_CLASSES))
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int32))  # noqa: E731
     return {"entropy.ssm.mask_counts": as_t(ssm_counts.mask_counts),
             "entropy.ssm.index_counts": as_t(ssm_counts.index_counts),
