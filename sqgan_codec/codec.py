@@ -19,7 +19,6 @@ from PIL import Image
 
 from . import bitstream, coarse, entropy, packets, rate, registry
 from .classes import NUM_CLASSES
-
 from .decide import Decision, decide
 from .devices import resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
