@@ -141,8 +141,9 @@ def vocabulary_of(entry: ModelEntry, meta: dict[str, str] | None = None):
     from .vocabulary import VocabularyError, load
 
     name = entry.config.get("vocabulary") or (meta or {}).get("class_set") or "camvid11"
+    beside = weights_dir() / name  # a vocabulary file of one's own ships beside the weights
     try:
-        vocab = load(name)
+        vocab = load(beside if beside.suffix == ".json" and beside.is_file() else name)
     except VocabularyError as exc:
         raise ModelMismatchError(f"model {entry.name!r}: {exc}") from None
     saved = (meta or {}).get("classes")

@@ -1,6 +1,7 @@
 """Class vocabularies: the names, colours and relevance of a model's semantic classes, and how a
 dataset's label ids map onto them. A vocabulary is data (a JSON file), like the weights it
-belongs to; ``camvid11`` and ``cityscapes19`` ship in ``sqgan_codec/vocabularies/``.
+belongs to; ``camvid11`` and ``cityscapes19`` ship in ``sqgan_codec/vocabularies/``. A registry
+entry names its model's (``config.vocabulary``): a built-in name, or a ``.json`` file beside the weights.
 
 File format::
 

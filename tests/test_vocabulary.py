@@ -109,3 +109,12 @@ def test_segmenter_of_another_vocabulary_is_refused(codec: Codec, monkeypatch) -
     mixed = Codec(device="cpu", segmenter=seg)
     with pytest.raises(ModelMismatchError, match="predicts vocabulary 'cityscapes19'"):
         mixed.encode(np.zeros((32, 32, 3), np.uint8), keep=0.1)
+
+
+def test_a_vocabulary_file_beside_the_weights_is_found(cityscapes_registry) -> None:
+    city = load("cityscapes19").to_dict()
+    (cityscapes_registry / "mine.json").write_text(json.dumps({**city, "name": "mine", "class_set": 200}))
+    entry = registry.ModelEntry("x", 9, "sqgan", "x.safetensors", "0" * 64, {"vocabulary": "mine.json"})
+    assert registry.vocabulary_of(entry).name == "mine"
+    with pytest.raises(ModelMismatchError, match="no vocabulary 'other.json'"):
+        registry.vocabulary_of(registry.ModelEntry("y", 9, "sqgan", "y", "0" * 64, {"vocabulary": "other.json"}))
