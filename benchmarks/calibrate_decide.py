@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             options = EncodeOptions(bpp=t)
             budget = rate.budget_of(analysis, options)
             tokens = rate.token_stream(codec, analysis, options, 0)
-            streams = decide.candidates(codec, analysis, budget, tokens, 0)
+            # each candidate as it would be sent (AV1 thumbnails coded by the final preset)
+            streams = {n: decide.finalise(analysis, d, budget)
+                       for n, d in decide.candidates(codec, analysis, budget, tokens, 0).items()}
             names = list(streams)
             decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
             described = codec.segmenter.describe([rgb, *decoded])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (BitstreamError, ImageInputError, ModelMismatchError, SqganError,
+from .errors import (BitstreamError, ImageInputError, MissingCodecError, ModelMismatchError, SqganError,
                      TruncatedError, UnsupportedVersionError)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .codec import Codec
 
 __all__ = ["encode", "decode", "Codec", "register_pillow", "SqganError", "BitstreamError",
-           "TruncatedError", "UnsupportedVersionError", "ModelMismatchError", "ImageInputError"]
+           "TruncatedError", "UnsupportedVersionError", "ModelMismatchError", "ImageInputError",
+           "MissingCodecError"]
 
 _default_codecs: dict[str, "Codec"] = {}
 

@@ -25,14 +25,16 @@ from sqgan_codec.vocabulary import built_in
 MAGIC = b"\x89SQG\r\n\x1a\n"
 # The newest version this code reads and writes. A stream is written with the oldest version
 # that holds its chunks: 1.0 without a refinement or coarse-image chunk (every 1.x reader
-# decodes it), 2.0 with a refinement chunk, 3.0 with a coarse-image chunk (both critical: an
-# older reader must refuse them rather than decode without them).
-FORMAT_MAJOR = 3
+# decodes it), 2.0 with a refinement chunk, 3.0 with a coarse-image chunk, 4.0 with a
+# coarse image coded in another format than VP8 (all critical: an older reader must refuse
+# them rather than decode without them or misread them).
+FORMAT_MAJOR = 4
 FORMAT_MINOR = 0
 BASE_VERSION = (1, 0)
 REFINE_VERSION = (2, 0)
 COARSE_VERSION = (3, 0)
-KNOWN_MINOR = {1: 0, 2: 0, 3: 0}  # newest minor this reader knows, per major
+COARSE_FORMAT_VERSION = (4, 0)
+KNOWN_MINOR = {1: 0, 2: 0, 3: 0, 4: 0}  # newest minor this reader knows, per major
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
@@ -339,7 +341,7 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     file its own reader rejects.
     """
     seen: dict[str, bytes] = {}
-    version = _version_for([kind for kind, _ in chunks])
+    version = _version_for(chunks)
     framed = [MAGIC, frame_chunk(CHUNK_HEADER, header_payload(header, version))]
     for kind, payload in chunks:
         if len(kind) != 1 or not _is_chunk_type(ord(kind)):
@@ -357,10 +359,17 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     return b"".join(framed)
 
 
-def _version_for(kinds: list[str]) -> tuple[int, int]:
-    """The oldest format version that holds chunks of these types."""
+def _coarse_format(payload: bytes) -> int:
+    """The thumbnail codec a chunk C payload names: its first byte's high nibble (0: VP8,
+    the only one before 4.0; see coarse.py)."""
+    return payload[0] >> 4 if payload else 0
+
+
+def _version_for(chunks: list[tuple[str, bytes]]) -> tuple[int, int]:
+    """The oldest format version that holds these chunks."""
+    kinds = dict(chunks)
     if CHUNK_COARSE in kinds:
-        return COARSE_VERSION
+        return COARSE_FORMAT_VERSION if _coarse_format(kinds[CHUNK_COARSE]) else COARSE_VERSION
     return REFINE_VERSION if CHUNK_REFINE in kinds else BASE_VERSION
 
 
@@ -371,7 +380,7 @@ def append_refinement(data: bytes, payload: bytes) -> bytes:
     if CHUNK_REFINE in stream.chunks:
         raise BitstreamError("the stream already has a refinement chunk 'R'")
     _, _, header_end = read_chunk(memoryview(data), len(MAGIC))
-    version = _version_for([*stream.chunks, CHUNK_REFINE])
+    version = _version_for([*stream.chunks.items(), (CHUNK_REFINE, bytes(payload))])
     head = MAGIC + frame_chunk(CHUNK_HEADER, header_payload(stream.header, version))
     return head + bytes(data[header_end:]) + frame_chunk(CHUNK_REFINE, bytes(payload))
 
@@ -407,6 +416,11 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 if kind == CHUNK_COARSE and header.version < COARSE_VERSION:
                     raise BitstreamError(f"chunk 'C' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {COARSE_VERSION[0]}.{COARSE_VERSION[1]})")
+                if (kind == CHUNK_COARSE and _coarse_format(payload)
+                        and header.version < COARSE_FORMAT_VERSION):
+                    raise BitstreamError(f"chunk 'C' codes its thumbnail in format {_coarse_format(payload)}, "
+                                         f"which a format {header.version[0]}.{header.version[1]} stream "
+                                         f"cannot hold (it needs 4.0)")
                 chunks[kind] = payload
             # else: ancillary, CRC-checked above and skipped
         if header is None:

@@ -615,6 +615,22 @@ class Codec:
         name = self.entry.config.get("coarse_decoder")
         return bytes.fromhex(registry.get(name).sha256)[: coarse.TAG_BYTES] if name else b""
 
+    def thumbnail_format(self, render: int) -> int:
+        """The codec (coarse.FORMAT_*) of the thumbnails this encoder sends for ``render``:
+        AV1 for the upsampled render; for the learned one, the format the current coarse
+        decoder is sent (its config's ``thumbnail_format``: the one it was trained on, or
+        measured better; VP8 for entries without the key). VP8 where this Pillow has no AVIF
+        support."""
+        wanted = coarse.FORMAT_AV1
+        if render == coarse.RENDER_LEARNED:
+            name = self.entry.config.get("coarse_decoder")
+            trained = registry.get(name).config.get("thumbnail_format", "vp8") if name else "vp8"
+            formats = {v: k for k, v in coarse.FORMATS.items()}
+            if trained not in formats:
+                raise ModelMismatchError(f"coarse decoder {name!r} names an unknown thumbnail format {trained!r}")
+            wanted = formats[trained]
+        return wanted if wanted != coarse.FORMAT_AV1 or coarse.av1_available() else coarse.FORMAT_VP8
+
     def coarse_entries(self) -> dict[bytes, registry.ModelEntry]:
         """Every coarse decoder shipped for this model, by the tag streams name it with: the
         current one (``coarse_decoder`` in the model's config), which the encoder uses, and
@@ -699,7 +715,8 @@ class Codec:
         out = ParsedStream(header, stream)
         if bitstream.CHUNK_COARSE in stream.chunks:
             out.coarse = stream.chunks[bitstream.CHUNK_COARSE]
-            out.render, _, tag, _ = coarse.parse(out.coarse, header.width, header.height)
+            chunk = coarse.parse(out.coarse, header.width, header.height)
+            out.render, tag = chunk.render, chunk.tag
             if out.render == coarse.RENDER_LEARNED and tag not in self.coarse_entries():
                 raise ModelMismatchError("stream was rendered for a coarse decoder this installation "
                                          f"does not have ({tag.hex()}; it has "

@@ -21,7 +21,8 @@ The score is the user's trade-off (``tune``):
 
 Domain check: when the segmenter is unsure of the original (mean top-class probability below
 :data:`UNFAMILIAR_CONFIDENCE`), the image is unlike what the models were trained on;
-the semantic agreement then means little, so ``balanced`` scores as ``perceptual`` and the
+the semantic agreement then means little, so ``balanced`` and ``perceptual`` both send the most
+similar decode among those within :data:`UNFAMILIAR_PSNR_SLACK` of the highest PSNR, and the
 result says so (:attr:`Decision.unfamiliar`).
 """
 from __future__ import annotations
@@ -52,6 +53,10 @@ BALANCED_SEMANTIC_SLACK = 0.08
 # (A second rule, the thumbnail decoding much more like the image than the tokens, was dropped:
 # that gap grows with the rate, and at 0.1 bpp it flagged CamVid test frames.)
 UNFAMILIAR_CONFIDENCE = 0.90
+# On an unfamiliar image only the pixels count: the candidates within this many dB of the highest
+# PSNR compete on structural similarity (the learned renders can look sharper in luma while
+# drifting from the image's colours; the thumbnail alone is as faithful as a classical codec).
+UNFAMILIAR_PSNR_SLACK = 0.5
 CHUNK_FRAMING = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
 MODES = ("tokens", "coarse", "coarse+learned", *(f"mixed-{round(100 * s)}" for s in MIXED_SHARES))
 # Above this many pixels the decision is taken on a copy of the image downscaled to it (same
@@ -78,29 +83,36 @@ class Decision:
 
 
 def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0, cache: dict | None = None,
-                     scales: tuple[int, ...] = coarse.SCALES) -> tuple[coarse.Thumbnail, int] | None:
-    """The thumbnail scale (of ``scales``) and quality whose upsampled decode is nearest the
-    image (PSNR) among those that fit ``room`` bytes, or None if none fits. ``cache`` (an
-    analysis's) keeps the coded thumbnails and their errors for the next budget of the image."""
+                     scales: tuple[int, ...] | None = None, fmt: int = coarse.FORMAT_AV1
+                     ) -> tuple[coarse.Thumbnail, int] | None:
+    """The thumbnail scale (of ``scales``, default every scale of ``fmt``) and quality whose
+    upsampled decode is nearest the image (PSNR) among those that fit ``room`` bytes (quick
+    search frames), or None if none fits. ``cache`` (an analysis's) keeps the coded thumbnails
+    and their errors for the next budget of the image."""
     cache = {} if cache is None else cache
+    scales = coarse.SCALES_OF[fmt] if scales is None else scales
     h, w = rgb.shape[:2]
-    best, best_mse = None, math.inf
+    best, best_mse, worse = None, math.inf, 0
     for scale in scales:
         if min(w, h) < 2 * scale and scale != scales[0]:
             break
-        if ("thumbnail", scale) not in cache:
-            cache["thumbnail", scale] = coarse.Thumbnail(rgb, scale)
-        thumb = cache["thumbnail", scale]
+        if worse == 2:  # past the best scale: the error rises from there on (one bump allowed)
+            break
+        if ("thumbnail", fmt, scale) not in cache:
+            cache["thumbnail", fmt, scale] = coarse.Thumbnail(rgb, scale, fmt)
+        thumb = cache["thumbnail", fmt, scale]
         quality = thumb.fit(room, overhead)
         if quality is None:
             continue
-        if ("thumbnail error", scale, quality) not in cache:
+        if ("thumbnail error", fmt, scale, quality) not in cache:
             small = coarse.decode_small(thumb.encode(quality), w, h)
-            cache["thumbnail error", scale, quality] = float(
-                np.mean((coarse.upsample(small, w, h) - rgb.astype(np.float32)) ** 2))
-        err = cache["thumbnail error", scale, quality]
+            up = coarse.upsample(small, w, h)
+            cache["thumbnail error", fmt, scale, quality] = float(np.mean((up - rgb.astype(np.float32)) ** 2))
+        err = cache["thumbnail error", fmt, scale, quality]
         if err < best_mse:
-            best, best_mse = (thumb, quality), err
+            best, best_mse, worse = (thumb, quality), err, 0
+        else:
+            worse += 1
     return best
 
 
@@ -115,10 +127,11 @@ def with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payl
 
 
 def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes], seg_id: int,
-          mode: str, scales: tuple[int, ...] = coarse.SCALES) -> bytes | None:
+          mode: str, scales: tuple[int, ...] | None = None) -> bytes | None:
     """The stream of one mode (see the module doc) within ``budget`` bytes, or None where the
     mode cannot fit it or this model has no coarse decoder (``tokens()``: the tokens-only
-    stream; thumbnails at one of ``scales``)."""
+    stream; thumbnails at one of ``scales``, default all of the format's; quick-search
+    thumbnail frames, see :func:`finalise`)."""
     if mode == "tokens":
         return tokens()
     rgb = analysis.loaded.rgb
@@ -127,18 +140,42 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     if learned and not tag:
         return None
     render = coarse.RENDER_LEARNED if learned else coarse.RENDER_UPSAMPLE
+    fmt = codec.thumbnail_format(render)
     part = None
     if mode.startswith("mixed-"):
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)
         room = budget - len(part) - CHUNK_FRAMING
     else:
         room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
-    fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales)
+    fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales, fmt)
     if fitted is None:
         return None
     thumb, quality = fitted
     data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id)
     return data if len(data) <= budget else None
+
+
+def finalise(analysis: "Analysis", data: bytes, budget: float) -> bytes:
+    """The chosen stream with its AV1 thumbnail coded again as it is sent
+    (:meth:`coarse.Thumbnail.final_frame`: a slower preset, the stream within ``budget``);
+    other streams as they are."""
+    stream = bitstream.unpack(data)
+    payload = stream.chunks.get(bitstream.CHUNK_COARSE)
+    if payload is None or coarse.chunk_format(payload) != coarse.FORMAT_AV1:
+        return data
+    chunk = coarse.parse(payload, stream.header.width, stream.header.height)
+    thumb = analysis.cache.get(("thumbnail", chunk.format, chunk.scale))
+    start = None if thumb is None else thumb.quality_of(chunk.frame)
+    if start is None:
+        return data
+    rest = [(k, v) for k, v in stream.chunks.items() if k != bitstream.CHUNK_COARSE]
+
+    def with_frame(frame: bytes) -> bytes:
+        sent = coarse.payload(chunk.render, chunk.scale, frame, chunk.tag, chunk.format)
+        return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, sent), *rest])
+
+    frame = thumb.final_frame(start, lambda f: len(with_frame(f)) <= budget)
+    return data if frame is None else with_frame(frame)
 
 
 def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes, seg_id: int
@@ -170,20 +207,22 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
     if h * w <= DECIDE_MAX_PIXELS:
-        return _choose(codec, analysis, candidates(codec, analysis, budget, tokens(), seg_id), tune)
+        chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens(), seg_id), tune)
+        chosen.data = finalise(analysis, chosen.data, budget)
+        return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
     chosen = _choose(codec, proxy, candidates(codec, proxy, budget_of(proxy, proxy_options),
                                               token_stream(codec, proxy, proxy_options, seg_id), seg_id), tune)
-    scales = coarse.SCALES
+    scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:  # the thumbnail size the proxy chose, at full size
-        proxy_scale = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], 1, 1)[1]
-        scales = tuple(sorted(coarse.SCALES, key=lambda s: abs(math.log(s * f / proxy_scale)))[:2])
-        scales = tuple(sorted(scales))
+        proxy = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], 1, 1)
+        nearest = sorted(coarse.SCALES_OF[proxy.format], key=lambda s: abs(math.log(s * f / proxy.scale)))
+        scales = tuple(sorted(nearest[:2]))
     data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales)
     if data is None:  # the mode fitted the proxy's budget, not this one's (rare): tokens
         chosen.mode, data = "tokens", tokens()
-    chosen.data = data
+    chosen.data = finalise(analysis, data, budget)
     return chosen
 
 
@@ -228,7 +267,12 @@ def _choose(codec: "Codec", analysis: "Analysis", streams: dict[str, bytes], tun
     # the domain check: a segmenter unsure of the image means the models do not know this kind
     # of picture (a property of the image, not of the rate)
     unfamiliar = confidence is not None and confidence < UNFAMILIAR_CONFIDENCE
-    if tune == "perceptual" or unfamiliar:
+    if unfamiliar:  # the most similar of those within the PSNR slack of the most faithful
+        errors = [float(np.mean((d.astype(np.float32) - rgb.astype(np.float32)) ** 2)) for d in decoded]
+        psnr = [10 * math.log10(255.0 ** 2 / max(e, 1e-6)) for e in errors]
+        floor = max(psnr) - UNFAMILIAR_PSNR_SLACK
+        scores = [f if p >= floor else f - 1.0 - (floor - p) / 10 for p, f in zip(psnr, fidelity)]
+    elif tune == "perceptual":
         scores = list(fidelity)
     else:  # the most faithful of those that keep the semantics within the slack of the best
         floor = max(semantic) - BALANCED_SEMANTIC_SLACK

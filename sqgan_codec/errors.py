@@ -21,6 +21,11 @@ class ModelMismatchError(SqganError):
     """The stream names a model (or weights) this installation does not have."""
 
 
+class MissingCodecError(SqganError):
+    """A stream needs an image codec this installation's Pillow lacks (AVIF/AV1 thumbnails:
+    Pillow >= 11.3 wheels include it)."""
+
+
 class ImageInputError(SqganError):
     """The input image cannot be read or is not usable (size, format)."""
 

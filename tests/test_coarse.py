@@ -31,9 +31,9 @@ def street() -> np.ndarray:
 
 # ------------------------------------------------------------------ the thumbnail coder
 
-def test_thumbnail_decodes_to_what_libwebp_decodes(street):
+def test_vp8_thumbnail_decodes_to_what_libwebp_decodes(street):
     h, w = street.shape[:2]
-    thumb = coarse.Thumbnail(street, 4)
+    thumb = coarse.Thumbnail(street, 4, coarse.FORMAT_VP8)
     payload = thumb.encode(30)
     small = coarse.decode_small(payload, w, h)
     assert small.shape == (-(-h // 4), -(-w // 4), 3)
@@ -45,6 +45,40 @@ def test_thumbnail_decodes_to_what_libwebp_decodes(street):
     assert len(payload) == len(buf.getvalue()) - 20 + 2
 
 
+@pytest.mark.parametrize("scale, speed", [(1, coarse.AV1_SEARCH_SPEED), (3, coarse.AV1_SPEED), (8, 8)])
+def test_av1_thumbnail_decodes_to_what_libavif_decodes(street, scale, speed):
+    h, w = street.shape[:2]
+    thumb = coarse.Thumbnail(street, scale)
+    assert thumb.format == coarse.FORMAT_AV1
+    payload = thumb.encode(30, speed=speed)
+    small = coarse.decode_small(payload, w, h)
+    assert small.shape == (-(-h // scale), -(-w // scale), 3)
+    # the same picture as the AVIF file Pillow writes, decoded by Pillow: identical pixels
+    buf = io.BytesIO()
+    thumb.small.save(buf, "AVIF", quality=30, speed=speed, subsampling="4:2:0", max_threads=1, range="full")
+    assert np.array_equal(np.asarray(Image.open(buf).convert("RGB")), small)
+    # the AVIF boxes are not stored: the payload is much smaller than the file
+    assert len(payload) <= len(buf.getvalue()) - 200
+    # the presets code the same quality at about the same size
+    assert len(thumb.frame(30, coarse.AV1_SPEED)) < 1.15 * len(thumb.frame(30))
+
+
+def test_av1_thumbnail_is_more_faithful_than_vp8_at_the_same_size(street):
+    h, w = street.shape[:2]
+    gains = []
+    for scale in (2, 4):
+        sizes = {}
+        for fmt in (coarse.FORMAT_VP8, coarse.FORMAT_AV1):
+            thumb = coarse.Thumbnail(street, scale, fmt)
+            q = thumb.fit(600)
+            frame = thumb.final_frame(q, lambda f: 2 + len(f) <= 600) or thumb.frame(q)
+            payload = coarse.payload(coarse.RENDER_UPSAMPLE, scale, frame, fmt=fmt)
+            assert len(payload) <= 600
+            sizes[fmt] = psnr(coarse.upsample(coarse.decode_small(payload, w, h), w, h), street)
+        gains.append(sizes[coarse.FORMAT_AV1] - sizes[coarse.FORMAT_VP8])
+    assert min(gains) > 0.1, gains
+
+
 def test_thumbnail_fit_is_the_best_quality_that_fits(street):
     thumb = coarse.Thumbnail(street, 6)
     room = 300
@@ -54,24 +88,36 @@ def test_thumbnail_fit_is_the_best_quality_that_fits(street):
     assert thumb.fit(10) is None
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: p[:8], "too short"),
-    (lambda p: bytes([7]) + p[1:], "unknown render mode"),
-    (lambda p: p[:1] + bytes([5]) + p[2:], "invalid scale"),
-    (lambda p: p[:2] + b"\x00" * 10 + p[12:], "not a VP8 key frame"),
+@pytest.mark.parametrize("fmt, damage, message", [
+    (coarse.FORMAT_VP8, lambda p: p[:8], "too short"),
+    (coarse.FORMAT_VP8, lambda p: bytes([7]) + p[1:], "unknown render mode"),
+    (coarse.FORMAT_AV1, lambda p: bytes([0x20]) + p[1:], "unknown thumbnail format"),
+    (coarse.FORMAT_VP8, lambda p: p[:1] + bytes([5]) + p[2:], "invalid scale"),
+    (coarse.FORMAT_VP8, lambda p: p[:1] + bytes([1]) + p[2:], "invalid scale 1 for a vp8"),
+    (coarse.FORMAT_VP8, lambda p: p[:2] + b"\x00" * 10 + p[12:], "not a VP8 key frame"),
+    (coarse.FORMAT_AV1, lambda p: p[:2] + b"\x32\x00" + p[2:], "does not start with a sequence header"),
+    (coarse.FORMAT_AV1, lambda p: p[:2] + p[2:4] + b"\x00" + p[5:], "not a reduced still picture"),
+    (coarse.FORMAT_AV1, lambda p: p[:-40], "cannot be decoded"),
 ])
-def test_damaged_coarse_payloads_are_refused(street, damage, message):
+def test_damaged_coarse_payloads_are_refused(street, fmt, damage, message):
     h, w = street.shape[:2]
-    payload = coarse.Thumbnail(street, 4).encode(20)
+    payload = coarse.Thumbnail(street, 4, fmt).encode(20)
     with pytest.raises(BitstreamError, match=message):
         coarse.decode_small(damage(payload), w, h)
 
 
-def test_a_thumbnail_for_another_size_is_refused_before_decoding(street):
+@pytest.mark.parametrize("fmt", [coarse.FORMAT_VP8, coarse.FORMAT_AV1])
+def test_a_thumbnail_for_another_size_is_refused_before_decoding(street, fmt):
     h, w = street.shape[:2]
-    payload = coarse.Thumbnail(street, 4).encode(20)
+    payload = coarse.Thumbnail(street, 4, fmt).encode(20)
     with pytest.raises(BitstreamError, match="expected"):
         coarse.decode_small(payload, w * 8, h * 8)
+    if fmt == coarse.FORMAT_AV1:  # the sequence header states the size; a huge claim is refused
+        huge = np.zeros((4096, 4096, 3), np.uint8)
+        big = coarse.Thumbnail(huge, 16).encode(0)  # 256x256: the header alone says so
+        with pytest.raises(BitstreamError, match="256x256, expected"):
+            coarse.decode_small(big, w, h)
+        return
     # a frame header that claims a huge picture is caught from its header alone
     frame = bytearray(payload[2:])
     frame[6:10] = struct.pack("<HH", 16383, 16383)
@@ -86,10 +132,10 @@ def _header() -> bitstream.Header:
 
 
 def test_coarse_chunk_makes_a_format_3_stream_that_may_end_after_it():
-    data = bitstream.pack(_header(), [("C", b"c" * 20)])
+    data = bitstream.pack(_header(), [("C", b"\x00" + b"c" * 19)])  # a VP8 thumbnail
     stream = bitstream.unpack(data)
     assert stream.header.version == bitstream.COARSE_VERSION and not stream.truncated
-    both = bitstream.pack(_header(), [("C", b"c" * 20), ("S", b"s"), ("I", b"i")])
+    both = bitstream.pack(_header(), [("C", b"\x00" + b"c" * 19), ("S", b"s"), ("I", b"i")])
     assert list(bitstream.unpack(both).chunks) == ["C", "S", "I"]
     cut = bitstream.unpack(both[:-3], allow_truncated=True)
     assert cut.truncated and list(cut.chunks) == ["C", "S"]
@@ -110,6 +156,19 @@ def test_coarse_chunk_order_and_version_rules():
     header_end = bitstream.read_chunk(memoryview(old), len(bitstream.MAGIC))[2]
     forged = old[:header_end] + bitstream.frame_chunk("C", b"c") + old[header_end:]
     with pytest.raises(BitstreamError, match="needs 3.0"):
+        bitstream.unpack(forged)
+
+
+def test_an_av1_coarse_chunk_makes_a_format_4_stream_and_needs_one():
+    av1 = bytes([coarse.FORMAT_AV1 << 4, 4]) + b"c" * 20
+    vp8 = bytes([coarse.FORMAT_VP8 << 4, 4]) + b"c" * 20
+    assert bitstream.unpack(bitstream.pack(_header(), [("C", av1)])).header.version == bitstream.COARSE_FORMAT_VERSION
+    old = bitstream.pack(_header(), [("C", vp8)])
+    assert bitstream.unpack(old).header.version == bitstream.COARSE_VERSION
+    # a format-3.0 stream whose C chunk names AV1 is damage (3.0 readers would misread it)
+    header_end = bitstream.read_chunk(memoryview(old), len(bitstream.MAGIC))[2]
+    forged = old[:header_end] + bitstream.frame_chunk("C", av1)
+    with pytest.raises(BitstreamError, match="needs 4.0"):
         bitstream.unpack(forged)
 
 
@@ -199,6 +258,24 @@ def test_unfamiliar_image_is_reported_and_coded_from_the_thumbnail(codec: Codec,
     assert decision.unfamiliar and decision.mode != "tokens", decision.to_dict()
     with pytest.warns(UnfamiliarImageWarning, match="unlike what the model was trained on"):
         codec.encode(rgb, bpp=0.05)
+    # only the pixels count there: what is sent is no further from the image than the thumbnail
+    # alone (the candidate as the decision saw it) by more than the slack
+    analysis = codec.analyse(rgb)
+    budget = 0.05 * rgb.shape[0] * rgb.shape[1] / 8
+    alone = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse")
+    sent = psnr(np.asarray(codec.decode(decision.data)), rgb)
+    assert sent >= psnr(np.asarray(codec.decode(alone)), rgb) - decide.UNFAMILIAR_PSNR_SLACK, decision.to_dict()
+
+
+def test_the_sent_thumbnail_is_coded_again_more_faithfully_within_the_budget(codec: Codec, street):
+    analysis = codec.analyse(street)
+    for bpp in (0.025, 0.1):
+        budget = bpp * street.shape[0] * street.shape[1] / 8
+        quick = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse")
+        sent = decide.finalise(analysis, quick, budget)
+        assert len(sent) <= budget and bitstream.unpack(sent).header.version == bitstream.COARSE_FORMAT_VERSION
+        assert psnr(np.asarray(codec.decode(sent)), street) > psnr(np.asarray(codec.decode(quick)), street) + 0.1
+    assert codec.thumbnail_format(coarse.RENDER_UPSAMPLE) == coarse.FORMAT_AV1
 
 
 def test_decode_many_mixes_modes_like_one_by_one(codec: Codec, street):

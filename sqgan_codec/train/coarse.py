@@ -34,7 +34,7 @@ from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
 from .sqgan import _sample_grid, add_speed_arguments, frozen_segmenter
 
-TRAIN_SCALES = (2, 3, 4, 6, 8, 12)
+MAX_TRAIN_SCALE = 12  # coarser thumbnails are rare picks at this codec's rates
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coarse-only", type=float, default=0.25, help="share of thumbnail-only crops")
     p.add_argument("--recolour", type=float, default=0.3, help="share of recoloured crops")
     p.add_argument("--max-quality", type=int, default=85)
+    p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
+                   help="the thumbnail codec the decoder learns to render (recorded in the exported "
+                        "weights: the encoder sends this decoder thumbnails in that format)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -71,11 +74,14 @@ def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def coded_thumbnail(img: np.ndarray, rng: np.random.Generator, max_quality: int) -> np.ndarray:
-    """``img`` through the codec's thumbnail coder at a random scale and quality, upsampled."""
-    scale = int(rng.choice(TRAIN_SCALES))
-    thumb = coarse_coding.Thumbnail(img, scale)
-    payload = thumb.encode(int(rng.integers(0, max_quality + 1)))
+def coded_thumbnail(img: np.ndarray, rng: np.random.Generator, max_quality: int, fmt: str = "av1") -> np.ndarray:
+    """``img`` through the codec's thumbnail coder (``fmt``) at a random scale and quality, upsampled."""
+    code = {v: k for k, v in coarse_coding.FORMATS.items()}[fmt]
+    scale = int(rng.choice([s for s in coarse_coding.SCALES_OF[code] if s <= MAX_TRAIN_SCALE]))
+    thumb = coarse_coding.Thumbnail(img, scale, code)
+    # AV1: the preset the encoder sends (its artefacts, not the quick search's)
+    payload = thumb.encode(int(rng.integers(0, max_quality + 1)),
+                           speed=coarse_coding.AV1_SPEED if code == coarse_coding.FORMAT_AV1 else None)
     small = coarse_coding.decode_small(payload, img.shape[1], img.shape[0])
     return coarse_coding.upsample(small, img.shape[1], img.shape[0])
 
@@ -87,7 +93,7 @@ def coded_batch(sampler: CropSampler, rng: np.random.Generator, args: argparse.N
     x, y = sampler.sample(args.batch)
     recoloured = rng.random(len(x)) < args.recolour
     x = np.stack([recolour(im, rng) if r else im for im, r in zip(x, recoloured)])
-    thumbs = np.stack([coded_thumbnail(im, rng, args.max_quality) for im in x])
+    thumbs = np.stack([coded_thumbnail(im, rng, args.max_quality, args.thumbnail_format) for im in x])
     return x, y, recoloured, thumbs, rng.random(len(x)) < args.coarse_only
 
 

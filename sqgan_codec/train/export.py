@@ -206,12 +206,15 @@ def export_coarse(args: argparse.Namespace) -> Path:
     config = CoarseDecoderConfig.from_dict(state.get("config", {}))
     CoarseDecoder(config).load_state_dict(state["model"])  # fits the network
     sqgan_name = (state.get("args") or {}).get("sqgan", SQGAN_NAME)
+    # runs from before the option trained on VP8 thumbnails
+    thumbnail_format = (state.get("args") or {}).get("thumbnail_format", "vp8")
     meta = {"config": json.dumps(config.to_dict()), "classes": json.dumps(CLASS_NAMES),
-            "class_set": CLASS_SET_ID, "sqgan": sqgan_name, "provenance": json.dumps(_provenance(state))}
+            "class_set": CLASS_SET_ID, "sqgan": sqgan_name, "thumbnail_format": thumbnail_format,
+            "provenance": json.dumps(_provenance(state))}
     out_dir = Path(args.weights) if args.weights else weights_dir()
     _archive_coarse(out_dir)
     path = _write(out_dir, COARSE_NAME, "coarse", _fp16(state["model"]), meta,
-                  {**config.to_dict(), "sqgan": sqgan_name},
+                  {**config.to_dict(), "sqgan": sqgan_name, "thumbnail_format": thumbnail_format},
                   f"Coarse decoder for {sqgan_name}: upsampled thumbnail + learned residual "
                   "from the generator's image and the semantic map")
     reg_path = out_dir / "registry.json"
