@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             budget = rate.budget_of(analysis, options)
             tokens = rate.token_stream(codec, analysis, options, 0)
             # each candidate as it would be sent (AV1 thumbnails coded by the final preset)
-            streams = {n: decide.finalise(analysis, d, budget)
+            streams = {n: decide.finalise(codec, analysis, d, budget, 0)
                        for n, d in decide.candidates(codec, analysis, budget, tokens, 0).items()}
             names = list(streams)
             decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]

@@ -58,6 +58,7 @@ UNFAMILIAR_CONFIDENCE = 0.90
 # drifting from the image's colours; the thumbnail alone is as faithful as a classical codec).
 UNFAMILIAR_PSNR_SLACK = 0.5
 CHUNK_FRAMING = 7  # type byte, length varint (≤ 2 bytes below 16 KiB), CRC32
+FILL = 0.97  # rate control's aim: streams within 3 % of their budget (and never over)
 MODES = ("tokens", "coarse", "coarse+learned", *(f"mixed-{round(100 * s)}" for s in MIXED_SHARES))
 # Above this many pixels the decision is taken on a copy of the image downscaled to it (same
 # bits per pixel) and only the chosen mode is built at full size: decoding every candidate of a
@@ -155,10 +156,12 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     return data if len(data) <= budget else None
 
 
-def finalise(analysis: "Analysis", data: bytes, budget: float) -> bytes:
+def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, seg_id: int) -> bytes:
     """The chosen stream with its AV1 thumbnail coded again as it is sent
-    (:meth:`coarse.Thumbnail.final_frame`: a slower preset, the stream within ``budget``);
-    other streams as they are."""
+    (:meth:`coarse.Thumbnail.final_frame`: a slower preset, the stream within ``budget``); the
+    token layers of a mixed stream then refitted to the room it leaves (AV1's quality steps are
+    coarse: without it the stream could end several per cent below its budget). Other streams
+    as they are."""
     stream = bitstream.unpack(data)
     payload = stream.chunks.get(bitstream.CHUNK_COARSE)
     if payload is None or coarse.chunk_format(payload) != coarse.FORMAT_AV1:
@@ -175,7 +178,16 @@ def finalise(analysis: "Analysis", data: bytes, budget: float) -> bytes:
         return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, sent), *rest])
 
     frame = thumb.final_frame(start, lambda f: len(with_frame(f)) <= budget)
-    return data if frame is None else with_frame(frame)
+    if frame is None:
+        return data
+    out = with_frame(frame)
+    if rest and len(out) < FILL * budget:
+        sent = coarse.payload(chunk.render, chunk.scale, frame, chunk.tag, chunk.format)
+        part = fit_rate(codec, analysis, budget - len(sent) - CHUNK_FRAMING, seg_id)
+        refitted = with_coarse(codec, analysis, part, sent, seg_id)
+        if len(out) < len(refitted) <= budget:
+            out = refitted
+    return out
 
 
 def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes, seg_id: int
@@ -208,7 +220,7 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     h, w = analysis.semantic_map.shape
     if h * w <= DECIDE_MAX_PIXELS:
         chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens(), seg_id), tune)
-        chosen.data = finalise(analysis, chosen.data, budget)
+        chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
     chosen = _choose(codec, proxy, candidates(codec, proxy, budget_of(proxy, proxy_options),
@@ -222,7 +234,7 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales)
     if data is None:  # the mode fitted the proxy's budget, not this one's (rare): tokens
         chosen.mode, data = "tokens", tokens()
-    chosen.data = finalise(analysis, data, budget)
+    chosen.data = finalise(codec, analysis, data, budget, seg_id)
     return chosen
 
 

@@ -272,7 +272,7 @@ def test_the_sent_thumbnail_is_coded_again_more_faithfully_within_the_budget(cod
     for bpp in (0.025, 0.1):
         budget = bpp * street.shape[0] * street.shape[1] / 8
         quick = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse")
-        sent = decide.finalise(analysis, quick, budget)
+        sent = decide.finalise(codec, analysis, quick, budget, 0)
         assert len(sent) <= budget and bitstream.unpack(sent).header.version == bitstream.COARSE_FORMAT_VERSION
         assert psnr(np.asarray(codec.decode(sent)), street) > psnr(np.asarray(codec.decode(quick)), street) + 0.1
     assert codec.thumbnail_format(coarse.RENDER_UPSAMPLE) == coarse.FORMAT_AV1

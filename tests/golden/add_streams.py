@@ -33,7 +33,7 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
     analysis = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05))
     budget = 0.05 * rgb.shape[0] * rgb.shape[1] / 8
     learned = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse+learned")
-    upsampled = decide.finalise(analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "coarse"), budget)
+    upsampled = decide.finalise(codec, analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "coarse"), budget, 0)
     return {
         # added with AV1 thumbnails (format 4.0)
         "v4_coarse_av1_0.05": upsampled,
