@@ -276,6 +276,13 @@ def test_the_sent_thumbnail_is_coded_again_more_faithfully_within_the_budget(cod
         assert len(sent) <= budget and bitstream.unpack(sent).header.version == bitstream.COARSE_FORMAT_VERSION
         assert psnr(np.asarray(codec.decode(sent)), street) > psnr(np.asarray(codec.decode(quick)), street) + 0.1
     assert codec.thumbnail_format(coarse.RENDER_UPSAMPLE) == coarse.FORMAT_AV1
+    # a mixed stream's token layers take the room its final thumbnail leaves: within 3 %
+    for bpp in (0.025, 0.05, 0.1):
+        budget = bpp * street.shape[0] * street.shape[1] / 8
+        mixed = decide.build(codec, analysis, budget, lambda: b"", 0, "mixed-25")
+        sent = decide.finalise(codec, analysis, mixed, budget, 0)
+        assert decide.FILL * budget <= len(sent) <= budget
+        assert list(bitstream.unpack(sent).chunks)[:2] == ["C", "S"]
 
 
 def test_decode_many_mixes_modes_like_one_by_one(codec: Codec, street):
