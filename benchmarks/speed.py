@@ -1,10 +1,13 @@
 """Encode/decode wall time and peak memory per image size and thread count (CPU; CUDA if present).
 
-    python benchmarks/speed.py --out docs/speed.md
+    python benchmarks/speed.py --out docs/bench/speed.md
 
 Each (size, threads) runs in a fresh subprocess so that peak RSS is that configuration's own.
-Stages: segmenter, networks (G_s + G_x analysis), entropy coding + container (rate search for
-the bpp target included), and on decode: entropy decode + G_s (semantic map), G_x de-mask + decode.
+The image is a CamVid test frame (``--image``; the bundled synthetic sample if CamVid is not
+beside the repo), resized to each size. Stages: segmenter, networks (G_s + G_x analysis), the
+mode decision with the coding (candidate streams, their decodes and scores, the rate search),
+and on decode: entropy decode + G_s (semantic map), then the picture (de-masking and SPADE
+decoder, and the coarse decoder for a stream with a coarse image).
 """
 from __future__ import annotations
 
@@ -25,7 +28,32 @@ EMPTY_ARG = "''"  # how an empty option value is quoted in the command line show
 LARGE_PIXELS = 4_000_000  # above this, one timed run after the warm-up (a 4K decode takes ~20 s)
 
 
-def measure(width: int, height: int, threads: int, device: str, repeats: int) -> dict:
+def default_image() -> Path:
+    """A CamVid test frame (a street scene the model knows), else the bundled sample."""
+    camvid = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "test"
+    frames = sorted(camvid.glob("*.png")) if camvid.is_dir() else []
+    if frames:
+        return frames[len(frames) // 2]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sqgan_codec.demo import sample_path
+
+    return Path(sample_path())
+
+
+def stream_mode(data: bytes) -> str:
+    """What a stream holds: the coarse image (upsampled or through the coarse decoder) and/or
+    the map and tokens."""
+    from sqgan_codec import bitstream, coarse
+
+    stream = bitstream.unpack(data)
+    tokens = any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS)
+    if bitstream.CHUNK_COARSE not in stream.chunks:
+        return "tokens"
+    learned = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], 1, 1).render == coarse.RENDER_LEARNED
+    return ("coarse+tokens" if tokens else "coarse") + ("+learned" if learned and not tokens else "")
+
+
+def measure(width: int, height: int, threads: int, device: str, repeats: int, image: str) -> dict:
     import numpy as np
     import torch
     from PIL import Image
@@ -33,14 +61,13 @@ def measure(width: int, height: int, threads: int, device: str, repeats: int) ->
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sqgan_codec import bitstream
     from sqgan_codec.codec import Codec, EncodeOptions
-    from sqgan_codec.demo import sample_path
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     codec = Codec(device=device)
     seg = codec.segmenter
     load_s = time.perf_counter() - t0
-    sample = Image.open(sample_path()).convert("RGB")
+    sample = Image.open(image).convert("RGB")
     rgb = np.asarray(sample.resize((width, height), Image.BICUBIC))
     runs = [rgb] * (repeats + 1)  # the first run warms up
     if width * height > LARGE_PIXELS:
@@ -63,18 +90,19 @@ def measure(width: int, height: int, threads: int, device: str, repeats: int) ->
         t5 = time.perf_counter()
         demask = _time_demasker(codec, analysis)
         samm = _time_samm(codec, rgb, semantic_map)
-        rows.append({"segmenter": t1 - t0, "networks": t2 - t1, "entropy+container": t3 - t2,
+        rows.append({"segmenter": t1 - t0, "networks": t2 - t1, "decision+coding": t3 - t2,
                      "encode": t3 - t0, "decode_map": t4 - t3, "decode": t5 - t4, "demask": demask,
                      "samm": samm})
+    mode = stream_mode(data)
     best = {k: min(r[k] for r in rows[1:]) for k in rows[0]}
     best["decode_image"] = best["decode"] - best["decode_map"]
     best["spade_decoder"] = max(0.0, best["decode_image"] - best["demask"])
     best["encoders"] = max(0.0, best["networks"] - best["samm"])
     return {"width": width, "height": height, "threads": threads, "device": device, "load_s": load_s,
-            **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "mode": mode, **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def throughput(batch: int, threads: int, device: str, repeats: int) -> dict:
+def throughput(batch: int, threads: int, device: str, repeats: int, image: str) -> dict:
     """Images/s of encode_many / decode_many on ``batch`` 480x360 images (networks batched)."""
     import numpy as np
     import torch
@@ -82,11 +110,10 @@ def throughput(batch: int, threads: int, device: str, repeats: int) -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sqgan_codec.codec import Codec
-    from sqgan_codec.demo import sample_path
 
     torch.set_num_threads(threads)
     codec = Codec(device=device)
-    base = np.asarray(Image.open(sample_path()).convert("RGB").resize((480, 360), Image.BICUBIC))
+    base = np.asarray(Image.open(image).convert("RGB").resize((480, 360), Image.BICUBIC))
     images = [np.roll(base[:, ::(-1) ** i], 7 * i, axis=1) for i in range(batch)]  # distinct content
     enc, dec = [], []
     for _ in range(repeats + 1):  # first run warms up
@@ -159,19 +186,21 @@ def main() -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--image", default=None, help="the image timed (default: a CamVid test frame, else the bundled sample)")
     p.add_argument("--max-width", type=int, default=3840)
     p.add_argument("--throughput", default="1,8", metavar="B,...",
                    help="batch sizes for the images/s table at 480x360 ('' to skip; on CUDA: 1,8,32)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-batch", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    image = args.image or str(default_image())
     if args.child:
         w, h, t = (int(v) for v in args.child.split(","))
-        print(json.dumps(measure(w, h, t, args.device, args.repeats)))
+        print(json.dumps(measure(w, h, t, args.device, args.repeats, image)))
         return
     if args.child_batch:
         b, t = (int(v) for v in args.child_batch.split(","))
-        print(json.dumps(throughput(b, t, args.device, args.repeats)))
+        print(json.dumps(throughput(b, t, args.device, args.repeats, image)))
         return
     results = []
     for w, h in SIZES:
@@ -179,7 +208,7 @@ def main() -> None:
             continue
         for t in (int(v) for v in args.threads.split(",")):
             out = subprocess.run([sys.executable, __file__, "--child", f"{w},{h},{t}", "--device", args.device,
-                                  "--repeats", str(args.repeats)], capture_output=True, text=True)
+                                  "--repeats", str(args.repeats), "--image", image], capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 continue
@@ -190,18 +219,21 @@ def main() -> None:
              f" --throughput {args.throughput or EMPTY_ARG}"
              f"{' --out ' + args.out if args.out else ''}`; machine: {platform.machine()}, "
              f"{platform.processor() or 'CPU'}, 2 cores, Python {platform.python_version()}. "
-             f"Best of {args.repeats} runs after a warm-up (above 4 MP one run, warmed up at 480x360); target {TARGET_BPP} bpp; "
-             "times in seconds.", "",
+             f"Image: `{Path(image).name}` resized to each size. "
+             f"Best of {args.repeats} runs after a warm-up (above 4 MP one run, warmed up at 480x360); target {TARGET_BPP} bpp, "
+             "default options (`--tune balanced`); times in seconds.", "",
              "Encode = segmenter + networks (G_s and G_x encoders with their latent projections and VQ, "
-             "and the two SAMM score networks, also shown apart) + entropy coding and container (the "
-             "rate search included). Decode = decode map (entropy decoding, G_s) + decode image "
-             "(de-masking blocks + SPADE decoder, also shown apart).", "",
-             "| size | threads | model load | segmenter | encoders + VQ | SAMM | entropy+container | "
-             "**encode** | decode map | de-mask | SPADE decoder | **decode** | peak RSS MB |",
-             "|---" * 13 + "|"]
+             "and the two SAMM score networks, also shown apart) + the mode decision with the coding "
+             "(candidate streams, decoding and scoring each, the rate searches; above 180,000 pixels on a "
+             "downscaled copy, then the chosen mode at full size). Decode = decode map (entropy decoding, G_s) "
+             "+ the picture (de-masking blocks + SPADE decoder, and the coarse decoder where the stream has "
+             "a coarse image; de-mask shown apart). *mode*: what the encoder sent.", "",
+             "| size | threads | mode | model load | segmenter | encoders + VQ | SAMM | decision + coding | "
+             "**encode** | decode map | de-mask | picture | **decode** | peak RSS MB |",
+             "|---" * 14 + "|"]
     for r in results:
-        lines.append(f"| {r['width']}x{r['height']} | {r['threads']} | {r['load_s']:.2f} | {r['segmenter']:.3f} | "
-                     f"{r['encoders']:.3f} | {r['samm']:.3f} | {r['entropy+container']:.3f} | **{r['encode']:.3f}** | "
+        lines.append(f"| {r['width']}x{r['height']} | {r['threads']} | {r['mode']} | {r['load_s']:.2f} | {r['segmenter']:.3f} | "
+                     f"{r['encoders']:.3f} | {r['samm']:.3f} | {r['decision+coding']:.3f} | **{r['encode']:.3f}** | "
                      f"{r['decode_map']:.3f} | {r['demask']:.3f} | {r['spade_decoder']:.3f} | **{r['decode']:.3f}** | "
                      f"{r['peak_rss_mb']:.0f} |")
     batches = [int(v) for v in args.throughput.split(",") if v.strip()]
@@ -213,7 +245,8 @@ def main() -> None:
                   "| batch | encode images/s | decode images/s |", "|---|---|---|"]
         for b in batches:
             out = subprocess.run([sys.executable, __file__, "--child-batch", f"{b},{threads}", "--device",
-                                  args.device, "--repeats", str(args.repeats)], capture_output=True, text=True)
+                                  args.device, "--repeats", str(args.repeats), "--image", image],
+                                 capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 continue
