@@ -46,7 +46,8 @@ TAG_BYTES = 2
 # again, slower (about 0.4 dB better at the same size, within 5 % of the search's size)
 AV1_SEARCH_SPEED = 9
 AV1_SPEED = 6
-AV1_FILL_SPEEDS = (7, 8)
+AV1_FILL_SPEED = 8
+FINAL_STEPS_UP = 4  # the sent frame's quality is searched up to this far above the quick search's
 
 
 def av1_available() -> bool:
@@ -147,8 +148,9 @@ class Thumbnail:
     def final_frame(self, start: int, fits: Callable[[bytes], bool]) -> bytes | None:
         """The AV1 frame to send, for which ``fits(frame)``: libaom's slower preset
         (:data:`AV1_SPEED`) at the highest quality that fits, searched from ``start`` (the quick
-        search's answer: the presets' sizes differ by a few per cent), or, where the quality
-        steps leave room, a faster preset one or two steps up if it decodes nearer the image.
+        search's answer: the presets' sizes differ by a few per cent, so a few encodes), or,
+        where the quality steps leave room, the fast preset one or two steps up if it decodes
+        nearer the image.
         None if nothing fits (VP8: None, its one frame is already final)."""
         if self.format != FORMAT_AV1:
             return None
@@ -158,21 +160,16 @@ class Thumbnail:
             q -= 1
         if not ok(q):
             return None
-        step = 1  # gallop up while it fits, then bisect the last step
-        while q + step <= MAX_QUALITY and ok(q + step):
-            q, step = q + step, step * 2
-        hi = min(q + step, MAX_QUALITY + 1)  # does not fit (or is past the top)
-        while hi - q > 1:
-            mid = (q + hi) // 2
-            q, hi = (mid, hi) if ok(mid) else (q, mid)
-        # AV1 has 64 quantiser levels: one step is ~6 % of the size, which a faster preset's
+        top = min(start + FINAL_STEPS_UP, MAX_QUALITY)
+        while q < top and ok(q + 1):
+            q += 1
+        # AV1 has 64 quantiser levels: one step is ~5 % of the size, which the faster preset's
         # larger frames at the next steps may fill
         options = [self.frame(q, AV1_SPEED)]
-        for speed in AV1_FILL_SPEEDS:
-            for up in range(q + 1, min(q + 3, MAX_QUALITY + 1)):
-                if not ok(up, speed):
-                    break
-                options.append(self.frame(up, speed))
+        for up in range(q + 1, min(q + 3, MAX_QUALITY + 1)):
+            if not ok(up, AV1_FILL_SPEED):
+                break
+            options.append(self.frame(up, AV1_FILL_SPEED))
         if len(options) == 1:
             return options[0]
         reference = np.asarray(self.small, dtype=np.float32)

@@ -191,11 +191,31 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
     return out
 
 
-def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes, seg_id: int
-               ) -> dict[str, bytes]:
-    """Every mode's stream of at most ``budget`` bytes (``tokens`` is always there)."""
-    built = {mode: build(codec, analysis, budget, lambda: tokens, seg_id, mode) for mode in MODES}
+def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes | Callable[[], bytes],
+               seg_id: int, modes: tuple[str, ...] = MODES) -> dict[str, bytes]:
+    """Each of ``modes``' stream of at most ``budget`` bytes (the tokens-only stream, given or
+    made on demand, is always there when ``modes`` has it)."""
+    make = tokens if callable(tokens) else (lambda: tokens)
+    built = {mode: build(codec, analysis, budget, make, seg_id, mode) for mode in modes}
     return {mode: data for mode, data in built.items() if data is not None}
+
+
+def familiarity(codec: "Codec", analysis: "Analysis") -> float | None:
+    """The domain check's reading of an image: the bundled segmenter's mean top-class
+    probability on it (None for a segmenter that does not say; kept in the analysis)."""
+    if "confidence" not in analysis.cache:
+        segmenter = codec.segmenter
+        analysis.cache["confidence"] = (segmenter.describe([analysis.loaded.rgb])[0].confidence
+                                        if hasattr(segmenter, "describe") else None)
+    return analysis.cache["confidence"]
+
+
+def modes_for(confidence: float | None) -> tuple[str, ...]:
+    """The candidates worth building: on an unfamiliar image the map and tokens paint nothing
+    like it (and their semantic agreement means little), so only the coarse image's modes."""
+    if confidence is not None and confidence < UNFAMILIAR_CONFIDENCE:
+        return tuple(m for m in MODES if m in ("coarse", "coarse+learned"))
+    return MODES
 
 
 def _half(rgb: np.ndarray) -> np.ndarray:
@@ -220,12 +240,16 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
     if h * w <= DECIDE_MAX_PIXELS:
-        chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens(), seg_id), tune)
+        modes = modes_for(familiarity(codec, analysis))
+        chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens, seg_id, modes) or
+                         {"tokens": tokens()}, tune)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
-    chosen = _choose(codec, proxy, candidates(codec, proxy, budget_of(proxy, proxy_options),
-                                              token_stream(codec, proxy, proxy_options, seg_id), seg_id), tune)
+    modes = modes_for(familiarity(codec, proxy))
+    streams = candidates(codec, proxy, budget_of(proxy, proxy_options),
+                         lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, modes)
+    chosen = _choose(codec, proxy, streams or {"tokens": token_stream(codec, proxy, proxy_options, seg_id)}, tune)
     scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:
@@ -271,9 +295,12 @@ def _choose(codec: "Codec", analysis: "Analysis", streams: dict[str, bytes], tun
     fidelity = structural_similarity(rgb, decoded)
     segmenter = codec.segmenter
     described = hasattr(segmenter, "describe")  # the bundled segmenter says how sure it is
-    confidence = segmenter.describe([rgb])[0].confidence if described else None
+    confidence = familiarity(codec, analysis)
+    # the domain check: a segmenter unsure of the image means the models do not know this kind
+    # of picture (a property of the image, not of the rate)
+    unfamiliar = confidence is not None and confidence < UNFAMILIAR_CONFIDENCE
     semantic = [0.0] * len(names)
-    if tune == "balanced":
+    if tune == "balanced" and not unfamiliar:
         # the candidates are read at half size (4x cheaper; a ranking, not a measurement)
         halves = [_half(d) for d in decoded]
         if described:
@@ -282,9 +309,6 @@ def _choose(codec: "Codec", analysis: "Analysis", streams: dict[str, bytes], tun
             maps = segmenter.segment_many(halves)
         reference = analysis.semantic_map[: 2 * maps[0].shape[0]: 2, : 2 * maps[0].shape[1]: 2]
         semantic = [agreement(reference, m) for m in maps]
-    # the domain check: a segmenter unsure of the image means the models do not know this kind
-    # of picture (a property of the image, not of the rate)
-    unfamiliar = confidence is not None and confidence < UNFAMILIAR_CONFIDENCE
     if unfamiliar:  # the most similar of those within the PSNR slack of the most faithful
         errors = [float(np.mean((d.astype(np.float32) - rgb.astype(np.float32)) ** 2)) for d in decoded]
         psnr = [10 * math.log10(255.0 ** 2 / max(e, 1e-6)) for e in errors]
