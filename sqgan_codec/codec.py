@@ -31,6 +31,7 @@ from .nets.sqgan import SQGAN, SQGANConfig
 from .options import ALL_CLASSES, EncodeOptions, parse_priority  # noqa: F401  (parse_priority re-exported)
 from .rate import MIN_KEEP
 from .refine import apply_residual, decode_residual
+from .segmenters import check_rgb
 
 LAYERS = ("all", "base")
 
@@ -198,7 +199,13 @@ class Codec:
         """:meth:`analyse` for many images; same-size images go through the networks together."""
         loaded = [load_image(im, max_pixels=self.max_pixels) for im in images]
         segmenter_id = self._segmenter_id(semantic_maps)
-        if semantic_maps is None:
+        confidences: list[float | None] = [None] * len(loaded)
+        if semantic_maps is None and len(loaded) == 1 and hasattr(self.segmenter, "describe"):
+            # one pass gives the map and the domain check's reading (decide.familiarity)
+            check_rgb(loaded[0].rgb, loaded[0].name)
+            described = self.segmenter.describe([loaded[0].rgb])[0]
+            semantic_maps, confidences = [described.semantic_map], [described.confidence]
+        elif semantic_maps is None:
             semantic_maps = self.segmenter.segment_many([li.rgb for li in loaded],
                                                         names=[li.name for li in loaded])
         maps = []
@@ -226,6 +233,8 @@ class Codec:
                 for j, i in enumerate(batch):
                     results[i] = Analysis(loaded[i], maps[i], ssm_scores[j:j + 1], ssm_indices[j],
                                           img_scores[j:j + 1], img_indices[j], segmenter_id)
+                    if confidences[i] is not None:
+                        results[i].cache["confidence"] = confidences[i]
         return results  # type: ignore[return-value]
 
     def block_classes(self, analysis: Analysis) -> np.ndarray:

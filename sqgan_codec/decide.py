@@ -10,6 +10,10 @@ itself, scores the decodes and sends the best:
 * ``mixed-N``: map and tokens on N % of the budget, the thumbnail on the rest, rendered by the
   coarse decoder (the thumbnail pins colours and layout, the tokens add semantics and detail).
 
+Which of them are built follows the domain check (below) and the tune (:func:`modes_for`):
+an unfamiliar image gets the two coarse-image modes, a familiar one under ``balanced`` the
+token and mixed modes, ``perceptual`` on a familiar image all five.
+
 The score is the user's trade-off (``tune``):
 
 * ``semantic``: only the ``tokens`` candidate (what the semantic map and tokens alone give);
@@ -210,11 +214,16 @@ def familiarity(codec: "Codec", analysis: "Analysis") -> float | None:
     return analysis.cache["confidence"]
 
 
-def modes_for(confidence: float | None) -> tuple[str, ...]:
-    """The candidates worth building: on an unfamiliar image the map and tokens paint nothing
-    like it (and their semantic agreement means little), so only the coarse image's modes."""
+def modes_for(confidence: float | None, tune: str) -> tuple[str, ...]:
+    """The candidates worth building. On an unfamiliar image the map and tokens paint nothing
+    like it (and their semantic agreement means little): only the coarse image's modes. On a
+    familiar one ``balanced`` never sends the coarse image without tokens (its semantic agreement
+    is far below the floor: no pick on CamVid val changes without them,
+    ``benchmarks/calibrate_decide.py``): the map and token modes only."""
     if confidence is not None and confidence < UNFAMILIAR_CONFIDENCE:
         return tuple(m for m in MODES if m in ("coarse", "coarse+learned"))
+    if tune == "balanced":
+        return tuple(m for m in MODES if m not in ("coarse", "coarse+learned"))
     return MODES
 
 
@@ -240,13 +249,13 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
     if h * w <= DECIDE_MAX_PIXELS:
-        modes = modes_for(familiarity(codec, analysis))
+        modes = modes_for(familiarity(codec, analysis), tune)
         chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens, seg_id, modes) or
                          {"tokens": tokens()}, tune)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
-    modes = modes_for(familiarity(codec, proxy))
+    modes = modes_for(familiarity(codec, proxy), tune)
     streams = candidates(codec, proxy, budget_of(proxy, proxy_options),
                          lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, modes)
     chosen = _choose(codec, proxy, streams or {"tokens": token_stream(codec, proxy, proxy_options, seg_id)}, tune)
