@@ -341,11 +341,11 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_o
 @_json_option
 def info(files: tuple[str, ...], as_json: bool) -> None:
     """Show the header of .sqg files and packet streams (reads no model; fast)."""
-    from . import bitstream, packets
+    from . import bitstream, coarse, packets
 
     failed = 0
     for path in files:
-        plan = None
+        plan = thumbnail = None
         try:
             data = read_input(path)
             if packets.is_packet_stream(data):
@@ -369,6 +369,11 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
                       + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
                 note = truncation_note(stream)
+            if bitstream.CHUNK_COARSE in stream.chunks:
+                chunk = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], header.width, header.height)
+                tw, th = coarse.small_size(header.width, header.height, chunk.scale)
+                thumbnail = {"format": coarse.FORMATS[chunk.format], "scale": chunk.scale, "width": tw,
+                             "height": th, "render": coarse.RENDERS[chunk.render], "bytes": len(chunk.frame)}
         except SqganError as e:
             layers, problem, truncated = [], message_of(e), True
         d = header.to_dict()
@@ -380,6 +385,7 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(json.dumps({"file": path, "ok": problem is None, "bytes": len(data),
                                    "bpp": round(bpp, 6), "layers": layers,
                                    "truncated": truncated, **({"packets": packet_info} if plan else {}),
+                                   **({"coarse": thumbnail} if thumbnail else {}),
                                    **({"error": problem} if problem else {}), **d}))
         else:
             shown = "<stdin>" if path == STDIO else path
@@ -392,6 +398,10 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
                 f"image {d['keep_image']}; segmenter {d['segmenter']}; "
                 f"classes {d['class_set']}; coder {d['coder']}"
                 + ("; alpha dropped" if d["alpha_dropped"] else ""))
+            if thumbnail is not None:
+                click.echo(f"  coarse image: {thumbnail['format'].upper()} {thumbnail['width']}x{thumbnail['height']} "
+                           f"(1/{thumbnail['scale']}), {thumbnail['bytes']:,} bytes, rendered "
+                           + ("by the coarse decoder" if thumbnail["render"] == "learned" else "upsampled"))
             if packet_info is not None:
                 click.echo(f"  packet stream: {packet_info['records']} packets here, "
                            f"{packet_info['token_packets']} token packets sent, map sent "

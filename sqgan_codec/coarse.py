@@ -24,11 +24,12 @@ from __future__ import annotations
 import io
 import math
 import struct
-from typing import Callable, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from .errors import BitstreamError, MissingCodecError
+
+if TYPE_CHECKING:  # numpy loads with the first thumbnail: `sqgan info` reads chunk C without it
+    import numpy as np
 
 # How a stream asks to be rendered; the encoder tries them and keeps the best (decide.py).
 RENDER_UPSAMPLE = 0      # the thumbnail, upsampled (no network)
@@ -97,6 +98,7 @@ class Thumbnail:
     sends (the same for VP8; for AV1 a slower preset, see :data:`AV1_SPEED`)."""
 
     def __init__(self, rgb: np.ndarray, scale: int, fmt: int = FORMAT_AV1):
+        import numpy as np
         from PIL import Image
 
         if fmt not in FORMATS:
@@ -172,6 +174,8 @@ class Thumbnail:
             options.append(self.frame(up, AV1_FILL_SPEED))
         if len(options) == 1:
             return options[0]
+        import numpy as np
+
         reference = np.asarray(self.small, dtype=np.float32)
         errors = [float(np.mean((_decode_av1(f, self.size).astype(np.float32) - reference) ** 2)) for f in options]
         return options[int(np.argmin(errors))]
@@ -231,6 +235,7 @@ def decode_small(data: bytes, width: int, height: int) -> np.ndarray:
 
 
 def _decode_vp8(frame: bytes, expect: tuple[int, int]) -> np.ndarray:
+    import numpy as np
     from PIL import Image
 
     # the frame header states its size (bytes 6..9 of a key frame, 14 bits each): checked before
@@ -332,6 +337,7 @@ def avif_file(obus: bytes, width: int, height: int, profile: int, level: int) ->
 
 
 def _decode_av1(obus: bytes, expect: tuple[int, int]) -> np.ndarray:
+    import numpy as np
     from PIL import Image
 
     # the sequence header states the picture's size: checked before anything is allocated, so
@@ -356,6 +362,7 @@ def _decode_av1(obus: bytes, expect: tuple[int, int]) -> np.ndarray:
 
 def upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
     """Thumbnail → H×W×3 float32 in 8-bit levels (bicubic, what the coarse decoder was trained on)."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 

@@ -524,6 +524,18 @@ def test_info(tmp_path):
     assert rec["width"] == 40 and rec["height"] == 30 and rec["bytes"] == len(data)
     assert rec["bpp"] == pytest.approx(8 * len(data) / 1200, rel=1e-5)
     assert rec["version"] and rec["model"] == 0 and rec["ok"] and rec["layers"] == ["base"]
+    assert "coarse" not in rec
+
+
+def test_info_shows_the_coarse_image():
+    golden = Path(__file__).resolve().parent / "golden"
+    r = run("info", golden / "v4_coarse_av1_0.05.sqg", golden / "v3_mixed_0.05.sqg")
+    assert r.exit_code == 0, r.output
+    assert "coarse image: AV1 160x120 (1/3), 976 bytes, rendered upsampled" in r.stdout
+    assert "coarse image: VP8 120x90 (1/4), 800 bytes, rendered by the coarse decoder" in r.stdout
+    rec = json.loads(run("info", golden / "v4_coarse_av1_0.05.sqg", "--json").stdout)
+    assert rec["version"] == "4.0" and rec["coarse"] == {"format": "av1", "scale": 3, "width": 160, "height": 120,
+                                                         "render": "upsample", "bytes": 976}
 
 
 def test_info_bad_files_continue(tmp_path):
@@ -578,11 +590,12 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_info_imports_no_torch_or_numpy(tmp_path):
     sqg(tmp_path / "a.sqg")
+    av1 = Path(__file__).resolve().parent / "golden" / "v4_coarse_av1_0.05.sqg"  # chunk C is read too
     code = (
         "import sys\n"
         "from sqgan_codec.cli import main\n"
         "try:\n"
-        f"    main(['info', {str(tmp_path / 'a.sqg')!r}])\n"
+        f"    main(['info', {str(tmp_path / 'a.sqg')!r}, {str(av1)!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'sqgan_codec.codec') if m in sys.modules)\n"
