@@ -216,6 +216,7 @@ def main() -> None:
             print(results[-1], file=sys.stderr)
     lines = ["# Speed and memory", "",
              f"Command: `python benchmarks/speed.py --threads {args.threads} --device {args.device}"
+             f"{'' if args.max_width == 3840 else f' --max-width {args.max_width}'}"
              f" --throughput {args.throughput or EMPTY_ARG}"
              f"{' --out ' + args.out if args.out else ''}`; machine: {platform.machine()}, "
              f"{platform.processor() or 'CPU'}, 2 cores, Python {platform.python_version()}. "
