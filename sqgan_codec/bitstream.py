@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from sqgan_codec.coarse import chunk_format  # chunk C's codec (VP8 before 4.0)
 from sqgan_codec.errors import BitstreamError, TruncatedError, UnsupportedVersionError
 from sqgan_codec.vocabulary import built_in
 
@@ -359,17 +360,11 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     return b"".join(framed)
 
 
-def _coarse_format(payload: bytes) -> int:
-    """The thumbnail codec a chunk C payload names: its first byte's high nibble (0: VP8,
-    the only one before 4.0; see coarse.py)."""
-    return payload[0] >> 4 if payload else 0
-
-
 def _version_for(chunks: list[tuple[str, bytes]]) -> tuple[int, int]:
     """The oldest format version that holds these chunks."""
     kinds = dict(chunks)
     if CHUNK_COARSE in kinds:
-        return COARSE_FORMAT_VERSION if _coarse_format(kinds[CHUNK_COARSE]) else COARSE_VERSION
+        return COARSE_FORMAT_VERSION if chunk_format(kinds[CHUNK_COARSE]) else COARSE_VERSION
     return REFINE_VERSION if CHUNK_REFINE in kinds else BASE_VERSION
 
 
@@ -416,9 +411,9 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 if kind == CHUNK_COARSE and header.version < COARSE_VERSION:
                     raise BitstreamError(f"chunk 'C' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {COARSE_VERSION[0]}.{COARSE_VERSION[1]})")
-                if (kind == CHUNK_COARSE and _coarse_format(payload)
+                if (kind == CHUNK_COARSE and chunk_format(payload)
                         and header.version < COARSE_FORMAT_VERSION):
-                    raise BitstreamError(f"chunk 'C' codes its thumbnail in format {_coarse_format(payload)}, "
+                    raise BitstreamError(f"chunk 'C' codes its thumbnail in format {chunk_format(payload)}, "
                                          f"which a format {header.version[0]}.{header.version[1]} stream "
                                          f"cannot hold (it needs 4.0)")
                 chunks[kind] = payload

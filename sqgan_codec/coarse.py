@@ -21,6 +21,7 @@ weights it was chosen with), then the frame.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import struct
@@ -39,6 +40,7 @@ RENDERS = {RENDER_UPSAMPLE: "upsample", RENDER_LEARNED: "learned"}
 FORMAT_VP8 = 0
 FORMAT_AV1 = 1
 FORMATS = {FORMAT_VP8: "vp8", FORMAT_AV1: "av1"}
+FORMAT_IDS = {name: code for code, name in FORMATS.items()}
 SCALES_OF = {FORMAT_VP8: (2, 3, 4, 6, 8, 12, 16), FORMAT_AV1: (1, 2, 3, 4, 6, 8, 12, 16)}
 SCALES = SCALES_OF[FORMAT_AV1]
 MAX_QUALITY = 100
@@ -51,6 +53,7 @@ AV1_FILL_SPEED = 8
 FINAL_STEPS_UP = 4  # the sent frame's quality is searched up to this far above the quick search's
 
 
+@functools.cache
 def av1_available() -> bool:
     """Whether this Pillow reads and writes AVIF (AV1): wheels of Pillow >= 11.3 do."""
     from PIL import features
@@ -107,6 +110,7 @@ class Thumbnail:
             raise ValueError(f"{FORMATS[fmt]} thumbnail scale must be one of {SCALES_OF[fmt]}")
         self.scale = scale
         self.format = fmt
+        self._search_speed = 0 if fmt == FORMAT_VP8 else AV1_SEARCH_SPEED  # (VP8 has one coding)
         h, w = rgb.shape[:2]
         self.size = small_size(w, h, scale)
         # area averaging (what the decoder's training saw); LANCZOS rings on edges
@@ -115,7 +119,7 @@ class Thumbnail:
 
     def frame(self, quality: int, speed: int | None = None) -> bytes:
         """The frame at ``quality``; AV1 at libaom ``speed`` (default the quick search's)."""
-        speed = 0 if self.format == FORMAT_VP8 else AV1_SEARCH_SPEED if speed is None else speed
+        speed = self._search_speed if speed is None or self.format == FORMAT_VP8 else speed
         if (quality, speed) not in self._coded:
             if self.format == FORMAT_VP8:
                 self._coded[quality, speed] = _webp_vp8(self.small, quality)
@@ -130,9 +134,9 @@ class Thumbnail:
     def fit(self, room: float, overhead: int = 0) -> int | None:
         """The highest quality whose payload (plus ``overhead`` bytes) fits ``room``, or None.
         Bisection, started from the qualities already coded (other budgets of the image)."""
-        search = 0 if self.format == FORMAT_VP8 else AV1_SEARCH_SPEED
         fits = lambda q: 2 + overhead + len(self.frame(q)) <= room  # noqa: E731
-        known = [(q, 2 + overhead + len(f) <= room) for (q, speed), f in self._coded.items() if speed == search]
+        known = [(q, 2 + overhead + len(f) <= room) for (q, speed), f in self._coded.items()
+                 if speed == self._search_speed]
         lo = max((q for q, ok in known if ok), default=None)  # invariant: lo fits, hi does not
         hi = min((q for q, ok in known if not ok), default=MAX_QUALITY + 1)
         if lo is None:
@@ -182,8 +186,8 @@ class Thumbnail:
 
     def quality_of(self, frame: bytes) -> int | None:
         """The quality a quick-search ``frame`` of this thumbnail was coded at (None: not one)."""
-        search = 0 if self.format == FORMAT_VP8 else AV1_SEARCH_SPEED
-        return next((q for (q, speed), f in self._coded.items() if speed == search and f == frame), None)
+        return next((q for (q, speed), f in self._coded.items() if speed == self._search_speed and f == frame),
+                    None)
 
 
 def payload(render: int, scale: int, frame: bytes, tag: bytes = b"", fmt: int = FORMAT_AV1) -> bytes:

@@ -634,10 +634,9 @@ class Codec:
         if render == coarse.RENDER_LEARNED:
             name = self.entry.config.get("coarse_decoder")
             trained = registry.get(name).config.get("thumbnail_format", "vp8") if name else "vp8"
-            formats = {v: k for k, v in coarse.FORMATS.items()}
-            if trained not in formats:
+            if trained not in coarse.FORMAT_IDS:
                 raise ModelMismatchError(f"coarse decoder {name!r} names an unknown thumbnail format {trained!r}")
-            wanted = formats[trained]
+            wanted = coarse.FORMAT_IDS[trained]
         return wanted if wanted != coarse.FORMAT_AV1 or coarse.av1_available() else coarse.FORMAT_VP8
 
     def coarse_entries(self) -> dict[bytes, registry.ModelEntry]:

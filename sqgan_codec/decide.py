@@ -177,17 +177,16 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
     if start is None:
         return data
     rest = [(k, v) for k, v in stream.chunks.items() if k != bitstream.CHUNK_COARSE]
-
-    def with_frame(frame: bytes) -> bytes:
-        sent = coarse.payload(chunk.render, chunk.scale, frame, chunk.tag, chunk.format)
-        return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, sent), *rest])
+    sent_payload = lambda frame: coarse.payload(chunk.render, chunk.scale, frame, chunk.tag, chunk.format)  # noqa: E731
+    with_frame = lambda frame: bitstream.pack(  # noqa: E731
+        stream.header, [(bitstream.CHUNK_COARSE, sent_payload(frame)), *rest])
 
     frame = thumb.final_frame(start, lambda f: len(with_frame(f)) <= budget)
     if frame is None:
         return data
     out = with_frame(frame)
     if rest and len(out) < FILL * budget:
-        sent = coarse.payload(chunk.render, chunk.scale, frame, chunk.tag, chunk.format)
+        sent = sent_payload(frame)
         part = fit_rate(codec, analysis, budget - len(sent) - CHUNK_FRAMING, seg_id)
         refitted = with_coarse(codec, analysis, part, sent, seg_id)
         if len(out) < len(refitted) <= budget:
@@ -249,16 +248,12 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
     if h * w <= DECIDE_MAX_PIXELS:
-        modes = modes_for(familiarity(codec, analysis), tune)
-        chosen = _choose(codec, analysis, candidates(codec, analysis, budget, tokens, seg_id, modes) or
-                         {"tokens": tokens()}, tune)
+        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
-    modes = modes_for(familiarity(codec, proxy), tune)
-    streams = candidates(codec, proxy, budget_of(proxy, proxy_options),
-                         lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, modes)
-    chosen = _choose(codec, proxy, streams or {"tokens": token_stream(codec, proxy, proxy_options, seg_id)}, tune)
+    chosen = _best_of_modes(codec, proxy, budget_of(proxy, proxy_options),
+                            lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune)
     scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:
@@ -275,6 +270,15 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         chosen.mode, data = "tokens", tokens()
     chosen.data = finalise(codec, analysis, data, budget, seg_id)
     return chosen
+
+
+def _best_of_modes(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
+                   seg_id: int, tune: str) -> Decision:
+    """:func:`_choose` among the candidates :func:`modes_for` this image and tune (the token
+    stream where none of them fits)."""
+    modes = modes_for(familiarity(codec, analysis), tune)
+    streams = candidates(codec, analysis, budget, tokens, seg_id, modes) or {"tokens": tokens()}
+    return _choose(codec, analysis, streams, tune)
 
 
 def _proxy(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", budget: float):

@@ -76,7 +76,7 @@ def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def coded_thumbnail(img: np.ndarray, rng: np.random.Generator, max_quality: int, fmt: str = "av1") -> np.ndarray:
     """``img`` through the codec's thumbnail coder (``fmt``) at a random scale and quality, upsampled."""
-    code = {v: k for k, v in coarse_coding.FORMATS.items()}[fmt]
+    code = coarse_coding.FORMAT_IDS[fmt]
     scale = int(rng.choice([s for s in coarse_coding.SCALES_OF[code] if s <= MAX_TRAIN_SCALE]))
     thumb = coarse_coding.Thumbnail(img, scale, code)
     # AV1: the preset the encoder sends (its artefacts, not the quick search's)
