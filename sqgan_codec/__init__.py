@@ -23,15 +23,34 @@ __all__ = ["encode", "decode", "Codec", "register_pillow", "SqganError", "Bitstr
            "TruncatedError", "UnsupportedVersionError", "ModelMismatchError", "ImageInputError",
            "MissingCodecError"]
 
-_default_codecs: dict[str, "Codec"] = {}
+_default_codecs: dict[tuple[str, str | None], "Codec"] = {}
 
 
-def _codec(device: str) -> "Codec":
-    if device not in _default_codecs:
+def _codec(device: str, model: str | None = None) -> "Codec":
+    """A codec per device and model (None: the registry's default), made once."""
+    if model is not None:
+        from . import registry
+
+        if model == registry.default_name("sqgan"):
+            model = None
+    if (device, model) not in _default_codecs:
         from .codec import Codec
 
-        _default_codecs[device] = Codec(device=device)
-    return _default_codecs[device]
+        _default_codecs[device, model] = Codec(model, device=device)
+    return _default_codecs[device, model]
+
+
+def _stream_model(data: bytes) -> str | None:
+    """The registry name of the model a stream's header names (None where the header cannot be
+    read: the codec's decode then says why). ModelMismatchError for a model not installed."""
+    from . import bitstream, packets, registry
+
+    try:
+        header = (packets.read_header(data)[0] if packets.is_packet_stream(data)
+                  else bitstream.read_header(data))
+    except SqganError:
+        return None
+    return registry.find_by_id(header.model_id, header.weights_hash).name
 
 
 def encode(image: Any, *, bpp: float | None = None, keep: float | None = None,
@@ -50,8 +69,9 @@ def decode(data: bytes, *, device: str = "auto", layers: str = "all",
            allow_partial: bool = False) -> "Image.Image":
     """Decode ``.sqg`` bytes to a ``PIL.Image.Image`` of the original size and colour mode.
     A truncated or damaged stream raises :class:`TruncatedError` unless ``allow_partial``;
-    ``image.info["sqgan_layers"]`` lists the layers used."""
-    return _codec(device).decode(data, layers=layers, allow_partial=allow_partial)
+    ``image.info["sqgan_layers"]`` lists the layers used. The stream is decoded by the model its
+    header names (any installed one)."""
+    return _codec(device, _stream_model(bytes(data))).decode(data, layers=layers, allow_partial=allow_partial)
 
 
 def register_pillow(**kwargs: Any) -> None:

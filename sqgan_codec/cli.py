@@ -32,11 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover
 # ----------------------------------------------------------------------------- codec
 
 
-def _make_codec(device: str) -> "Codec":
-    """The one place the CLI creates a codec (tests substitute this function)."""
+def _make_codec(device: str, model: str | None = None, segmenter: str = "bundled") -> "Codec":
+    """The one place the CLI creates a codec (tests substitute this function): ``model`` None is
+    the registry's default."""
     from .codec import Codec
 
-    return Codec(device=device)
+    return Codec(model, device=device, segmenter=segmenter)
 
 
 # ----------------------------------------------------------------------------- group
@@ -174,16 +175,18 @@ def _engine_options(f):
 
 
 def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: int, engine: str,
-              ray_address: str | None, workers: int | None, max_pixels: int | None, **kwargs) -> None:
-    """The planned jobs, in batches, on the chosen engine (the same batch functions on both)."""
+              ray_address: str | None, workers: int | None, max_pixels: int | None,
+              model: str | None = None, segmenter: str = "bundled", **kwargs) -> None:
+    """The planned jobs, in batches, on the chosen engine (the same batch functions on both).
+    ``model``/``segmenter``: the encoder's; a decode takes each stream's model from its header."""
     try:
         if engine == "ray":
             from .ray_engine import run_jobs
 
             run_jobs(verb, plan, rep, batch_size=batch_size, device=device, address=ray_address,
-                     workers=workers, max_pixels=max_pixels, **kwargs)
+                     workers=workers, max_pixels=max_pixels, model=model, segmenter=segmenter, **kwargs)
             return
-        codec = CodecHolder(lambda: _make_codec(device), max_pixels)
+        codec = CodecHolder(lambda name: _make_codec(device, name or model, segmenter), max_pixels)
         batch_fn = encode_batch if verb == "encode" else decode_batch
         for batch in batches(plan.jobs, batch_size):
             batch_fn(batch, codec, rep, plan.mirror, **kwargs)
@@ -223,6 +226,13 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
                    "coarse image, the semantic map and the tokens, decodes each and sends the best for: "
                    "semantic = what a segmenter recovers (map and tokens only), perceptual = nearest "
                    "the original, balanced = both.")
+@click.option("--model", metavar="NAME",
+              help="The codec model (a registry name, see `sqgan info --models`); default: the "
+                   "registry's. A model trained on other classes brings its own segmenter.")
+@click.option("--segmenter", "segmenter_spec", default="bundled", show_default=True, metavar="SPEC",
+              help="Where the semantic map comes from: bundled (the model's segmenter), "
+                   "onnx:MODEL.onnx, or labels:PATH (a label PNG of the model's class ids, or a "
+                   "folder of <stem>.png).")
 @click.option("--packet-bytes", type=click.IntRange(48, 65507), metavar="N",
               help="Write a packet stream for links that lose data: self-contained packets of at most "
                    "N bytes (e.g. 64-1500), any subset decodable. Token layers only (--tune semantic).")
@@ -241,7 +251,8 @@ def _run_jobs(verb: str, plan: Plan, rep: Reporter, *, device: str, batch_size: 
 @_engine_options
 def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float | None,
            max_bytes: int | None, priority: str | None, roi: tuple[str, ...], ssm: str, refine: str,
-           split: str, tune: str, packet_bytes: int | None, protect_base: int, device: str, recursive: bool,
+           split: str, tune: str, model: str | None, segmenter_spec: str, packet_bytes: int | None,
+           protect_base: int, device: str, recursive: bool,
            overwrite: bool, quiet: bool, as_json: bool, batch_size: int, skip_existing: bool,
            max_pixels: int | None, engine: str, ray_address: str | None, workers: int | None) -> None:
     """Compress images to .sqg files.
@@ -264,8 +275,9 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
     elif protect_base != 1:
         raise click.UsageError("--protect-base needs --packet-bytes")
     try:
+        vocabulary = _vocabulary_of(model)
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes,
-                                priority=parse_priority(priority) if priority else None,
+                                priority=parse_priority(priority, vocabulary) if priority else None,
                                 roi=tuple(_parse_box(b) for b in roi), ssm=ssm, split=split,
                                 refine=refine, tune=tune, packet_bytes=packet_bytes, protect_base=protect_base)
     except ValueError as e:
@@ -275,10 +287,22 @@ def encode(inputs: tuple[str, ...], output: str, bpp: float | None, keep: float 
                       out_suffix=SQG_SUFFIX, what="images")
     rep = start_report(plan, "encoding", quiet, as_json)
     _run_jobs("encode", plan, rep, device=device, batch_size=batch_size, engine=engine,
-              ray_address=ray_address, workers=workers, max_pixels=max_pixels, options=options,
+              ray_address=ray_address, workers=workers, max_pixels=max_pixels, model=model,
+              segmenter=segmenter_spec, options=options,
               overwrite=overwrite,
               skip_existing=skip_existing)
     _finish(rep, plan, "encoded")
+
+
+def _vocabulary_of(model: str | None):
+    """The class vocabulary of a registry model (None: the default), read from the registry
+    alone (no weights loaded): what --priority names are checked against."""
+    from . import registry
+
+    entry = registry.get(model or registry.default_name("sqgan"))
+    if entry.kind != "sqgan":
+        raise ValueError(f"{entry.name!r} is a {entry.kind} model, not a codec")
+    return registry.vocabulary_of(entry)
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:
@@ -337,12 +361,18 @@ def decode(inputs: tuple[str, ...], output: str, device: str, layers: str, ssm_o
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str))
+@click.argument("files", nargs=-1, type=click.Path(allow_dash=True, path_type=str))
+@click.option("--models", is_flag=True, help="List the installed models instead (the registry).")
 @_json_option
-def info(files: tuple[str, ...], as_json: bool) -> None:
+def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
     """Show the header of .sqg files and packet streams (reads no model; fast)."""
     from . import bitstream, coarse, packets
 
+    if models == bool(files):
+        raise click.UsageError("give .sqg files, or --models to list the installed models")
+    if models:
+        _list_models(as_json)
+        return
     failed = 0
     for path in files:
         plan = thumbnail = None
@@ -413,6 +443,23 @@ def info(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{PROG}: error: {with_path(path, problem)}", err=True)
     if failed:
         sys.exit(1)
+
+
+def _list_models(as_json: bool) -> None:
+    """The registry's models: name, kind, id, classes, description (no weights read)."""
+    from . import registry
+
+    defaults = set(registry.defaults().values())
+    for entry in registry.entries().values():
+        vocab = entry.config.get("vocabulary", "camvid11")
+        record = {"name": entry.name, "kind": entry.kind, "id": entry.id, "vocabulary": vocab,
+                  "default": entry.name in defaults, "weights_hash": entry.hash_prefix.hex(),
+                  "description": entry.description}
+        if as_json:
+            click.echo(json.dumps(record))
+        else:
+            click.echo(f"{entry.name}: {entry.kind}{' (default)' if record['default'] else ''}, id {entry.id}, "
+                       f"classes {vocab}, weights {record['weights_hash']}: {entry.description}")
 
 
 # ----------------------------------------------------------------------------- channel
@@ -541,14 +588,12 @@ def segment(inputs: tuple[str, ...], output: str, spec: str, class_map: str | No
     _finish(rep, plan, "segmented")
 
 
-def _overlay_image(rgb, ids):
-    """The image blended with the classes' colours (classes.CLASS_COLOURS)."""
+def _overlay_image(rgb, ids, colours):
+    """The image blended with the classes' colours (the segmenter's vocabulary's)."""
     import numpy as np
     from PIL import Image
 
-    from .classes import CLASS_COLOURS
-
-    colours = np.asarray(CLASS_COLOURS, dtype=np.float32)[ids]
+    colours = np.asarray(colours, dtype=np.float32)[ids]
     blend = rgb.astype(np.float32) * (1 - OVERLAY_ALPHA) + colours * OVERLAY_ALPHA
     return Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
 
@@ -558,7 +603,6 @@ def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mi
     import numpy as np
     from PIL import Image
 
-    from .classes import CLASS_NAMES
     from .imageio import encode_image, save_image_atomic, write_atomic
 
     ready = load_ready(to_write(batch, rep, overwrite, False, None), rep)
@@ -567,6 +611,9 @@ def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mi
 
     images = [loaded for _, loaded, _ in ready]
     seg = holder.get()  # a failure here (missing weights, bad model file, ...) is fatal
+    from .classes import VOCABULARY
+
+    vocabulary = getattr(seg, "vocabulary", VOCABULARY)  # a segmenter of another vocabulary says so
     results = run_batch(
         lambda items: seg.segment_many([li.rgb for li in items], names=[li.name for li in items]),
         images)
@@ -578,7 +625,7 @@ def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mi
             prepare_folder(job, mirror)
             input_path = None if job.src == STDIO else job.src
             if overlay:
-                picture = _overlay_image(loaded.rgb, ids)
+                picture = _overlay_image(loaded.rgb, ids, vocabulary.colours)
                 if job.dst == STDIO:
                     write_stdout(encode_image(picture, "PNG"))
                 else:
@@ -592,11 +639,11 @@ def _segment_batch(batch: list[Job], holder: _SegmenterHolder, rep: Reporter, mi
         except (SqganError, JobError) as e:
             job_failed(rep, job, message_of(e))
             continue
-        counts = np.bincount(ids.ravel(), minlength=len(CLASS_NAMES))
+        counts = np.bincount(ids.ravel(), minlength=vocabulary.num_classes)
         rep.record({"input": job.src, "output": job.dst, "ok": True,
                     "width": loaded.width, "height": loaded.height,
                     "segmenter": getattr(seg, "name", str(seg)),
-                    "classes": {CLASS_NAMES[c]: round(float(n) / ids.size, 4)
+                    "classes": {vocabulary.names[c]: round(float(n) / ids.size, 4)
                                 for c, n in enumerate(counts) if n},
                     "seconds": round(t_load + seconds, 4)})
         rep.advance()

@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 
 from . import bitstream, coarse, entropy, packets, rate, registry
-from .classes import NUM_CLASSES
 from .decide import Decision, decide
 from .devices import resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
@@ -153,11 +152,16 @@ class Codec:
                                          tensors["entropy.image.index_counts"].numpy())
         self.code_class = tensors["entropy.ssm.code_class"].numpy().astype(np.int64)
         self.lossless_tables = None
-        if "entropy.ssm_lossless.counts" in tensors and self.num_classes == NUM_CLASSES:
-            # (the lossless map coder's context tables are laid out for the camvid11 class count)
+        if "entropy.ssm_lossless.counts" in tensors:
             from .ssm_lossless import LabelMapTables
 
-            self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
+            try:
+                self.lossless_tables = LabelMapTables(tensors["entropy.ssm_lossless.counts"].numpy().astype(np.int64))
+            except ValueError as exc:
+                raise ModelMismatchError(f"model {self.entry.name!r}: lossless map tables: {exc}") from None
+            if self.lossless_tables.num_classes != self.num_classes:
+                raise ModelMismatchError(f"model {self.entry.name!r}: lossless map tables for "
+                                         f"{self.lossless_tables.num_classes} classes, not {self.num_classes}")
         self._segmenter_spec = segmenter
         self._segmenter = None
         self._coarse_nets: dict[bytes, Any] = {}  # by tag: every coarse decoder of this model
@@ -170,7 +174,11 @@ class Codec:
             from .segmenters import Segmenter, get_segmenter
 
             spec = self._segmenter_spec
-            seg = spec if isinstance(spec, Segmenter) else get_segmenter(spec, device=str(self.device))
+            own = self.entry.config.get("segmenter")  # a model trained on other classes names its own
+            if own and isinstance(spec, str) and spec.strip().lower() == "bundled":
+                spec = f"bundled:{own}"
+            seg = (spec if isinstance(spec, Segmenter)
+                   else get_segmenter(spec, device=str(self.device), vocabulary=self.vocabulary))
             vocab = getattr(seg, "vocabulary", None)
             if vocab is not None and vocab.digest != self.vocabulary.digest:
                 raise ModelMismatchError(f"segmenter {seg.name!r} predicts vocabulary {vocab.name!r}; model "
@@ -367,6 +375,7 @@ class Codec:
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
                                 roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune,
                                 packet_bytes=packet_bytes, protect_base=protect_base)
+        options.check_classes(self.vocabulary)  # before the networks run
         return self.encode_analysis(self.analyse(image, semantic_map), options)
 
     def encode_analysis(self, analysis: Analysis, options: EncodeOptions | None = None, **kwargs: Any) -> bytes:
@@ -426,6 +435,7 @@ class Codec:
     def _decide(self, analysis: Analysis, options: EncodeOptions, seg_id: int) -> Decision:
         """The stream to send: under rate control the best of :mod:`.decide`'s candidates for
         ``options.tune``; with ``keep`` (no budget) the token layers as asked."""
+        options.check_classes(self.vocabulary)
         ranked = self._ranked(analysis, options)
         if options.packet_bytes is not None:
             return self._packet_decision(ranked, options, seg_id)

@@ -323,19 +323,32 @@ def start_report(plan: Plan, label: str, quiet: bool, as_json: bool) -> Reporter
 
 
 class CodecHolder:
-    """Creates the codec on first use (``make()``), so runs with nothing to do never load it;
-    ``max_pixels`` (None: the package default) is its pixel limit, also for reading images."""
+    """Creates codecs on first use (``make(model)``; model None: the run's own, e.g. ``--model``
+    or the registry's default), so runs with nothing to do never load one; ``max_pixels`` (None:
+    the package default) is their pixel limit, also for reading images."""
 
-    def __init__(self, make: Callable[[], "Codec"], max_pixels: int | None = None) -> None:
+    def __init__(self, make: Callable[[str | None], "Codec"], max_pixels: int | None = None) -> None:
         self.make, self.max_pixels = make, max_pixels
-        self._codec: Codec | None = None
+        self._codecs: dict[str | None, Codec] = {}
 
-    def get(self) -> "Codec":
-        if self._codec is None:
-            self._codec = self.make()
+    def get(self, model: str | None = None) -> "Codec":
+        if model not in self._codecs:
+            codec = self.make(model)
             if self.max_pixels:
-                self._codec.max_pixels = self.max_pixels
-        return self._codec
+                codec.max_pixels = self.max_pixels
+            self._codecs[model] = codec
+        return self._codecs[model]
+
+    def for_stream(self, header: Any) -> "Codec":
+        """The codec of the model a stream names: the run's own, or another installed model
+        (streams of every model decode in one run). ModelMismatchError when none is installed."""
+        own = self.get()
+        entry = own.entry
+        if (header.model_id, header.weights_hash) == (entry.id, entry.hash_prefix):
+            return own
+        from . import registry
+
+        return self.get(registry.find_by_id(header.model_id, header.weights_hash).name)
 
 
 def load_job(job: Job, rep: Reporter, max_pixels: int | None = None):
@@ -542,13 +555,26 @@ def decode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
     if not ready:
         return
 
-    datas = [data for _, data, _, _ in ready]
-    c = codec.get()  # a failure here (missing weights, ...) is fatal, not per file
-    if ssm_out is None:
-        decode = lambda items: [(im, None) for im in c.decode_many(items, layers=layers, allow_partial=True)]  # noqa: E731
-    else:
-        decode = lambda items: [c.decode_with_map(d, layers=layers, allow_partial=True) for d in items]  # noqa: E731
-    results = run_batch(lambda items: quiet_packet_loss(decode, items), datas)
+    codec.get()  # a failure here (missing weights, ...) is fatal, not per file
+    by_model: dict[int, list[int]] = {}  # each model's streams decode together
+    owners: dict[int, Codec] = {}
+    results: list[Any] = [None] * len(ready)
+    for i, (job, _, header, _) in enumerate(ready):
+        try:
+            c = codec.for_stream(header)
+        except SqganError as e:  # a stream of a model this installation lacks
+            results[i] = (e, 0.0)
+            continue
+        owners[id(c)] = c
+        by_model.setdefault(id(c), []).append(i)
+    for key, idx in by_model.items():
+        c = owners[key]
+        if ssm_out is None:
+            decode = lambda items, c=c: [(im, None) for im in c.decode_many(items, layers=layers, allow_partial=True)]  # noqa: E731
+        else:
+            decode = lambda items, c=c: [c.decode_with_map(d, layers=layers, allow_partial=True) for d in items]  # noqa: E731
+        for i, r in zip(idx, run_batch(lambda items: quiet_packet_loss(decode, items), [ready[i][1] for i in idx])):
+            results[i] = r
     for (job, data, header, t_read), (result, seconds) in zip(ready, results):
         if isinstance(result, BaseException):
             job_failed(rep, job, message_of(result))

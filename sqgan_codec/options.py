@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from . import packets
-from .classes import CLASS_NAMES
+from .classes import VOCABULARY as CAMVID11
 from .decide import TUNES
+from .vocabulary import Vocabulary
 
 # The priority key that weighs every class not named (``--priority all=0,Pedestrian=1``).
 ALL_CLASSES = "all"
 SSM_MODES = ("auto", "vq", "lossless")
 SPLIT_MODES = ("fixed", "search")
 REFINE_MODES = ("auto", "on", "off")
-CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,6 @@ class EncodeOptions:
         if self.tune not in TUNES:
             raise ValueError(f"tune must be one of {TUNES}")
         if self.priority:
-            unknown = [k for k in self.priority if k not in CLASS_INDEX and k != ALL_CLASSES]
-            if unknown:
-                raise ValueError(f"unknown class name(s) {unknown} in priority; classes: {', '.join(CLASS_NAMES)}")
             if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
                 raise ValueError("priorities must be finite and non-negative")
         if self.packet_bytes is not None and not (
@@ -66,21 +63,31 @@ class EncodeOptions:
             if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
                 raise ValueError(f"a region of interest is x,y,w,h with w, h > 0: {box}")
 
+    def check_classes(self, vocabulary: Vocabulary) -> None:
+        """ValueError when a priority names a class the model's vocabulary does not have."""
+        known = {n.lower() for n in vocabulary.names} | {ALL_CLASSES}
+        unknown = [k for k in self.priority or {} if k.strip().lower() not in known]
+        if unknown:
+            raise ValueError(f"unknown class name(s) {unknown} in priority; classes of {vocabulary.name}: "
+                             f"{', '.join(vocabulary.names)}")
+
     @property
     def rate_controlled(self) -> bool:
         return self.bpp is not None or self.max_bytes is not None
 
 
-def parse_priority(text: str) -> dict[str, float]:
-    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight}; names are matched case-insensitively;
-    ``all=W`` weighs the classes not named (default 1), e.g. ``"all=0,Pedestrian=1"``."""
-    lookup = {n.lower(): n for n in (*CLASS_NAMES, ALL_CLASSES)}
+def parse_priority(text: str, vocabulary: Vocabulary = CAMVID11) -> dict[str, float]:
+    """``"Pedestrian=4,SignSymbol=4,Sky=0"`` → {name: weight} for the classes of ``vocabulary``
+    (the model's); names are matched case-insensitively; ``all=W`` weighs the classes not named
+    (default 1), e.g. ``"all=0,Pedestrian=1"``."""
+    names = vocabulary.names
+    lookup = {n.lower(): n for n in (*names, ALL_CLASSES)}
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or name.strip().lower() not in lookup:
             raise ValueError(f"bad priority {part!r}: expected CLASS=WEIGHT with CLASS one of "
-                             f"{', '.join(CLASS_NAMES)} (or all=WEIGHT for the classes not named)")
+                             f"{', '.join(names)} (or all=WEIGHT for the classes not named)")
         try:
             out[lookup[name.strip().lower()]] = float(value)
         except ValueError:

@@ -88,11 +88,11 @@ class FileWorker:
     """One Ray worker: a codec, and the local engine's batch function over file jobs."""
 
     def __init__(self, verb: str, device: str, mirror: bool, kwargs: dict[str, Any],
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, model: str | None = None, segmenter: str = "bundled") -> None:
         from .codec import Codec
 
         self.batch_fn = encode_batch if verb == "encode" else decode_batch
-        self.codec = CodecHolder(lambda: Codec(device=device), max_pixels)
+        self.codec = CodecHolder(lambda name: Codec(name or model, device=device, segmenter=segmenter), max_pixels)
         self.mirror, self.kwargs = mirror, kwargs
         self.codec.get()  # a worker that cannot load its model fails at start, not per batch
 
@@ -116,8 +116,10 @@ def _workers(ray: Any, workers: int | None, device: str) -> int:
 
 def run_jobs(verb: str, plan: Plan, rep: Reporter, *, batch_size: int, device: str = "cpu",
              address: str | None = None, workers: int | None = None, overwrite: bool = False,
-             skip_existing: bool = False, max_pixels: int | None = None, **kwargs: Any) -> None:
+             skip_existing: bool = False, max_pixels: int | None = None, model: str | None = None,
+             segmenter: str = "bundled", **kwargs: Any) -> None:
     """Run a planned ``encode``/``decode`` on Ray, reporting into ``rep`` as the local loop does.
+    ``model``/``segmenter``: the codec's (None: the registry's default model).
     ``kwargs`` are the batch function's options (``options=`` for encode; ``layers=``,
     ``ssm_out=``, ``output=`` for decode)."""
     if any(STDIO in (j.src, j.dst) for j in plan.jobs):
@@ -137,6 +139,7 @@ def run_jobs(verb: str, plan: Plan, rep: Reporter, *, batch_size: int, device: s
         FileWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=_workers(ray, workers, device)),
         num_cpus=0 if device == "cuda" else 1, num_gpus=1 if device == "cuda" else 0,
         fn_constructor_kwargs={"verb": verb, "device": device, "mirror": plan.mirror, "max_pixels": max_pixels,
+                               "model": model, "segmenter": segmenter,
                                "kwargs": {**kwargs, "overwrite": overwrite}})
     try:
         for row in done.iter_rows():

@@ -76,6 +76,11 @@ def default_name(kind: str) -> str:
     return _registry(str(weights_dir()))["defaults"][kind]
 
 
+def defaults() -> dict[str, str]:
+    """The default model of each kind: {kind: name}."""
+    return dict(_registry(str(weights_dir()))["defaults"])
+
+
 def get(name: str) -> ModelEntry:
     try:
         return entries()[name]
@@ -134,16 +139,24 @@ def load_state(entry: ModelEntry) -> tuple[dict[str, Any], dict[str, str]]:
     return tensors, meta
 
 
+def load_vocabulary_ref(ref: str, directory: Path | None = None):
+    """The vocabulary a registry entry names: a built-in name, or a ``.json`` file of one's own
+    beside the weights (in ``directory``, default :func:`weights_dir`)."""
+    from .vocabulary import load
+
+    beside = (directory or weights_dir()) / ref
+    return load(beside if beside.suffix == ".json" and beside.is_file() else ref)
+
+
 def vocabulary_of(entry: ModelEntry, meta: dict[str, str] | None = None):
     """The class vocabulary a model was trained with (``config["vocabulary"]``; entries from
     before vocabularies were data are ``camvid11``), checked against the class names saved in
     the weights' metadata and the class count of the model's config."""
-    from .vocabulary import VocabularyError, load
+    from .vocabulary import VocabularyError
 
     name = entry.config.get("vocabulary") or (meta or {}).get("class_set") or "camvid11"
-    beside = weights_dir() / name  # a vocabulary file of one's own ships beside the weights
     try:
-        vocab = load(beside if beside.suffix == ".json" and beside.is_file() else name)
+        vocab = load_vocabulary_ref(name)
     except VocabularyError as exc:
         raise ModelMismatchError(f"model {entry.name!r}: {exc}") from None
     saved = (meta or {}).get("classes")

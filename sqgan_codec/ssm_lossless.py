@@ -1,4 +1,5 @@
-"""Lossless range coding of semantic label maps (H×W class ids ``0 .. NUM_CLASSES-1``).
+"""Lossless range coding of semantic label maps (H×W class ids ``0 .. C-1``, C the model's class
+count, 2 to :data:`MAX_CLASSES`; the tables say which C they are laid out for).
 
 Every probability comes from an integer count table (:class:`LabelMapTables`, saved with the
 weights), turned into float64 ratios by the same numpy arithmetic on every machine, so any
@@ -19,17 +20,16 @@ pass  columns x         the five known neighbours, in priority order
 ====  ================  ===========================================================
 
 ``c`` is the current row, ``a`` the row above, ``aa`` the row two above. A neighbour outside
-the map has the value ``NONE`` (= NUM_CLASSES), which no pixel can copy.
+the map has the value ``NONE`` (= C), which no pixel can copy.
 
 Symbols. The five neighbours fall into groups of equal labels, numbered in order of first
 appearance (their *partition pattern*, one of 52). A pixel is coded as the number of the
 group holding its label (0..4), or 5 = escape when no neighbour has its label; an escape is
 followed by the label itself. Contexts (static, from the table):
 
-- copy symbol: (pass, partition pattern, label of the first neighbour) → 5·52·12 = 3120
-  categoricals over 6 symbols;
-- escaped label: (pass, label of the first neighbour) → 5·12 = 60 categoricals over the
-  NUM_CLASSES labels.
+- copy symbol: (pass, partition pattern, label of the first neighbour) → 5·52·(C+1)
+  categoricals over 6 symbols (3120 for CamVid's 11 classes);
+- escaped label: (pass, label of the first neighbour) → 5·(C+1) categoricals over the C labels.
 
 Within a pass: the copy symbols of the pass in column order, then the escaped labels of the
 pass in column order. On piecewise-constant maps almost every pixel copies a neighbour with
@@ -46,16 +46,17 @@ from typing import Iterable
 import numpy as np
 
 from . import entropy
-from .classes import NUM_CLASSES
+from .classes import NUM_CLASSES  # the default class count (camvid11)
 from .errors import BitstreamError
 
-NONE = NUM_CLASSES  # value of neighbours outside the map
+# Contexts look neighbourhoods up in tables of (C+1)^5 entries: 3.2 million for 19 classes.
+MAX_CLASSES = 19
 _K = 5  # neighbours per pixel
 _ESCAPE = _K  # copy symbol meaning "no neighbour has this label"
 _NUM_SYMBOLS = _K + 1
-_LABELS = NUM_CLASSES + 1  # first-neighbour label context, NONE included
 _PAD = 8  # columns of NONE on each side of a row (largest horizontal offset)
 _MAX_COUNT = 2**31 - 1  # counts are stored as int32
+_ESCAPED = 255  # copied-label marker of the escape symbol; other values ≥ C are invalid
 
 # (columns start, step, neighbour offsets (dy, dx)) per pass
 _PASSES: tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...] = (
@@ -83,73 +84,127 @@ def _partition_tables() -> tuple[int, np.ndarray, np.ndarray]:
 
 _NUM_PATTERNS, _PATTERN_OF_CODE, _GROUP = _partition_tables()
 _PAIR_I, _PAIR_J = (np.array(v) for v in zip(*combinations(range(_K), 2)))
-_DIGIT = _LABELS ** np.arange(_K - 1, -1, -1, dtype=np.int64)  # neighbours → one integer
-_PASS_CONTEXTS = _NUM_PATTERNS * _LABELS
-_COPY_CONTEXTS = len(_PASSES) * _PASS_CONTEXTS
-_ESCAPE_CONTEXTS = len(_PASSES) * _LABELS
-NUM_CONTEXTS = _COPY_CONTEXTS + _ESCAPE_CONTEXTS
-_ESCAPED = 255  # copied-label marker of the escape symbol; other values ≥ NUM_CLASSES are invalid
+
+
+def contexts_for(num_classes: int) -> int:
+    """Rows of the count table for ``num_classes`` labels: copy contexts, then escape contexts."""
+    return len(_PASSES) * (_NUM_PATTERNS + 1) * (num_classes + 1)
+
+
+class _Alphabet:
+    """Context layout for maps of ``num_classes`` labels (NONE = num_classes)."""
+
+    def __init__(self, num_classes: int):
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"the lossless map coder takes 2..{MAX_CLASSES} classes, not {num_classes}")
+        self.num_classes = num_classes
+        self.none = num_classes
+        self.labels = num_classes + 1  # first-neighbour label context, NONE included
+        self.width = max(num_classes, _NUM_SYMBOLS)  # table columns: copy symbols or labels
+        self.digit = self.labels ** np.arange(_K - 1, -1, -1, dtype=np.int64)  # neighbours → one integer
+        self.pass_contexts = _NUM_PATTERNS * self.labels
+        self.copy_contexts = len(_PASSES) * self.pass_contexts
+        self.contexts = contexts_for(num_classes)
+
+    @functools.cached_property
+    def neighbourhoods(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per neighbourhood integer v = Σ nb[i]·(C+1)^(4-i): (copy context within a pass [v],
+        group number of each neighbour [v, 5], label copied by each symbol [v, 6]).
+
+        Lookups keep the per-row work to a few numpy calls (decode speed). Built once per class
+        count (~40 ms for 11 classes)."""
+        digits = np.indices((self.labels,) * _K, dtype=np.uint8).reshape(_K, -1)
+        code = np.zeros(digits.shape[1], np.int16)
+        for b, (i, j) in enumerate(zip(_PAIR_I, _PAIR_J)):
+            code |= (digits[i] == digits[j]).astype(np.int16) << b
+        pattern = _PATTERN_OF_CODE[code]
+        context = pattern.astype(np.int32) * self.labels + digits[0]
+        group = _GROUP[pattern]
+        copied = np.full((digits.shape[1], _NUM_SYMBOLS), self.none, np.uint8)  # NONE: no such group
+        rows = np.arange(digits.shape[1])
+        for j in range(_K - 1, -1, -1):  # the first neighbour of each group writes last
+            copied[rows, group[:, j]] = digits[j]
+        copied[:, _ESCAPE] = _ESCAPED
+        return context, group, copied
+
+    def neighbourhood(self, nb: np.ndarray) -> np.ndarray:
+        """One integer per pixel for its 5 neighbour labels nb [5, n] (each in 0..NONE)."""
+        return self.digit @ nb
+
+    def copy_symbols(self, nb: np.ndarray, v: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Group number of each pixel's label among its neighbours, _ESCAPE where none has it."""
+        match = nb == labels[None, :]
+        j = match.argmax(axis=0)
+        group = self.neighbourhoods[1][v, j]
+        return np.where(match.any(axis=0), group, _ESCAPE)
+
+    def escape_contexts(self, nb0: np.ndarray, p: int) -> np.ndarray:
+        """Escape context of pass p, counted from the first escape row of the table."""
+        return p * self.labels + nb0
+
+    def check(self, labels: np.ndarray) -> np.ndarray:
+        arr = np.asarray(labels)
+        if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+            raise ValueError(f"a label map must be a 2-D integer array, got {arr.dtype} {arr.shape}")
+        if arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
+            raise ValueError(f"label map values must lie in 0..{self.num_classes - 1}")
+        return arr.astype(np.int64)
 
 
 @functools.cache
-def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per neighbourhood integer v = Σ nb[i]·12^(4-i): (copy context within a pass [v],
-    group number of each neighbour [v, 5], label copied by each symbol [v, 6]).
-
-    Lookups keep the per-row work to a few numpy calls (decode speed). Built once (~40 ms)."""
-    digits = np.indices((_LABELS,) * _K, dtype=np.uint8).reshape(_K, -1)
-    code = np.zeros(digits.shape[1], np.int16)
-    for b, (i, j) in enumerate(zip(_PAIR_I, _PAIR_J)):
-        code |= (digits[i] == digits[j]).astype(np.int16) << b
-    pattern = _PATTERN_OF_CODE[code]
-    context = pattern.astype(np.int32) * _LABELS + digits[0]
-    group = _GROUP[pattern]
-    copied = np.full((digits.shape[1], _NUM_SYMBOLS), NONE, np.uint8)  # NONE: no such group
-    rows = np.arange(digits.shape[1])
-    for j in range(_K - 1, -1, -1):  # the first neighbour of each group writes last
-        copied[rows, group[:, j]] = digits[j]
-    copied[:, _ESCAPE] = _ESCAPED
-    return context, group, copied
+def _alphabet(num_classes: int) -> _Alphabet:
+    return _Alphabet(num_classes)
 
 
 @dataclass(frozen=True)
 class LabelMapTables:
-    """Integer statistics of label maps, int [NUM_CONTEXTS, NUM_CLASSES].
+    """Integer statistics of label maps of C classes, int [contexts_for(C), max(C, 6)].
 
-    Rows ``0 .. 3119``: copy symbols, row (pass·52 + pattern)·12 + first-neighbour label,
-    counts in the first 6 columns, the other columns zero. Rows ``3120 .. 3179``: escaped
-    labels, row 3120 + pass·12 + first-neighbour label. Counts fit int32 so the table can be
-    saved as one weights tensor (34,980 entries).
+    Rows ``0 .. 5·52·(C+1)-1``: copy symbols, row (pass·52 + pattern)·(C+1) + first-neighbour
+    label, counts in the first 6 columns, the other columns zero. Then the escaped labels, row
+    5·52·(C+1) + pass·(C+1) + first-neighbour label, counts in the first C columns. Counts fit
+    int32 so the table can be saved as one weights tensor (CamVid's 11 classes: [3180, 11]).
+    The class count is read off the shape.
     """
 
     counts: np.ndarray
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
-        if counts.shape != (NUM_CONTEXTS, NUM_CLASSES) or not np.issubdtype(counts.dtype, np.integer):
-            raise ValueError(f"label-map tables must be integer [{NUM_CONTEXTS}, {NUM_CLASSES}], "
-                             f"got {counts.dtype} {list(counts.shape)}")
+        rows = counts.shape[0] if counts.ndim == 2 else 0
+        classes, rest = divmod(rows, contexts_for(0))
+        classes -= 1
+        if (counts.ndim != 2 or rest or not 2 <= classes <= MAX_CLASSES
+                or counts.shape[1] != max(classes, _NUM_SYMBOLS) or not np.issubdtype(counts.dtype, np.integer)):
+            raise ValueError(f"label-map tables must be integer [contexts_for(C), max(C, 6)] for "
+                             f"2..{MAX_CLASSES} classes C, got {counts.dtype} {list(counts.shape)}")
+        a = _alphabet(classes)
         if counts.min() < 0 or counts.max() > _MAX_COUNT:
             raise ValueError("label-map tables must be non-negative counts that fit int32")
-        if counts[:_COPY_CONTEXTS, _NUM_SYMBOLS:].any():
-            raise ValueError("label-map tables have counts in unused copy-symbol columns")
+        if counts[:a.copy_contexts, _NUM_SYMBOLS:].any() or counts[a.copy_contexts:, classes:].any():
+            raise ValueError("label-map tables have counts in unused columns")
         counts = counts.astype(np.int64)
         counts.flags.writeable = False
         object.__setattr__(self, "counts", counts)
 
+    @property
+    def num_classes(self) -> int:
+        return self.counts.shape[0] // contexts_for(0) - 1
+
     def probabilities(self) -> tuple[np.ndarray, np.ndarray]:
-        """(copy [passes, 624, 6], escape [60, NUM_CLASSES]) float64; every symbol stays codable."""
-        copy = self.counts[:_COPY_CONTEXTS, :_NUM_SYMBOLS].astype(np.float64) + 1.0
-        escape = self.counts[_COPY_CONTEXTS:].astype(np.float64) + 1.0
-        copy = (copy / copy.sum(axis=1, keepdims=True)).reshape(len(_PASSES), _PASS_CONTEXTS, _NUM_SYMBOLS)
+        """(copy [passes, 52·(C+1), 6], escape [5·(C+1), C]) float64; every symbol stays codable."""
+        a = _alphabet(self.num_classes)
+        copy = self.counts[:a.copy_contexts, :_NUM_SYMBOLS].astype(np.float64) + 1.0
+        escape = self.counts[a.copy_contexts:, :a.num_classes].astype(np.float64) + 1.0
+        copy = (copy / copy.sum(axis=1, keepdims=True)).reshape(len(_PASSES), a.pass_contexts, _NUM_SYMBOLS)
         return copy, escape / escape.sum(axis=1, keepdims=True)
 
 
 class _Layout:
     """Flat indices into a NONE-padded copy of an h×w map: 2 rows above, _PAD columns each side."""
 
-    def __init__(self, h: int, w: int):
-        self.h, self.w = h, w
+    def __init__(self, h: int, w: int, none: int):
+        self.h, self.w, self.none = h, w, none
         self.stride = w + 2 * _PAD
         self.columns: list[np.ndarray] = []  # columns of each pass
         self.neighbours: list[np.ndarray] = []  # [5, n] flat neighbour indices for row 0
@@ -163,46 +218,21 @@ class _Layout:
             self.neighbours.append(base[None, :] + shifts[:, None])
 
     def padded(self, labels: np.ndarray | None = None) -> np.ndarray:
-        buf = np.full((self.h + 2, self.stride), NONE, np.int64)
+        buf = np.full((self.h + 2, self.stride), self.none, np.int64)
         if labels is not None:
             buf[2:, _PAD:_PAD + self.w] = labels
         return buf
 
 
-def _neighbourhood(nb: np.ndarray) -> np.ndarray:
-    """One integer per pixel for its 5 neighbour labels nb [5, n] (each in 0..NONE)."""
-    return _DIGIT @ nb
-
-
-def _copy_symbols(nb: np.ndarray, v: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Group number of each pixel's label among its neighbours, _ESCAPE where none has it."""
-    match = nb == labels[None, :]
-    j = match.argmax(axis=0)
-    group = _neighbourhood_tables()[1][v, j]
-    return np.where(match.any(axis=0), group, _ESCAPE)
-
-
-def _escape_contexts(nb0: np.ndarray, p: int) -> np.ndarray:
-    """Escape context of pass p, counted from the first escape row of the table."""
-    return p * _LABELS + nb0
-
-
-def _check_labels(labels: np.ndarray) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise ValueError(f"a label map must be a 2-D integer array, got {arr.dtype} {arr.shape}")
-    if arr.size and (arr.min() < 0 or arr.max() >= NUM_CLASSES):
-        raise ValueError(f"label map values must lie in 0..{NUM_CLASSES - 1}")
-    return arr.astype(np.int64)
-
-
-def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
-    """Count every copy symbol and escaped label of the example maps (void-free class ids)."""
-    counts = np.zeros((NUM_CONTEXTS, NUM_CLASSES), np.int64)
-    context_of = _neighbourhood_tables()[0]
+def fit_tables(label_maps: Iterable[np.ndarray], num_classes: int = NUM_CLASSES) -> LabelMapTables:
+    """Count every copy symbol and escaped label of the example maps (void-free class ids
+    ``0 .. num_classes-1``)."""
+    a = _alphabet(num_classes)
+    counts = np.zeros((a.contexts, a.width), np.int64)
+    context_of = a.neighbourhoods[0]
     for labels in label_maps:
-        arr = _check_labels(labels)
-        layout = _Layout(*arr.shape)
+        arr = a.check(labels)
+        layout = _Layout(*arr.shape, a.none)
         flat = layout.padded(arr).ravel()
         rows = np.arange(layout.h, dtype=np.int64)[:, None] * layout.stride
         for p in range(len(_PASSES)):
@@ -210,12 +240,12 @@ def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
                 continue
             nb = flat[layout.neighbours[p][:, None, :] + rows[None]].reshape(_K, -1)
             truth = flat[layout.targets[p][None, :] + rows].reshape(-1)
-            v = _neighbourhood(nb)
-            sym = _copy_symbols(nb, v, truth)
+            v = a.neighbourhood(nb)
+            sym = a.copy_symbols(nb, v, truth)
             esc = sym == _ESCAPE
             index = np.concatenate([
-                (p * _PASS_CONTEXTS + context_of[v]) * NUM_CLASSES + sym,
-                (_COPY_CONTEXTS + _escape_contexts(nb[0, esc], p)) * NUM_CLASSES + truth[esc]])
+                (p * a.pass_contexts + context_of[v]) * a.width + sym,
+                (a.copy_contexts + a.escape_contexts(nb[0, esc], p)) * a.width + truth[esc]])
             counts += np.bincount(index, minlength=counts.size).reshape(counts.shape)
     big = counts.max(axis=1, keepdims=True)
     scale = np.maximum(-(-big // _MAX_COUNT), 1)  # ceil; rows over the int32 limit shrink
@@ -223,13 +253,15 @@ def fit_tables(label_maps: Iterable[np.ndarray]) -> LabelMapTables:
 
 
 def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
-    """Range-code one label map (h×w ints in 0..NUM_CLASSES-1); the shape is not stored."""
+    """Range-code one label map (h×w ints in 0..C-1, C the tables' class count); the shape is
+    not stored."""
     categorical = entropy.categorical()
-    arr = _check_labels(labels)
-    layout = _Layout(*arr.shape)
+    a = _alphabet(tables.num_classes)
+    arr = a.check(labels)
+    layout = _Layout(*arr.shape, a.none)
     flat = layout.padded(arr).ravel()
     copy_p, escape_p = tables.probabilities()
-    context_of = _neighbourhood_tables()[0]
+    context_of = a.neighbourhoods[0]
     encoder = entropy.range_encoder()
     for y in range(layout.h):
         shift = y * layout.stride
@@ -238,13 +270,13 @@ def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
                 continue
             nb = flat[layout.neighbours[p] + shift]
             truth = flat[layout.targets[p] + shift]
-            v = _neighbourhood(nb)
-            sym = _copy_symbols(nb, v, truth)
+            v = a.neighbourhood(nb)
+            sym = a.copy_symbols(nb, v, truth)
             encoder.encode(sym.astype(np.int32), categorical, copy_p[p][context_of[v]])
             esc = sym == _ESCAPE
             if esc.any():
                 encoder.encode(truth[esc].astype(np.int32), categorical,
-                               escape_p[_escape_contexts(nb[0, esc], p)])
+                               escape_p[a.escape_contexts(nb[0, esc], p)])
     return entropy.finish(encoder)
 
 
@@ -254,11 +286,12 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
     h, w = (int(v) for v in shape)
     if h < 0 or w < 0:
         raise ValueError(f"bad label-map shape {shape}")
-    layout = _Layout(h, w)
+    a = _alphabet(tables.num_classes)
+    layout = _Layout(h, w, a.none)
     buf = layout.padded()
     flat = buf.ravel()
     copy_p, escape_p = tables.probabilities()
-    context_of, _, copied = _neighbourhood_tables()
+    context_of, _, copied = a.neighbourhoods
     passes = [(p, layout.neighbours[p], layout.targets[p], copy_p[p])
               for p in range(len(_PASSES)) if layout.columns[p].size]
     decoder = entropy.range_decoder(data, "label-map stream")
@@ -267,13 +300,13 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
             shift = y * layout.stride
             for p, neighbours, targets, probs in passes:
                 nb = flat[neighbours + shift]
-                v = _neighbourhood(nb)
+                v = a.neighbourhood(nb)
                 sym = decoder.decode(categorical, probs[context_of[v]])
                 values = copied[v, sym]
                 esc = values == _ESCAPED
                 if esc.any():
-                    values[esc] = decoder.decode(categorical, escape_p[_escape_contexts(nb[0, esc], p)])
-                if values.max() >= NUM_CLASSES:
+                    values[esc] = decoder.decode(categorical, escape_p[a.escape_contexts(nb[0, esc], p)])
+                if values.max() >= a.num_classes:
                     raise BitstreamError("label-map stream copies a neighbour that does not exist")
                 flat[targets + shift] = values
         exhausted = decoder.maybe_exhausted()
@@ -284,12 +317,12 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
     return buf[2:, _PAD:_PAD + w].astype(np.uint8)
 
 
-def fill_void(labels: np.ndarray) -> np.ndarray:
-    """Replace void (CamVid's 11, or any id ≥ NUM_CLASSES) by a nearby class, growing the
+def fill_void(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Replace void (CamVid's 11, or any id ≥ ``num_classes``) by a nearby class, growing the
     classes into the void one pixel a step. Turns ground-truth maps into maps a segmenter could
     have produced, to fit tables and measure on. An all-void map becomes class 0."""
     out = np.array(labels, dtype=np.int64)
-    hole = (out < 0) | (out >= NUM_CLASSES)
+    hole = (out < 0) | (out >= num_classes)
     while hole.any():
         if hole.all():
             out[...] = 0

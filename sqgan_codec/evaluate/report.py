@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..classes import CLASS_NAMES
+from ..classes import VOCABULARY as CAMVID11
+from ..vocabulary import Vocabulary
 from . import classical
 from . import metrics as M
 
@@ -128,12 +129,13 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB")).copy()
 
 
-def load_label(path: Path) -> np.ndarray:
+def load_label(path: Path, vocabulary: Vocabulary = CAMVID11) -> np.ndarray:
+    """A ground-truth label file's ids as class ids of ``vocabulary`` (void: its class count)."""
     with Image.open(path) as im:
         arr = np.asarray(im)
     if arr.ndim != 2:
-        raise ValueError(f"{path}: label maps must be single-channel class ids")
-    return arr.astype(np.uint8)
+        raise ValueError(f"{path}: label maps must be single-channel label ids")
+    return vocabulary.map_labels(arr)
 
 
 def _as_rgb(decoded: Any) -> np.ndarray:
@@ -186,6 +188,7 @@ class _Context:
     segment: Callable | None
     lpips: M.LpipsVggStyle | None
     fid: M.EffnetFeatures | None
+    vocabulary: Vocabulary = CAMVID11  # the segmenter's classes: ground truth is read in them
 
 
 _CTX: _Context | None = None  # set in the parent before workers fork
@@ -231,10 +234,11 @@ def _image_metrics(ctx: _Context, ref: np.ndarray, dec: np.ndarray, ref_feats, g
         out.feats[key] = ctx.fid(dec)
     if ctx.segment is not None:
         pred = np.asarray(ctx.segment(dec))
-        agree = M.confusion_matrix(ref_pred, pred)
+        classes, void = ctx.vocabulary.num_classes, ctx.vocabulary.void
+        agree = M.confusion_matrix(ref_pred, pred, classes, void)
         row["seg_agree_miou"] = M.miou(agree)
         if gt is not None:
-            cm = M.confusion_matrix(gt, pred)
+            cm = M.confusion_matrix(gt, pred, classes, void)
             out.cms[key] = cm
             row["miou"], row["pixel_acc"] = M.miou(cm), M.pixel_accuracy(cm)
 
@@ -245,7 +249,7 @@ def _evaluate_image(index: int) -> _ImageOutcome:
     cfg = ctx.config
     path, label_path = ctx.pairs[index]
     ref = load_rgb(path)
-    gt = load_label(label_path) if label_path is not None else None
+    gt = load_label(label_path, ctx.vocabulary) if label_path is not None else None
     if gt is not None and gt.shape != ref.shape[:2]:
         raise ValueError(f"{label_path}: size {gt.shape} differs from image {ref.shape[:2]}")
     out = _ImageOutcome(rows=[])
@@ -274,7 +278,7 @@ def _evaluate_image(index: int) -> _ImageOutcome:
         if ref_pred.shape != ref.shape[:2]:
             raise ValueError(f"segmenter returned {ref_pred.shape} for a {ref.shape[:2]} image")
         if gt is not None:
-            cm = M.confusion_matrix(gt, ref_pred)
+            cm = M.confusion_matrix(gt, ref_pred, ctx.vocabulary.num_classes, ctx.vocabulary.void)
             out.cms[("original", 1, None)] = cm
             base["miou"], base["pixel_acc"] = M.miou(cm), M.pixel_accuracy(cm)
     out.rows.append(base)
@@ -387,6 +391,8 @@ def run_benchmark(pairs: list[tuple[Path, Path | None]], config: BenchConfig | N
     """Evaluate every codec on every (image, label) pair; see the module docstring.
 
     ``notes``: messages already logged by the caller (skipped plug-ins), kept in the summary.
+    The classes are the segmenter's (``segment``, a :class:`~sqgan_codec.segmenters.Segmenter`'s
+    method, says which), else CamVid's.
     """
     global _CTX
     import torch
@@ -425,7 +431,8 @@ def run_benchmark(pairs: list[tuple[Path, Path | None]], config: BenchConfig | N
         note("no segmenter: mIoU columns are empty")
     elif not any(lab is not None for _, lab in pairs):
         note("no ground-truth labels: only seg_agree_miou (decoded vs original segmentation) is reported")
-    _CTX = _Context(cfg, list(pairs), list(learned or []), segment, lp, fid)
+    vocabulary = getattr(getattr(segment, "__self__", None), "vocabulary", CAMVID11)
+    _CTX = _Context(cfg, list(pairs), list(learned or []), segment, lp, fid, vocabulary)
 
     outcomes: list[_ImageOutcome] = []
     start = time.perf_counter()
@@ -454,7 +461,7 @@ def run_benchmark(pairs: list[tuple[Path, Path | None]], config: BenchConfig | N
         _CTX = None
     wall = time.perf_counter() - start
     rows = [r for o in outcomes for r in o.rows]
-    summary = summarise(outcomes, cfg, [lc.name for lc in (learned or [])], n, wall)
+    summary = summarise(outcomes, cfg, [lc.name for lc in (learned or [])], n, wall, vocabulary)
     summary["skipped"] = skipped
     summary["segmenter"] = None if segment is None else getattr(segment, "__qualname__", repr(segment))
     if lp is not None:
@@ -471,7 +478,7 @@ def _mean(values) -> float | None:
 
 
 def summarise(outcomes: list[_ImageOutcome], cfg: BenchConfig, learned: list[str], n_images: int,
-              wall_s: float) -> dict:
+              wall_s: float, vocabulary: Vocabulary = CAMVID11) -> dict:
     groups: dict[tuple, dict] = {}
     orig_feats = [o.feats[("original", 1, None)] for o in outcomes if ("original", 1, None) in o.feats]
     for o in outcomes:
@@ -496,7 +503,7 @@ def summarise(outcomes: list[_ImageOutcome], cfg: BenchConfig, learned: list[str
             iou = M.iou_from_confusion(g["cm"])
             entry["miou"] = M.miou(g["cm"])
             entry["pixel_acc"] = M.pixel_accuracy(g["cm"])
-            entry["per_class_iou"] = {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, iou)}
+            entry["per_class_iou"] = {name: (None if np.isnan(v) else float(v)) for name, v in zip(vocabulary.names, iou)}
         if codec == "original":
             original = entry
             continue

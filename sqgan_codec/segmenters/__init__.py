@@ -22,6 +22,7 @@ from .base import (SEGMENTER_BUNDLED, SEGMENTER_LABELS, SEGMENTER_ONNX, Segmente
                    check_rgb)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..vocabulary import Vocabulary
     from .bundled import BundledSegmenter
     from .labels import LabelsSegmenter
     from .onnx import OnnxSegmenter
@@ -37,8 +38,12 @@ _lock = threading.Lock()
 
 
 def get_segmenter(spec: str = "bundled", *, device: str = "auto",
-                  class_map: str | os.PathLike[str] | None = None) -> Segmenter:
+                  class_map: str | os.PathLike[str] | None = None,
+                  vocabulary: "Vocabulary | None" = None) -> Segmenter:
     """The segmenter a spec names (see the module docstring).
+
+    ``vocabulary``: the classes the maps must hold (a codec passes its model's): label files
+    and class maps are read in it; a bundled network has its own, which the codec checks.
 
     ``bundled`` instances are cached per model, device and weights folder (the network
     is loaded once per process); the others are created anew (they are cheap, and their
@@ -58,12 +63,12 @@ def get_segmenter(spec: str = "bundled", *, device: str = "auto",
         if kind == "onnx":
             from .onnx import OnnxSegmenter
 
-            return OnnxSegmenter(arg, class_map, device=device)
+            return OnnxSegmenter(arg, class_map, device=device, vocabulary=vocabulary)
         if class_map is not None:
             raise SegmenterError("a class map is only used with an onnx:PATH segmenter")
         from .labels import LabelsSegmenter
 
-        return LabelsSegmenter(arg)
+        return LabelsSegmenter(arg, vocabulary=vocabulary)
     raise SegmenterError(f"unknown segmenter {spec!r}; use {SPEC_HELP}")
 
 

@@ -6,9 +6,9 @@ Contract (every implementation keeps it; the codec relies on nothing else):
   an implementation pads or resizes internally as its model needs). The array is not
   modified. Anything else is an :class:`~sqgan_codec.errors.ImageInputError`.
 * Output: a new, C-contiguous H x W uint8 array (same H and W as the input) of class
-  ids ``0 .. classes.NUM_CLASSES - 1`` in the codec's class set (CamVid 11, see
-  :mod:`sqgan_codec.classes`). ``classes.VOID`` is never returned: every pixel gets a
-  real class.
+  ids ``0 .. C - 1`` of the segmenter's ``vocabulary`` (:mod:`sqgan_codec.vocabulary`;
+  CamVid's 11 classes unless it says otherwise). Void is never returned: every pixel gets
+  a real class. A codec refuses a segmenter whose vocabulary is not its model's.
 * ``name`` (keyword, optional) names the image (usually its path). Model-based
   segmenters ignore it; :class:`~.labels.LabelsSegmenter` with a folder uses it to find
   the label file (``<folder>/<stem>.png``).
@@ -30,8 +30,9 @@ from typing import Sequence
 import numpy as np
 
 from ..bitstream import SEGMENTER_BUNDLED, SEGMENTER_LABELS, SEGMENTER_ONNX  # noqa: F401  (the header's ids)
-from ..classes import NUM_CLASSES
+from ..classes import VOCABULARY as CAMVID11
 from ..errors import ImageInputError, SegmenterError
+from ..vocabulary import Vocabulary
 
 
 class Segmenter(abc.ABC):
@@ -41,10 +42,12 @@ class Segmenter(abc.ABC):
     """Short human-readable description, e.g. ``bundled (segnet-camvid11)``."""
     segmenter_id: int = -1
     """Bitstream id: 0 bundled, 1 onnx, 2 labels."""
+    vocabulary: Vocabulary = CAMVID11
+    """The classes whose ids the maps hold."""
 
     @abc.abstractmethod
     def segment(self, rgb: np.ndarray, *, name: str | None = None) -> np.ndarray:
-        """H x W x 3 uint8 RGB -> H x W uint8 class ids 0..10 (see the module docstring)."""
+        """H x W x 3 uint8 RGB -> H x W uint8 class ids of :attr:`vocabulary` (see the module docstring)."""
 
     def segment_many(self, images: Sequence[np.ndarray], *,
                      names: Sequence[str | None] | None = None) -> list[np.ndarray]:
@@ -80,12 +83,12 @@ def check_rgb(rgb: np.ndarray, name: str | None = None) -> np.ndarray:
     return rgb
 
 
-def check_map(ids: np.ndarray, rgb: np.ndarray, who: str) -> np.ndarray:
+def check_map(ids: np.ndarray, rgb: np.ndarray, who: str, num_classes: int = CAMVID11.num_classes) -> np.ndarray:
     """The contract's output checks (a failure here is a bug in ``who``, not bad input)."""
     if ids.shape != rgb.shape[:2] or ids.dtype != np.uint8:
         raise RuntimeError(f"{who} returned {ids.dtype} {ids.shape} for an image of {rgb.shape[:2]}")
-    if ids.size and int(ids.max()) >= NUM_CLASSES:
-        raise RuntimeError(f"{who} returned class id {int(ids.max())} (>= {NUM_CLASSES})")
+    if ids.size and int(ids.max()) >= num_classes:
+        raise RuntimeError(f"{who} returned class id {int(ids.max())} (>= {num_classes})")
     return np.ascontiguousarray(ids)
 
 

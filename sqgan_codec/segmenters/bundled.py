@@ -13,7 +13,6 @@ from typing import Sequence
 import numpy as np
 
 from .. import registry
-from ..classes import NUM_CLASSES
 from ..errors import ModelMismatchError
 from .base import SEGMENTER_BUNDLED, Segmenter, _names_for, check_map, check_rgb
 
@@ -46,13 +45,10 @@ class BundledSegmenter(Segmenter):
         if entry.kind != "segmenter":
             raise ModelMismatchError(f"model {name!r} is a {entry.kind!r} model, not a segmenter")
         config = dict(entry.config)
-        num_classes = int(config.pop("num_classes", NUM_CLASSES))
-        if num_classes != NUM_CLASSES:
-            raise ModelMismatchError(f"segmenter {name!r} predicts {num_classes} classes; "
-                                     f"the codec's class set has {NUM_CLASSES}")
         kwargs = {k: config[k] for k in ("width",) if k in config}
         state, meta = registry.load_state(entry)
-        self.vocabulary = registry.vocabulary_of(entry, meta)
+        self.vocabulary = registry.vocabulary_of(entry, meta)  # checks the class count too
+        num_classes = self.vocabulary.num_classes
         state = {k.removeprefix("module."): v for k, v in state.items()}
         net = SegmenterNet(num_classes=num_classes, **kwargs)
         try:
@@ -87,7 +83,7 @@ class BundledSegmenter(Segmenter):
                 chunk = idx[start:start + self.batch_size]
                 maps = self._run([images[i] for i in chunk], h, w)
                 for i, m in zip(chunk, maps):
-                    out[i] = check_map(m, images[i], "bundled segmenter")
+                    out[i] = check_map(m, images[i], "bundled segmenter", self.vocabulary.num_classes)
         return out  # type: ignore[return-value]
 
     def describe(self, images: Sequence[np.ndarray]) -> list[Description]:
@@ -99,7 +95,8 @@ class BundledSegmenter(Segmenter):
         logits, _ = self._forward(list(images), h, w)
         probs = logits.softmax(1).amax(1)
         ids = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-        return [Description(check_map(np.ascontiguousarray(ids[i]), images[i], "bundled segmenter"),
+        return [Description(check_map(np.ascontiguousarray(ids[i]), images[i], "bundled segmenter",
+                                      self.vocabulary.num_classes),
                             float(probs[i].mean())) for i in range(len(images))]
 
     # -- internals

@@ -8,9 +8,9 @@ A label file is a single-channel image of the codec's class ids: 8-bit greyscale
 or palette (``P``, the indices are the ids) PNG; 16-bit greyscale and RGB files whose
 three channels are equal are accepted too. It must have the image's size exactly.
 
-Values: ``0 .. 10`` are the classes (:mod:`sqgan_codec.classes`). ``11``
-(``classes.VOID``, as in CamVid/SegNet ground truth) and ``255`` (the usual "ignore"
-value) are void: with ``void="nearest"`` (the default) each void pixel takes the class of
+Values: ``0 .. C-1`` are the classes of the segmenter's vocabulary (CamVid's 11 unless
+``vocabulary=`` names another; the codec passes its model's). ``C`` (CamVid/SegNet's void
+11) and ``255`` (the usual "ignore" value) are void: with ``void="nearest"`` (the default) each void pixel takes the class of
 the nearest labelled pixel, since the codec needs a class everywhere; with
 ``void="error"`` they are refused. Any other value is an error.
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classes import NUM_CLASSES, VOID
 from ..errors import SegmenterError
+from ..vocabulary import Vocabulary
 from .base import SEGMENTER_LABELS, Segmenter, check_map, check_rgb
 
-VOID_VALUES = (VOID, 255)
+IGNORE_VALUE = 255  # void in any vocabulary, besides the class count itself
 LABEL_SUFFIX = ".png"
 
 
@@ -36,7 +36,10 @@ class LabelsSegmenter(Segmenter):
 
     segmenter_id = SEGMENTER_LABELS
 
-    def __init__(self, path: str | os.PathLike[str], *, void: str = "nearest") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, void: str = "nearest",
+                 vocabulary: Vocabulary | None = None) -> None:
+        if vocabulary is not None:
+            self.vocabulary = vocabulary
         self.path = os.fspath(path)
         if not os.path.exists(self.path):
             raise SegmenterError(f"{self.path}: no such label file or folder")
@@ -66,7 +69,7 @@ class LabelsSegmenter(Segmenter):
             who = f" ({name})" if name else ""
             raise SegmenterError(f"{path}: label map is {ids.shape[1]}x{ids.shape[0]} but the "
                                  f"image{who} is {w}x{h}")
-        return check_map(ids.copy(), rgb, "labels segmenter")
+        return check_map(ids.copy(), rgb, "labels segmenter", self.vocabulary.num_classes)
 
     # -- internals
 
@@ -85,18 +88,19 @@ class LabelsSegmenter(Segmenter):
         return ids
 
     def _clean(self, values: np.ndarray, path: str) -> np.ndarray:
-        void = np.isin(values, VOID_VALUES)
-        bad = (values >= NUM_CLASSES) & ~void
+        classes = self.vocabulary.num_classes
+        void = np.isin(values, (classes, IGNORE_VALUE))
+        bad = (values >= classes) & ~void
         if bad.any():
             shown = ", ".join(str(v) for v in np.unique(values[bad])[:8])
             raise SegmenterError(
-                f"{path}: label map has values outside the codec's classes 0..{NUM_CLASSES - 1} "
-                f"(and void {VOID}/255): {shown}")
+                f"{path}: label map has values outside the classes 0..{classes - 1} of "
+                f"{self.vocabulary.name} (and void {classes}/{IGNORE_VALUE}): {shown}")
         ids = values.astype(np.uint8)
         if void.any():
             if self.void == "error":
                 raise SegmenterError(f"{path}: label map has {int(void.sum())} void pixels "
-                                     f"(value {VOID} or 255); every pixel needs a class")
+                                     f"(value {classes} or {IGNORE_VALUE}); every pixel needs a class")
             if void.all():
                 raise SegmenterError(f"{path}: label map is void everywhere; nothing to go by")
             ids = fill_nearest(ids, void)

@@ -22,8 +22,8 @@ Class map (JSON)::
     }
 
 ``labels`` must name every model label ``0 .. L-1`` (so L is known and checked against
-the model's output): a codec class name (case-insensitive, see
-:data:`sqgan_codec.classes.CLASS_NAMES`) or ``"ignore"``. A pixel gets the codec class of
+the model's output): a class name of the codec's vocabulary (case-insensitive; CamVid's 11
+classes unless a ``vocabulary=`` is given, see :mod:`sqgan_codec.vocabulary`) or ``"ignore"``. A pixel gets the codec class of
 the highest-scoring *mapped* label, so ignored labels never win and never leave a hole.
 Keys starting with ``_`` and ``description`` are comments. Built-in maps
 (``sqgan_codec/segmenters/maps/NAME.json``) can be named instead of a path, e.g.
@@ -42,8 +42,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..classes import CLASS_NAMES, class_id
+from ..classes import VOCABULARY as CAMVID11
 from ..errors import SegmenterError
+from ..vocabulary import Vocabulary
 from .base import SEGMENTER_ONNX, Segmenter, check_map, check_rgb
 
 MAPS_DIR = Path(__file__).resolve().parent / "maps"
@@ -87,10 +88,12 @@ def builtin_maps() -> list[str]:
     return sorted(p.stem for p in MAPS_DIR.glob("*.json"))
 
 
-def load_class_map(spec: str | os.PathLike[str] | Mapping[str, Any]) -> ClassMap:
-    """A class map from a JSON file, a built-in map's name, or an already parsed dict."""
+def load_class_map(spec: str | os.PathLike[str] | Mapping[str, Any],
+                   vocabulary: Vocabulary = CAMVID11) -> ClassMap:
+    """A class map from a JSON file, a built-in map's name, or an already parsed dict, onto the
+    classes of ``vocabulary``."""
     if isinstance(spec, Mapping):
-        return parse_class_map(spec, "<dict>")
+        return parse_class_map(spec, "<dict>", vocabulary)
     text_spec = os.fspath(spec)
     path = Path(text_spec)
     if not path.exists() and os.sep not in text_spec and "/" not in text_spec:
@@ -111,10 +114,10 @@ def load_class_map(spec: str | os.PathLike[str] | Mapping[str, Any]) -> ClassMap
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SegmenterError(f"{shown}: class map is not valid JSON ({e})") from None
-    return parse_class_map(data, shown)
+    return parse_class_map(data, shown, vocabulary)
 
 
-def parse_class_map(data: Any, source: str = "<dict>") -> ClassMap:
+def parse_class_map(data: Any, source: str = "<dict>", vocabulary: Vocabulary = CAMVID11) -> ClassMap:
     def bad(msg: str) -> SegmenterError:
         return SegmenterError(f"{source}: class map: {msg}")
 
@@ -143,10 +146,10 @@ def parse_class_map(data: Any, source: str = "<dict>") -> ClassMap:
             by_id[label] = -1
             continue
         try:
-            by_id[label] = class_id(value)
+            by_id[label] = vocabulary.class_id(value)
         except ValueError:
-            raise bad(f"label {label}: unknown class {value!r}; known: "
-                      f"{', '.join(CLASS_NAMES)}, or {IGNORE!r}") from None
+            raise bad(f"label {label}: unknown class {value!r}; known ({vocabulary.name}): "
+                      f"{', '.join(vocabulary.names)}, or {IGNORE!r}") from None
     n = max(by_id) + 1
     missing = [i for i in range(n) if i not in by_id]
     if missing:
@@ -305,8 +308,10 @@ class OnnxSegmenter(Segmenter):
 
     def __init__(self, path: str | os.PathLike[str],
                  class_map: str | os.PathLike[str] | Mapping[str, Any] | ClassMap | None = None, *,
-                 device: str = "auto", backend: str = "auto") -> None:
+                 device: str = "auto", backend: str = "auto", vocabulary: Vocabulary | None = None) -> None:
         path = os.fspath(path)
+        if vocabulary is not None:
+            self.vocabulary = vocabulary
         if not os.path.exists(path):
             raise SegmenterError(f"{path}: no such ONNX model file")
         if os.path.isdir(path):
@@ -318,7 +323,8 @@ class OnnxSegmenter(Segmenter):
                     f"{path}: an ONNX segmenter needs a class map (--class-map FILE, or "
                     f"{sibling.name} beside the model; built-in: {', '.join(builtin_maps())})")
             class_map = sibling
-        self.class_map = class_map if isinstance(class_map, ClassMap) else load_class_map(class_map)
+        self.class_map = (class_map if isinstance(class_map, ClassMap)
+                          else load_class_map(class_map, self.vocabulary))
         self.path = path
         self.backend = self._open(path, device, backend)
         cm = self.class_map
@@ -389,7 +395,7 @@ class OnnxSegmenter(Segmenter):
         self._check_channels(out.shape[1])
         scores = np.asarray(out[0][self._mapped], dtype=np.float32)
         best = _upsample_argmax(scores, frame, (h, w))
-        return check_map(self._mapped_classes[best], rgb, "ONNX segmenter")
+        return check_map(self._mapped_classes[best], rgb, "ONNX segmenter", self.vocabulary.num_classes)
 
 
 # ----------------------------------------------------------------------------- helpers

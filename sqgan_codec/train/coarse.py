@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import coarse as coarse_coding
-from ..classes import NUM_CLASSES, VOID
 from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
@@ -103,16 +102,17 @@ def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor) -> tuple[to
     n = rgb.shape[0]
     keep_s = torch.empty(n).uniform_(0.1, 1.0)
     keep_x = torch.empty(n).uniform_(0.0, 1.0) * (torch.rand(n) > 0.2)
-    dec_map = one_hot_map(sqgan.ssm(onehot, keep_s)["logits"].argmax(1), NUM_CLASSES)
+    dec_map = one_hot_map(sqgan.ssm(onehot, keep_s)["logits"].argmax(1), sqgan.config.num_classes)
     return sqgan.image(rgb, onehot, keep_x, dec_map)["rgb"].clamp(-1, 1), dec_map
 
 
 def load_frozen_sqgan(name: str | None, device: torch.device):
+    """The frozen SQ-GAN network, its registry name and its vocabulary (the decoder's classes)."""
     from .. import registry
     from ..codec import Codec
 
     codec = Codec(name or registry.default_name("sqgan"), device=device, segmenter="labels")
-    return codec.net.requires_grad_(False), codec.entry.name
+    return codec.net.requires_grad_(False), codec.entry.name, codec.vocabulary
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -123,15 +123,17 @@ def run(args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     ckpt_path = out / "last.pt"
-    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out)
-    labels = fill_pseudo_labels(keys, images, labels, out / "pseudo_labels", device=str(device))
-    ce_weights = (balanced_class_weights(labels) *
-                  relevance_pixel_weights(torch.arange(NUM_CLASSES), 1.0)).to(device)
-    sqgan, sqgan_name = load_frozen_sqgan(args.model, device)
-    net = CoarseDecoder(CoarseDecoderConfig(num_classes=NUM_CLASSES)).to(device)
+    sqgan, sqgan_name, vocab = load_frozen_sqgan(args.model, device)  # its classes are the decoder's
+    classes, relevance = vocab.num_classes, vocab.relevance
+    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out,
+                                             vocabulary=vocab)
+    labels = fill_pseudo_labels(keys, images, labels, out / "pseudo_labels", device=str(device), vocabulary=vocab)
+    ce_weights = (balanced_class_weights(labels, classes) *
+                  relevance_pixel_weights(torch.arange(classes), 1.0, relevance)).to(device)
+    net = CoarseDecoder(CoarseDecoderConfig(num_classes=classes)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
     perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if args.perceptual > 0 else None
-    segnet = frozen_segmenter(device) if args.semantic > 0 else None
+    segnet = frozen_segmenter(device, vocab) if args.semantic > 0 else None
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> Path:
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                                     "elapsed": budget.elapsed, "config": net.config.to_dict(),
-                                    "args": vars(args), "hardware": hardware(device)})
+                                    "vocabulary": vocab.to_dict(), "args": vars(args),
+                                    "hardware": hardware(device)})
 
     net.train()
     flag = StopFlag()
@@ -186,21 +189,21 @@ def run(args: argparse.Namespace) -> Path:
         coarse = torch.from_numpy(thumbs).to(device).permute(0, 3, 1, 2) / 127.5 - 1
         rgb, coarse = rgb.contiguous(memory_format=layout), coarse.contiguous(memory_format=layout)
         lab = torch.from_numpy(y).to(device).long()
-        onehot = one_hot_map(lab, NUM_CLASSES)
+        onehot = one_hot_map(lab, classes)
         with autocast(device, args.amp):
             generated, dec_map = frozen_generator(sqgan, rgb, onehot)
             only = torch.from_numpy(only).to(device)[:, None, None, None]
             generated = torch.where(only, coarse, generated.to(coarse.dtype))
             dec_map = dec_map * (~only)
             recon = net(coarse, generated, dec_map)
-            l1 = weighted_l1(recon, rgb, relevance_pixel_weights(lab))
+            l1 = weighted_l1(recon, rgb, relevance_pixel_weights(lab, relevance=relevance))
             zero = torch.zeros((), device=device)
             perc = perceptual(recon, rgb) if perceptual is not None else zero
             sem = zero
             keep_sem = torch.from_numpy(~recoloured).to(device)
             if segnet is not None and keep_sem.any():
                 sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem], weight=ce_weights,
-                                      ignore_index=VOID)
+                                      ignore_index=vocab.void)
             loss = l1 + args.perceptual * perc + args.semantic * sem
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,7 +212,7 @@ def run(args: argparse.Namespace) -> Path:
         step += 1
         if step % 20 == 0:
             with torch.no_grad():
-                base_l1 = weighted_l1(coarse, rgb, relevance_pixel_weights(lab)).item()
+                base_l1 = weighted_l1(coarse, rgb, relevance_pixel_weights(lab, relevance=relevance)).item()
             rec = dict(step=step, loss=loss.item(), l1=l1.item(), l1_thumbnail=base_l1, perc=perc.item(),
                        sem=sem.item(), lr=lr, minutes=round(budget.elapsed / 60, 2))
             log.write(**rec)

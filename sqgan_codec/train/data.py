@@ -9,7 +9,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ..classes import VOID
+from ..classes import VOCABULARY as CAMVID11, VOID
+from ..vocabulary import Vocabulary
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -21,8 +22,10 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def load_split(root: str | Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (N×H×W×3 uint8) and labels (N×H×W uint8, or None) of one split folder.
+def load_split(root: str | Path, split: str, limit: int | None = None,
+               vocabulary: Vocabulary = CAMVID11) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (N×H×W×3 uint8) and labels (N×H×W uint8 class ids of ``vocabulary``, or None)
+    of one split folder.
 
     ``root/split`` holds images; ``root/{split}annot`` holds same-named label maps when present.
     """
@@ -34,12 +37,13 @@ def load_split(root: str | Path, split: str, limit: int | None = None) -> tuple[
     annot = root / f"{split}annot"
     if not annot.is_dir():
         return images, None
-    labels = np.stack([cv2.imread(str(annot / n), cv2.IMREAD_UNCHANGED) for n in names])
+    labels = np.stack([read_label(annot / n, vocabulary) for n in names])
     return images, labels
 
 
-def load_splits(root: str | Path, splits: list[str], limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    parts = [load_split(root, s, limit) for s in splits]
+def load_splits(root: str | Path, splits: list[str], limit: int | None = None,
+                vocabulary: Vocabulary = CAMVID11) -> tuple[np.ndarray, np.ndarray | None]:
+    parts = [load_split(root, s, limit, vocabulary) for s in splits]
     images = np.concatenate([p[0] for p in parts])
     if any(p[1] is None for p in parts):
         return images, None
@@ -89,28 +93,31 @@ def find_images(root: str | Path, splits: list[str], limit: int | None = None,
     return found
 
 
-def read_label(path: Path) -> np.ndarray:
+def read_label(path: Path, vocabulary: Vocabulary = CAMVID11) -> np.ndarray:
+    """A label file's ids (8- or 16-bit single-channel PNG) as class ids of ``vocabulary``
+    (its ``label_ids`` mapping; the ignore id and unlisted ids become its void id)."""
     lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if lab is None or lab.ndim != 2:
-        raise OSError(f"cannot read label map {path} (a single-channel PNG of class ids)")
-    return lab.astype(np.uint8, copy=False)
+        raise OSError(f"cannot read label map {path} (a single-channel PNG of label ids)")
+    return vocabulary.map_labels(lab)
 
 
 def load_training_set(root: str | Path, splits: list[str], limit: int | None = None,
-                      exclude: str | Path | None = None
+                      exclude: str | Path | None = None, vocabulary: Vocabulary = CAMVID11
                       ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
-    """Keys, images (H×W×3 uint8, sizes may differ) and label maps (None where the image has
-    none: pseudo-label those) of :func:`find_images`."""
-    return read_items(find_images(root, splits, limit, exclude))
+    """Keys, images (H×W×3 uint8, sizes may differ) and label maps in ``vocabulary``'s class
+    ids (None where the image has none: pseudo-label those) of :func:`find_images`."""
+    return read_items(find_images(root, splits, limit, exclude), vocabulary)
 
 
-def read_items(items: list[tuple[str, Path, Path | None]]
+def read_items(items: list[tuple[str, Path, Path | None]], vocabulary: Vocabulary = CAMVID11
                ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
-    """Read :func:`find_images` entries: keys, images and label maps (or None)."""
+    """Read :func:`find_images` entries: keys, images and label maps (class ids of
+    ``vocabulary``, or None)."""
     keys, images, labels = [], [], []
     for key, image_path, label_path in items:
         img = _read_rgb(image_path)
-        lab = read_label(label_path) if label_path is not None else None
+        lab = read_label(label_path, vocabulary) if label_path is not None else None
         if lab is not None and lab.shape != img.shape[:2]:
             raise SystemExit(f"label map {label_path} is {lab.shape[1]}x{lab.shape[0]}, "
                              f"its image {img.shape[1]}x{img.shape[0]}")

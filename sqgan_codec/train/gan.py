@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from typing import Sequence
+
 from ..classes import CLASS_RELEVANCE, NUM_CLASSES
 
 
@@ -39,10 +41,12 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([rgb, onehot], dim=1))
 
 
-def patch_relevance(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×H×W class ids → N×1×h×w mean task relevance of each discriminator patch (void: 0)."""
-    rel = torch.tensor(list(CLASS_RELEVANCE) + [0.0], device=labels.device)
-    pixel = rel[labels.long().clamp(max=NUM_CLASSES)].unsqueeze(1)
+def patch_relevance(labels: torch.Tensor, size: tuple[int, int],
+                    relevance: Sequence[float] = CLASS_RELEVANCE) -> torch.Tensor:
+    """N×H×W class ids → N×1×h×w mean task relevance (the vocabulary's, per class) of each
+    discriminator patch (void: 0)."""
+    rel = torch.tensor(list(relevance) + [0.0], device=labels.device)
+    pixel = rel[labels.long().clamp(max=len(relevance))].unsqueeze(1)
     return F.adaptive_avg_pool2d(pixel, size)
 
 

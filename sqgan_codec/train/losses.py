@@ -5,14 +5,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..classes import CLASS_RELEVANCE, NUM_CLASSES
+from typing import Sequence
+
+from ..classes import CLASS_RELEVANCE
 from ..nets.efficientnet_lite import EfficientNetLite
 
 
-def relevance_pixel_weights(labels: torch.Tensor, strength: float = 2.0) -> torch.Tensor:
-    """Per-pixel weight 1 + strength × relevance of the pixel's class (void: 1)."""
-    rel = torch.tensor(list(CLASS_RELEVANCE) + [0.0], device=labels.device)
-    return 1.0 + strength * rel[labels.long().clamp(max=NUM_CLASSES)]
+def relevance_pixel_weights(labels: torch.Tensor, strength: float = 2.0,
+                            relevance: Sequence[float] = CLASS_RELEVANCE) -> torch.Tensor:
+    """Per-pixel weight 1 + strength × relevance of the pixel's class (``relevance``: the
+    vocabulary's, per class; void, any id past the last class: 1)."""
+    rel = torch.tensor(list(relevance) + [0.0], device=labels.device)
+    return 1.0 + strength * rel[labels.long().clamp(max=len(relevance))]
 
 
 def weighted_l1(recon: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

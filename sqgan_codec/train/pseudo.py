@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..vocabulary import Vocabulary
 
 CHUNK = 32  # images per segment_many call (progress lines between chunks)
 
@@ -43,12 +46,24 @@ def _write(path: Path, lab: np.ndarray) -> None:
 
 def fill_pseudo_labels(keys: list[str], images: list[np.ndarray], labels: list[np.ndarray | None],
                        cache_dir: Path, device: str = "auto", rank: int = 0, world: int = 1,
-                       barrier: Callable[[], None] | None = None, log: Callable[[str], None] = print
-                       ) -> list[np.ndarray]:
-    """``labels`` with every None replaced by the bundled segmenter's map of that image."""
+                       barrier: Callable[[], None] | None = None, log: Callable[[str], None] = print,
+                       vocabulary: "Vocabulary | None" = None) -> list[np.ndarray]:
+    """``labels`` with every None replaced by the bundled segmenter's map of that image.
+    ``vocabulary``: the classes being trained (default CamVid's); only a bundled segmenter of
+    the same classes can label for it (SystemExit otherwise)."""
     missing = [i for i, lab in enumerate(labels) if lab is None]
     if not missing:
         return list(labels)  # type: ignore[arg-type]
+    if vocabulary is not None:
+        from .. import registry
+        from ..segmenters.bundled import default_segmenter_name
+
+        entry = registry.get(default_segmenter_name())
+        own = registry.vocabulary_of(entry)
+        if own.digest != vocabulary.digest:
+            raise SystemExit(f"{len(missing)} training images have no label map, and the bundled segmenter "
+                             f"({entry.name}) predicts {own.name}, not {vocabulary.name}: give every image "
+                             f"a label map")
     out = list(labels)
     cached = 0
     todo = []

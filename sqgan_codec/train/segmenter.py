@@ -1,4 +1,5 @@
-"""Train the bundled segmenter: EfficientNet-Lite0 (ImageNet init) + FPN head on CamVid.
+"""Train the bundled segmenter: EfficientNet-Lite0 (ImageNet init) + FPN head on CamVid (or any
+CamVid-layout dataset whose classes a vocabulary file describes, ``--classes``).
 
     python -m sqgan_codec.train segmenter --data ../shared/data/camvid --minutes 90 --resume
 """
@@ -13,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..classes import NUM_CLASSES, VOID
+from ..classes import NUM_CLASSES
 from ..nets.efficientnet_lite import imagenet_state_to_trunk
+from ..vocabulary import Vocabulary, VocabularyError, load as load_vocabulary
 from ..nets.segnet import SegmenterNet
 from ..devices import resolve_device
 from .common import Budget, JsonlLog, StopFlag, cosine_lr, save_checkpoint
@@ -37,14 +39,30 @@ def imagenet_trunk_state() -> dict[str, torch.Tensor]:
     return imagenet_state_to_trunk(state)
 
 
-def balanced_class_weights(labels: np.ndarray) -> torch.Tensor:
-    freq = class_frequencies(labels, NUM_CLASSES)
+def balanced_class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    freq = class_frequencies(labels, num_classes)
     w = np.sqrt(np.median(freq) / np.maximum(freq, 1e-6))
     return torch.tensor(np.clip(w, 0.3, 5.0), dtype=torch.float32)
 
 
+def add_classes_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", default="camvid11", metavar="NAME|FILE",
+                   help="the class vocabulary: a built-in name (camvid11, cityscapes19) or a vocabulary "
+                        "JSON file (names, colours, relevance, the dataset's label ids; see "
+                        "docs/training.md); the exported model records it")
+
+
+def vocabulary_arg(args: argparse.Namespace) -> Vocabulary:
+    """The run's vocabulary (``--classes``; runs from before the option: camvid11)."""
+    try:
+        return load_vocabulary(getattr(args, "classes", None) or "camvid11")
+    except VocabularyError as exc:
+        raise SystemExit(f"--classes: {exc}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CamVid-layout folder")
+    add_classes_argument(p)
     p.add_argument("--splits", default="train,val")
     p.add_argument("--minutes", type=float, default=60.0, help="total wall-clock budget")
     p.add_argument("--out", default="runs/segmenter")
@@ -68,13 +86,14 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     ckpt_path = out / "last.pt"
 
-    images, labels = load_splits(args.data, args.splits.split(","), args.limit)
+    vocab = vocabulary_arg(args)
+    images, labels = load_splits(args.data, args.splits.split(","), args.limit, vocab)
     if labels is None:
         raise SystemExit("segmenter training needs label maps (a {split}annot folder)")
     sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.6), seed=args.seed)
-    class_weights = balanced_class_weights(labels).to(device)
+    class_weights = balanced_class_weights(labels, vocab.num_classes).to(device)
 
-    model = SegmenterNet(NUM_CLASSES).to(device)
+    model = SegmenterNet(vocab.num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
@@ -92,7 +111,8 @@ def run(args: argparse.Namespace) -> Path:
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                                    "elapsed": budget.elapsed, "args": vars(args)})
+                                    "elapsed": budget.elapsed, "args": vars(args),
+                                    "vocabulary": vocab.to_dict()})
 
     model.train()
     flag = StopFlag()
@@ -104,7 +124,7 @@ def run(args: argparse.Namespace) -> Path:
         x = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float()
         y = torch.from_numpy(y).to(device).long()
         logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=class_weights, ignore_index=VOID)
+        loss = F.cross_entropy(logits, y, weight=class_weights, ignore_index=vocab.void)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..classes import CLASS_COLOURS, NUM_CLASSES, VOID, class_id
 from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
+from ..vocabulary import Vocabulary
 from ..nets.sqgan import SQGAN, SQGANConfig
 from . import ddp
 from ..devices import resolve_device
@@ -42,7 +42,7 @@ from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
 from .gan import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, patch_relevance
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
-from .segmenter import balanced_class_weights, imagenet_trunk_state
+from .segmenter import add_classes_argument, balanced_class_weights, imagenet_trunk_state, vocabulary_arg
 
 STAGES = ("ssm", "image", "joint")
 STAGE_HELP = {
@@ -51,7 +51,13 @@ STAGE_HELP = {
     "joint": "train G_s and G_x; G_x decodes from G_s's map late in the budget (stage 3)",
 }
 STAGE_PREFIX = {"ssm": ("ssm.",), "image": ("image.",), "joint": ("ssm.", "image.")}
-PASTE_CLASSES = tuple(class_id(n) for n in ("SignSymbol", "Pole", "Pedestrian", "Bicyclist"))
+PASTE_RELEVANCE = 0.85  # classes at least this relevant are copy-pasted (CamVid: signs, poles, people, cyclists)
+
+
+def paste_classes(vocab: Vocabulary) -> tuple[int, ...]:
+    """The small, task-critical classes copy-paste augmentation adds more of: the vocabulary's
+    most relevant ones."""
+    return tuple(i for i, r in enumerate(vocab.relevance) if r >= PASTE_RELEVANCE)
 
 
 def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
@@ -59,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
                    help="CamVid-layout folder ({split}/ + {split}annot/), or any folder of images "
                         "(pseudo-labelled by the bundled segmenter)")
     p.add_argument("--splits", default="train,val", help="split folders of a CamVid-layout --data")
+    add_classes_argument(p)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this stage")
     p.add_argument("--out", default="runs/sqgan")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -81,8 +88,9 @@ def add_arguments(p: argparse.ArgumentParser, stage: str = "joint") -> None:
                        help="budget fraction after which the adversarial loss is on")
         p.add_argument("--gan-lr", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--copy-paste", type=float, default=0.3,
-                   help="chance per crop of pasting 1-3 small relevant objects (signs, poles, people, "
-                        "cyclists) cut from other training images")
+                   help="chance per crop of pasting 1-3 small objects of the most relevant classes "
+                        f"(relevance >= {PASTE_RELEVANCE}: CamVid's signs, poles, people, cyclists) cut "
+                        "from other training images")
     p.add_argument("--keep-min", type=float, default=0.05)
     p.add_argument("--erasure", type=float, default=0.0, metavar="SHARE",
                    help="share of samples decoded with lost-packet patterns (packet streams' de-masking)")
@@ -116,14 +124,15 @@ def _sample_grid(path: Path, target: torch.Tensor, recon: torch.Tensor) -> None:
     Image.fromarray(arr).save(path)
 
 
-def _colourise(ids: torch.Tensor) -> torch.Tensor:
-    """N×H×W class ids → N×3×H×W in [-1, 1] (SegNet palette, void black)."""
-    palette = torch.tensor(list(CLASS_COLOURS) + [(0, 0, 0)], dtype=torch.float32, device=ids.device)
-    return palette[ids.long().clamp(max=NUM_CLASSES)].permute(0, 3, 1, 2) / 127.5 - 1
+def _colourise(ids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """N×H×W class ids → N×3×H×W in [-1, 1] (the vocabulary's colours, void black)."""
+    palette = torch.tensor(list(vocab.colours) + [(0, 0, 0)], dtype=torch.float32, device=ids.device)
+    return palette[ids.long().clamp(max=vocab.num_classes)].permute(0, 3, 1, 2) / 127.5 - 1
 
 
-def frozen_segmenter(device: torch.device) -> torch.nn.Module | None:
-    """The shipped segmenter, frozen: the task network whose view of the output is trained for."""
+def frozen_segmenter(device: torch.device, vocab: Vocabulary, log=print) -> torch.nn.Module | None:
+    """The shipped segmenter, frozen: the task network whose view of the output is trained for
+    (None, with a note, when there is none for these classes)."""
     from .. import registry
     from ..nets.segnet import SegmenterNet
 
@@ -131,10 +140,23 @@ def frozen_segmenter(device: torch.device) -> torch.nn.Module | None:
         entry = registry.get(registry.default_name("segmenter"))
     except Exception:  # no shipped segmenter yet: train without the loss
         return None
-    state, _ = registry.load_state(entry)
-    net = SegmenterNet(num_classes=NUM_CLASSES)
+    state, meta = registry.load_state(entry)
+    if registry.vocabulary_of(entry, meta).digest != vocab.digest:
+        log(f"note: no semantic loss: the shipped segmenter {entry.name} predicts other classes than {vocab.name}")
+        return None
+    net = SegmenterNet(num_classes=vocab.num_classes)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.to(device).eval().requires_grad_(False)
+
+
+def check_vocabulary(state: dict, vocab: Vocabulary, source) -> None:
+    """SystemExit unless a checkpoint was trained on ``vocab``'s classes (checkpoints from
+    before vocabularies were recorded: camvid11)."""
+    from ..vocabulary import load, parse
+
+    saved = parse(state["vocabulary"]) if state.get("vocabulary") else load("camvid11")
+    if saved.digest != vocab.digest:
+        raise SystemExit(f"{source} was trained on the classes of {saved.name}, not {vocab.name} (--classes)")
 
 
 def trainable_names(model: nn.Module, stage: str) -> list[str]:
@@ -173,6 +195,7 @@ class StageForward(nn.Module):
     def __init__(self, model: SQGAN, stage: str):
         super().__init__()
         self.model, self.stage = model, stage
+        self.num_classes = model.config.num_classes
 
     def forward(self, rgb: torch.Tensor, onehot: torch.Tensor, keep_s: torch.Tensor,
                 keep_x: torch.Tensor, decoded: bool = False,
@@ -183,7 +206,7 @@ class StageForward(nn.Module):
         if self.stage in ("image", "joint"):
             dec_map = None
             if decoded and "s" in out:
-                dec_map = one_hot_map(out["s"]["logits"].detach().argmax(1), NUM_CLASSES)
+                dec_map = one_hot_map(out["s"]["logits"].detach().argmax(1), self.num_classes)
             out["x"] = self.model.image(rgb, onehot, keep_x, dec_map, erased)
         return out
 
@@ -279,22 +302,26 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     semantic_w = getattr(args, "semantic", 0.0) if trains_x else 0.0
     decoded_from = getattr(args, "decoded_from", 2.0) if stage == "joint" else 2.0
 
-    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out)
+    vocab = vocabulary_arg(args)
+    classes, void, relevance = vocab.num_classes, vocab.void, vocab.relevance
+    keys, images, labels = load_training_set(args.data, args.splits.split(","), args.limit, exclude=out,
+                                             vocabulary=vocab)
     labels = fill_pseudo_labels(keys, images, labels, out / "pseudo_labels", device=str(device),
-                                rank=info.rank, world=info.world, barrier=info.barrier, log=say)
-    ce_weights = (balanced_class_weights(labels) *
-                  relevance_pixel_weights(torch.arange(NUM_CLASSES), 1.0)).to(device)
+                                rank=info.rank, world=info.world, barrier=info.barrier, log=say,
+                                vocabulary=vocab)
+    ce_weights = (balanced_class_weights(labels, classes) *
+                  relevance_pixel_weights(torch.arange(classes), 1.0, relevance)).to(device)
 
-    model = SQGAN(SQGANConfig()).to(device)
+    model = SQGAN(SQGANConfig(num_classes=classes)).to(device)
     names = trainable_names(model, stage)
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
     params = [p for p in model.parameters() if p.requires_grad]
     perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if perceptual_w > 0 else None
-    segnet = frozen_segmenter(device) if semantic_w > 0 else None
+    segnet = frozen_segmenter(device, vocab, say) if semantic_w > 0 else None
     opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
     gan_w = getattr(args, "gan", 0.0) if trains_x else 0.0
-    disc = PatchDiscriminator().to(device) if gan_w > 0 else None
+    disc = PatchDiscriminator(classes).to(device) if gan_w > 0 else None
     disc_opt = (torch.optim.Adam(disc.parameters(), lr=args.gan_lr, betas=(0.5, 0.9))
                 if disc is not None else None)
 
@@ -306,6 +333,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     source = ckpt_path if resuming else (Path(init_from) if init_from and init_from.endswith(".pt") else None)
     if source is not None:  # a checkpoint: this stage's own (resume), or weights to start from
         state = torch.load(source, map_location=device, weights_only=True)
+        check_vocabulary(state, vocab, source)
         saved_args = state.get("args") or {}
         saved_stage = saved_args.get("command", "joint")
         model.load_state_dict(state["model"])
@@ -349,7 +377,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     args.world_size = info.world
 
     rank_seed = args.seed + step if info.rank == 0 else [args.seed + step, info.rank]
-    bank = ObjectBank(images, labels, PASTE_CLASSES) if args.copy_paste > 0 else None
+    bank = ObjectBank(images, labels, paste_classes(vocab)) if args.copy_paste > 0 else None
     samplers = [CropSampler(images, labels, (args.crop, args.crop), scale=(0.6, 1.1), jitter=0.1,
                             seed=rank_seed if t == 0 else [args.seed + step, info.rank, t],
                             bank=bank, paste=args.copy_paste)
@@ -382,8 +410,8 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
     def checkpoint() -> None:
         if info.is_main:
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                     "elapsed": stage_elapsed0 + budget.elapsed,
-                     "config": model.config.to_dict(), "args": vars(args), "hardware": hardware(device)}
+                     "elapsed": stage_elapsed0 + budget.elapsed, "config": model.config.to_dict(),
+                     "vocabulary": vocab.to_dict(), "args": vars(args), "hardware": hardware(device)}
             if disc is not None:
                 state["gan"] = {"disc": disc.state_dict(), "opt": disc_opt.state_dict()}
             save_checkpoint(ckpt_path, state)
@@ -403,7 +431,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
         rgb = pixels_to_unit(torch.from_numpy(x).to(device, non_blocking=True))
         rgb = rgb.contiguous(memory_format=layout)
         lab = torch.from_numpy(y).to(device, non_blocking=True).long()
-        onehot = one_hot_map(lab, NUM_CLASSES).contiguous(memory_format=layout)
+        onehot = one_hot_map(lab, classes).contiguous(memory_format=layout)
         n = rgb.shape[0]
         keep_s = torch.empty(n).uniform_(args.keep_min, 1.0)
         keep_x = torch.empty(n).uniform_(args.keep_min, 1.0)
@@ -418,24 +446,24 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
             zero = torch.zeros((), device=device)
             loss, parts = zero, {}
             if s_out is not None:  # G_s: code the semantic map
-                ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=VOID)
+                ssm_loss = F.cross_entropy(s_out["logits"], lab, weight=ce_weights, ignore_index=void)
                 loss = loss + ssm_loss + s_out["vq_loss"]
                 parts.update(ssm_ce=ssm_loss, vq_s=s_out["vq_loss"])
             if x_out is not None:  # G_x: code the image (decoder sees G_s's map in the late joint stage)
-                l1 = weighted_l1(x_out["rgb"], rgb, relevance_pixel_weights(lab))
+                l1 = weighted_l1(x_out["rgb"], rgb, relevance_pixel_weights(lab, relevance=relevance))
                 perc = perceptual(x_out["rgb"], rgb) if perceptual is not None else zero
                 sem = zero
                 if segnet is not None:
                     # task loss of semantic communication: the receiver's segmenter must recover the map
                     sem = F.cross_entropy(segnet(unit_to_pixels(x_out["rgb"])), lab, weight=ce_weights,
-                                          ignore_index=VOID)
+                                          ignore_index=void)
                 rec = l1 + perceptual_w * perc + semantic_w * sem
                 loss = loss + rec + x_out["vq_loss"]
                 parts.update(l1=l1, perc=perc, sem=sem, vq_x=x_out["vq_loss"])
                 if gan_on:  # adversarial term, blind to low-relevance classes (see train/gan.py)
                     disc.requires_grad_(False)  # the generator step must not touch D (nor DDP's hooks)
                     fake_logits = disc(x_out["rgb"], onehot)
-                    patch_w = patch_relevance(lab, fake_logits.shape[-2:])
+                    patch_w = patch_relevance(lab, fake_logits.shape[-2:], relevance)
                     g_adv = generator_loss(fake_logits, patch_w)
                     lam = gan_w * adaptive_weight(rec, g_adv, last_layer)
                     loss = loss + lam * g_adv
@@ -473,7 +501,7 @@ def _train(args: argparse.Namespace, stage: str, info: ddp.DistInfo, device: tor
                 _sample_grid(out / "samples.png", rgb, x_out["rgb"].detach())
             else:
                 decoded_map = s_out["logits"].detach().argmax(1)
-                _sample_grid(out / "samples.png", _colourise(lab), _colourise(decoded_map))
+                _sample_grid(out / "samples.png", _colourise(lab, vocab), _colourise(decoded_map, vocab))
             last_save = time.monotonic()
     if prefetch is not None:
         prefetch.close()
