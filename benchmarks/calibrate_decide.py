@@ -6,7 +6,9 @@ For every image and target: each candidate's encoder-side scores (semantic agree
 of the luma) beside the true metrics (mIoU against the ground truth, PSNR, LPIPS-style), the
 segmenter's confidence and the fidelity gap of the domain check. Prints the percentiles the
 domain-check thresholds are set from and, per balanced slack, the mean true metrics of the
-candidates it would pick. Val frames only: the test split and the photos are for reporting.
+candidates it would pick, and how often the balanced search among the token and mixed modes
+picks each (what ``decide.BALANCED_MODE`` is set from). Val frames only: the test split and the
+photos are for reporting.
 """
 from __future__ import annotations
 
@@ -123,6 +125,22 @@ def report(records: list[dict]) -> None:
                                 key=lambda c: c["fidelity"]))
             print(f"{t} balanced slack={slack:<5} mIoU {np.mean([g['miou'] for g in pick]):.3f} "
                   f"lpips {np.mean([g['lpips'] for g in pick]):.3f} psnr {np.mean([g['psnr'] for g in pick]):.2f}")
+        # the search balanced ran before BALANCED_MODE replaced it: tokens and mixed modes, slack 0.08
+        from collections import Counter
+
+        searched = [{k: c for k, c in r["candidates"].items() if k == "tokens" or k.startswith("mixed-")}
+                    for r in rs]
+        picks = Counter()
+        for cands in searched:
+            floor = max(c["agreement"] for c in cands.values()) - decide_slack()
+            picks[max((k for k in cands if cands[k]["agreement"] >= floor), key=lambda k: cands[k]["fidelity"])] += 1
+        print(f"{t} balanced search picks (tokens, mixed modes): {dict(picks)}")
+
+
+def decide_slack() -> float:
+    from sqgan_codec.decide import BALANCED_SEMANTIC_SLACK
+
+    return BALANCED_SEMANTIC_SLACK
 
 
 if __name__ == "__main__":

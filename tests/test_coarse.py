@@ -189,14 +189,18 @@ def test_coarse_only_stream_is_faithful(codec: Codec, street):
         codec.decode_semantic_map(data)
 
 
+@pytest.mark.parametrize("tune", ["balanced", "perceptual"])
 @pytest.mark.parametrize("bpp", [0.025, 0.05, 0.1])
-def test_rate_control_with_candidates_never_goes_over(codec: Codec, street, bpp):
+def test_rate_control_with_candidates_never_goes_over(codec: Codec, street, bpp, tune):
     h, w = street.shape[:2]
-    decision = codec.encode_with_decision(street, bpp=bpp)
+    decision = codec.encode_with_decision(street, bpp=bpp, tune=tune)
     budget = bpp * w * h / 8
     assert len(decision.data) <= budget
     assert len(decision.data) >= 0.97 * budget, decision.to_dict()
-    assert decision.mode in decision.scores and decision.scores[decision.mode] == max(decision.scores.values())
+    if tune == "balanced":  # a familiar image: the calibrated mode, no candidate decoded
+        assert decision.mode == decide.BALANCED_MODE and decision.scores == {}, decision.to_dict()
+    else:  # the best-scoring of the candidates built
+        assert len(decision.scores) >= 3 and decision.scores[decision.mode] == max(decision.scores.values())
     out = np.asarray(codec.decode(decision.data))
     assert out.shape == street.shape
 
