@@ -7,7 +7,7 @@ of the luma) beside the true metrics (mIoU against the ground truth, PSNR, LPIPS
 segmenter's confidence and the fidelity gap of the domain check. Prints the percentiles the
 domain-check thresholds are set from and, per balanced slack, the mean true metrics of the
 candidates it would pick, and how often the balanced search among the token and mixed modes
-picks each (what ``decide.BALANCED_MODE`` is set from). Val frames only: the test split and the
+picks each (what ``decide.balanced_mode`` is set from). Val frames only: the test split and the
 photos are for reporting.
 """
 from __future__ import annotations
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--targets", default="0.025,0.05,0.1")
     p.add_argument("--out", default="out/calibrate.json")
+    p.add_argument("--shares", default=None,
+                   help="token-layer shares of the mixed candidates, e.g. 0.1,0.25 (default: decide.MIXED_SHARES)")
+    p.add_argument("--modes", default=None,
+                   help="only these candidates, e.g. mixed-10,mixed-25 (the balanced-search report needs tokens)")
     p.add_argument("--domain-only", action="store_true",
                    help="only the domain check's statistics (confidence, fidelity gap), on every image")
     a = p.parse_args(argv)
@@ -41,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
     codec = Codec(device="cpu")
     from sqgan_codec.evaluate.run import _lpips_dtype
+
+    modes = decide.MODES if a.shares is None else (
+        "tokens", "coarse", "coarse+learned", *(f"mixed-{round(100 * float(s))}" for s in a.shares.split(",")))
+    if a.modes:
+        modes = tuple(a.modes.split(","))
 
     lpips = LpipsVggStyle(scale=2, dtype=_lpips_dtype("auto"))  # bfloat16 only where native
     root = Path(a.data)
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             tokens = rate.token_stream(codec, analysis, options, 0)
             # each candidate as it would be sent (AV1 thumbnails coded by the final preset)
             streams = {n: decide.finalise(codec, analysis, d, budget, 0)
-                       for n, d in decide.candidates(codec, analysis, budget, tokens, 0).items()}
+                       for n, d in decide.candidates(codec, analysis, budget, tokens, 0, modes).items()}
             names = list(streams)
             decoded = [np.asarray(im.convert("RGB")) for im in codec.decode_many([streams[n] for n in names])]
             described = codec.segmenter.describe([rgb, *decoded])
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["candidates"][n] = {
                     "bytes": len(streams[n]), "agreement": rate.agreement(analysis.semantic_map, v.semantic_map),
                     "fidelity": f, "miou": miou(confusion_matrix(gt, v.semantic_map)),
+                    "confusion": confusion_matrix(gt, v.semantic_map).tolist(),
                     "psnr": psnr(rgb, d), "lpips": lpips(rgb, d)}
             records.append(rec)
             print(path.name, t, {n: (round(c["agreement"], 3), round(c["fidelity"], 3), round(c["lpips"], 3))
@@ -107,15 +117,21 @@ def report(records: list[dict]) -> None:
     gaps = [r["candidates"]["coarse"]["fidelity"] - r["candidates"]["tokens"]["fidelity"]
             for r in records if "coarse" in r["candidates"]]
     print("confidence percentiles 1/2/5/50:", np.percentile(conf, [1, 2, 5, 50]).round(3))
-    print("fidelity gap percentiles 50/95/98/99:", np.percentile(gaps, [50, 95, 98, 99]).round(3))
+    if gaps:
+        print("fidelity gap percentiles 50/95/98/99:", np.percentile(gaps, [50, 95, 98, 99]).round(3))
     for t in sorted({r["bpp"] for r in records}):
         rs = [r for r in records if r["bpp"] == t]
         from sqgan_codec.decide import MODES
 
-        for name in MODES:
+        for name in sorted({m for r in rs for m in r["candidates"]}, key=lambda m: (MODES + (m,)).index(m)):
             got = [r["candidates"][name] for r in rs if name in r["candidates"]]
             if got:
-                print(f"{t} {name:15s} n={len(got)} mIoU {np.mean([g['miou'] for g in got]):.3f} "
+                pooled = ""  # over the frames' pooled confusion matrix, as the benchmarks report mIoU
+                if all("confusion" in g for g in got):
+                    from sqgan_codec.evaluate.metrics import miou
+
+                    pooled = f" (pooled {miou(np.sum([np.asarray(g['confusion']) for g in got], axis=0)):.3f})"
+                print(f"{t} {name:15s} n={len(got)} mIoU {np.mean([g['miou'] for g in got]):.3f}{pooled} "
                       f"lpips {np.mean([g['lpips'] for g in got]):.3f} psnr {np.mean([g['psnr'] for g in got]):.2f}")
         for slack in (0.0, 0.02, 0.03, 0.05, 0.08, 0.12, 1.0):
             pick = []
@@ -125,11 +141,11 @@ def report(records: list[dict]) -> None:
                                 key=lambda c: c["fidelity"]))
             print(f"{t} balanced slack={slack:<5} mIoU {np.mean([g['miou'] for g in pick]):.3f} "
                   f"lpips {np.mean([g['lpips'] for g in pick]):.3f} psnr {np.mean([g['psnr'] for g in pick]):.2f}")
-        # the search balanced ran before BALANCED_MODE replaced it: tokens and mixed modes, slack 0.08
+        # the search balanced ran before decide.balanced_mode replaced it: tokens and mixed modes, slack 0.08
         from collections import Counter
 
         searched = [{k: c for k, c in r["candidates"].items() if k == "tokens" or k.startswith("mixed-")}
-                    for r in rs]
+                    for r in rs if "tokens" in r["candidates"]]
         picks = Counter()
         for cands in searched:
             floor = max(c["agreement"] for c in cands.values()) - decide_slack()

@@ -12,7 +12,7 @@ itself, scores the decodes and sends the best:
 
 Which of them are built follows the domain check (below) and the tune (:func:`modes_for`):
 an unfamiliar image gets the two coarse-image modes, a familiar one under ``balanced`` the
-mixed mode of :data:`BALANCED_MODE` alone (what the candidate search below picks there; sent
+mixed mode of :func:`balanced_mode` alone (what the candidate search below picks there; sent
 without decoding candidates), ``perceptual`` on a familiar image all five.
 
 The score is the user's trade-off (``tune``):
@@ -23,7 +23,7 @@ The score is the user's trade-off (``tune``):
 * ``balanced`` (default): the most similar decode among those whose semantic agreement (the
   segmenter on the decode against the encoder's semantic map, mIoU) is within
   :data:`BALANCED_SEMANTIC_SLACK` of the best candidate's. On a familiar image that search is
-  replaced by its usual outcome, :data:`BALANCED_MODE` (calibrated on CamVid val; the search
+  replaced by its usual outcome, :func:`balanced_mode` (calibrated on CamVid val; the search
   costs three decodes, four times the rest of an encode).
 
 Domain check: when the segmenter is unsure of the original (mean top-class probability below
@@ -48,18 +48,25 @@ if TYPE_CHECKING:  # no import cycle at run time: the codec hands itself in
     from .options import EncodeOptions
 
 TUNES = ("semantic", "balanced", "perceptual")
-# Token-layer shares of the budget in the mixed candidates (0.65 was tried: on CamVid val it
-# never beat 0.4 on either semantics or LPIPS-style).
-MIXED_SHARES = (0.25, 0.45)
+# Token-layer shares of the budget in the mixed candidates (0.45 and 0.65 were tried: on CamVid
+# val they never beat 0.25 on semantics or LPIPS-style; at 0.025 bpp 0.1 is the smallest token
+# stream anyway).
+MIXED_SHARES = (0.1, 0.25)
 # "balanced": the candidates whose semantic agreement is within this of the best candidate's
 # compete on structural similarity. The floor follows the best semantics at each rate, so more
 # bits never buy less semantics.
 BALANCED_SEMANTIC_SLACK = 0.08
-# "balanced" on a familiar image: the thumbnail, with map and tokens on a quarter of the budget.
-# On CamVid val (11 frames x 0.025/0.05/0.1 bpp, benchmarks/calibrate_decide.py) the candidate
-# search among tokens, mixed-25 and mixed-45 picked it 31 times of 33 (mixed-45 twice, at 0.025;
-# tokens never); building it alone makes the encode about 4x faster (no candidate decodes).
-BALANCED_MODE = "mixed-25"
+# "balanced" on a familiar image: the thumbnail, with the map and tokens on BALANCED_TOKEN_BPP
+# (the semantics saturate there), at least a tenth and at most a quarter of the budget. On CamVid
+# val (`benchmarks/calibrate_decide.py`, 11 frames with --shares 0.1,0.17,0.25, then 34 frames with
+# --every 3 --modes mixed-10,mixed-25) the search among the token stream and the mixed streams
+# picked a mixed one 32 times of 33; a tenth and a quarter of the budget code the same stream at
+# 0.025 bpp; at 0.05 a quarter keeps more semantics (pooled mIoU 0.742 against 0.731, LPIPS-style
+# 0.170 against 0.166); at 0.1 a tenth is as good semantically (0.773 against 0.775) and nearer
+# the image (LPIPS-style 0.096 against 0.109, +0.3 dB). Building it alone makes the encode about
+# 4x faster (no candidate decodes).
+BALANCED_TOKEN_BPP = 0.0125
+BALANCED_SHARES = (0.10, 0.25)  # the token layers' least and largest share of the budget
 # The domain check, set from CamVid train and val frames only (benchmarks/calibrate_decide.py
 # --domain-only): there the segmenter's mean top-class probability is ≥ 0.915 in 99 % of frames.
 # (A second rule, the thumbnail decoding much more like the image than the tokens, was dropped:
@@ -223,16 +230,24 @@ def familiarity(codec: "Codec", analysis: "Analysis") -> float | None:
     return analysis.cache["confidence"]
 
 
-def modes_for(confidence: float | None, tune: str) -> tuple[str, ...]:
+def modes_for(confidence: float | None, tune: str, bpp: float) -> tuple[str, ...]:
     """The candidates worth building. On an unfamiliar image the map and tokens paint nothing
     like it (and their semantic agreement means little): only the coarse image's modes. On a
-    familiar one ``balanced`` sends :data:`BALANCED_MODE` (the search's pick there, see above;
-    the coarse image without tokens never is: its semantic agreement is far below the floor)."""
+    familiar one ``balanced`` sends :func:`balanced_mode` at ``bpp`` (the search's pick there, see
+    above; the coarse image without tokens never is: its semantic agreement is far below the
+    floor)."""
     if confidence is not None and confidence < UNFAMILIAR_CONFIDENCE:
         return tuple(m for m in MODES if m in ("coarse", "coarse+learned"))
     if tune == "balanced":
-        return (BALANCED_MODE,)
+        return (balanced_mode(bpp),)
     return MODES
+
+
+def balanced_mode(bpp: float) -> str:
+    """The mixed mode ``balanced`` sends on a familiar image at ``bpp`` (the budget's bits per
+    pixel): token layers on :data:`BALANCED_TOKEN_BPP`, within :data:`BALANCED_SHARES`."""
+    low, high = BALANCED_SHARES
+    return f"mixed-{round(100 * min(max(BALANCED_TOKEN_BPP / bpp, low), high))}"
 
 
 def _half(rgb: np.ndarray) -> np.ndarray:
@@ -256,16 +271,16 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         return Decision(tokens(), "tokens", tune)
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
-    modes = modes_for(familiarity(codec, analysis), tune)
+    modes = modes_for(familiarity(codec, analysis), tune, 8 * budget / (h * w))
     if len(modes) == 1:  # nothing to choose between: built at full size, no candidate decoded
         return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0])
     if h * w <= DECIDE_MAX_PIXELS:
-        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune)
+        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
     chosen = _best_of_modes(codec, proxy, budget_of(proxy, proxy_options),
-                            lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune)
+                            lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune, modes)
     scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:
@@ -297,10 +312,9 @@ def _only_mode(codec: "Codec", analysis: "Analysis", budget: float, tokens: Call
 
 
 def _best_of_modes(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
-                   seg_id: int, tune: str) -> Decision:
-    """:func:`_choose` among the candidates :func:`modes_for` this image and tune (the token
+                   seg_id: int, tune: str, modes: tuple[str, ...]) -> Decision:
+    """:func:`_choose` among the candidates of ``modes`` (:func:`modes_for` the image; the token
     stream where none of them fits)."""
-    modes = modes_for(familiarity(codec, analysis), tune)
     streams = candidates(codec, analysis, budget, tokens, seg_id, modes) or {"tokens": tokens()}
     return _choose(codec, analysis, streams, tune)
 
