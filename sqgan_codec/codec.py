@@ -10,15 +10,15 @@ import hashlib
 import json
 import math
 import warnings
-from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import bitstream, coarse, entropy, packets, rate, registry
-from .decide import Decision, decide
+from .decide import UNFAMILIAR_CONFIDENCE, Decision, decide
 from .devices import resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
@@ -65,20 +65,51 @@ def block_majority(block_counts: np.ndarray) -> np.ndarray:
     return block_counts.argmax(-1).astype(np.int64)
 
 
-@dataclass
 class Analysis:
     """Everything the encoder computes once per image (:meth:`Codec.analyse`); streams for any
-    options follow cheaply (:meth:`Codec.encode_analysis`): analyse once, code many."""
+    options follow cheaply (:meth:`Codec.encode_analysis`): analyse once, code many.
 
-    loaded: LoadedImage
-    semantic_map: np.ndarray
-    ssm_scores: torch.Tensor
-    ssm_indices: np.ndarray
-    image_scores: torch.Tensor
-    image_indices: np.ndarray
-    segmenter_id: int = 0  # what the header records: the segmenter's id, 2 for a map given by the caller
-    # rate-independent results of pack(), computed on first use (the rate search packs ~16×)
-    cache: dict = field(default_factory=dict, repr=False, compare=False)
+    ``loaded``, ``semantic_map``, ``segmenter_id`` (what the header records: the segmenter's id,
+    2 for a map given by the caller); the token analysis ``ssm_scores``, ``ssm_indices``,
+    ``image_scores``, ``image_indices`` (SAMM's scores and the VQ indices on the latent grid),
+    given or computed on first use by ``compute`` (an image whose stream is likely to carry no
+    token: the encoder may never need them); ``cache``: rate-independent results of ``pack()``
+    and the coded thumbnails (the rate search packs ~16x)."""
+
+    def __init__(self, loaded: LoadedImage, semantic_map: np.ndarray, ssm_scores: torch.Tensor | None = None,
+                 ssm_indices: np.ndarray | None = None, image_scores: torch.Tensor | None = None,
+                 image_indices: np.ndarray | None = None, segmenter_id: int = 0, *,
+                 compute: Callable[[], tuple] | None = None) -> None:
+        self.loaded, self.semantic_map, self.segmenter_id = loaded, semantic_map, segmenter_id
+        given = (ssm_scores, ssm_indices, image_scores, image_indices)
+        if (compute is None) == any(v is None for v in given):
+            raise ValueError("give the token analysis or a function that computes it, not both")
+        self._tokens: tuple | None = None if compute is not None else given
+        self._compute = compute
+        self.cache: dict = {}
+
+    def _token_analysis(self) -> tuple:
+        if self._tokens is None:
+            self._tokens, self._compute = self._compute(), None
+        return self._tokens
+
+    @property
+    def tokens_computed(self) -> bool:
+        """Whether G_s and G_x have run on the image (False: no token was needed yet)."""
+        return self._tokens is not None
+
+    ssm_scores = property(lambda self: self._token_analysis()[0])
+    ssm_indices = property(lambda self: self._token_analysis()[1])
+    image_scores = property(lambda self: self._token_analysis()[2])
+    image_indices = property(lambda self: self._token_analysis()[3])
+
+    def reranked(self, weights: torch.Tensor) -> "Analysis":
+        """A copy whose SAMM scores are multiplied by ``weights`` (1×1×gh×gw), sharing the cache
+        (coded chunks are memoised by their masks, so they stay valid)."""
+        out = Analysis(self.loaded, self.semantic_map, self.ssm_scores * weights, self.ssm_indices,
+                       self.image_scores * weights, self.image_indices, self.segmenter_id)
+        out.cache = self.cache
+        return out
 
 
 @dataclass(frozen=True)
@@ -197,14 +228,19 @@ class Codec:
         return np.pad(array, pad, mode="edge")
 
     # ------------------------------------------------------------------ encode
-    def analyse(self, image: Any, semantic_map: np.ndarray | None = None) -> Analysis:
-        """Run the networks once: segment, score and quantise every latent position."""
-        return self.analyse_many([image], None if semantic_map is None else [semantic_map])[0]
+    def analyse(self, image: Any, semantic_map: np.ndarray | None = None, *,
+                lazy: bool | None = None) -> Analysis:
+        """Run the networks once: segment, score and quantise every latent position (``lazy``:
+        see :meth:`analyse_many`)."""
+        return self.analyse_many([image], None if semantic_map is None else [semantic_map], lazy=lazy)[0]
 
     @torch.inference_mode()
     def analyse_many(self, images: Sequence[Any], semantic_maps: Sequence[np.ndarray] | None = None,
-                     *, batch_size: int = 8) -> list[Analysis]:
-        """:meth:`analyse` for many images; same-size images go through the networks together."""
+                     *, batch_size: int = 8, lazy: bool | None = None) -> list[Analysis]:
+        """:meth:`analyse` for many images; same-size images go through the networks together.
+        G_s and G_x run on first use of the tokens (``lazy``) for an image the domain check finds
+        unfamiliar (None: the default; its stream is likely the coarse image alone), for every
+        image (True) or for none (False)."""
         loaded = [load_image(im, max_pixels=self.max_pixels) for im in images]
         segmenter_id = self._segmenter_id(semantic_maps)
         confidences: list[float | None] = [None] * len(loaded)
@@ -222,28 +258,42 @@ class Codec:
             if m.shape != li.rgb.shape[:2] or m.max(initial=0) >= self.num_classes:
                 raise SqganError(f"{li.name}: semantic map does not fit the image or the class set")
             maps.append(m)
+        results: list[Analysis | None] = [None] * len(loaded)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, li in enumerate(loaded):
-            groups.setdefault(li.rgb.shape[:2], []).append(i)
-        results: list[Analysis | None] = [None] * len(loaded)
-        for (h, w), members in groups.items():
-            gh, gw = self.latent_grid(w, h)
+            unfamiliar = confidences[i] is not None and confidences[i] < UNFAMILIAR_CONFIDENCE
+            if lazy or (lazy is None and unfamiliar):
+                # unlike the training data: its stream will likely be the coarse image alone, so
+                # G_s and G_x run only if a token is asked for (a second or more on a photo)
+                results[i] = Analysis(loaded[i], maps[i], segmenter_id=segmenter_id,
+                                      compute=lambda i=i: self._token_analysis([loaded[i].rgb], [maps[i]])[0])
+            else:
+                groups.setdefault(li.rgb.shape[:2], []).append(i)
+        for members in groups.values():
             for start in range(0, len(members), batch_size):
                 batch = members[start:start + batch_size]
-                rgb = torch.from_numpy(np.stack([self.pad_to_grid(loaded[i].rgb, gh, gw) for i in batch]))
-                rgb = pixels_to_unit(rgb.to(self.device))
-                labels = torch.from_numpy(np.stack([self.pad_to_grid(maps[i], gh, gw) for i in batch]))
-                onehot = one_hot_map(labels.to(self.device), self.num_classes)
-                ssm_latents, _, ssm_scores, _ = self.net.ssm.encode(onehot, 1.0)
-                ssm_indices = self.net.ssm.quantizer.codes_to_indices(ssm_latents).cpu().numpy()
-                img_latents, _, img_scores = self.net.image.encode(rgb, onehot, 1.0)
-                img_indices = self.net.image.quantizer.codes_to_indices(img_latents).cpu().numpy()
-                for j, i in enumerate(batch):
-                    results[i] = Analysis(loaded[i], maps[i], ssm_scores[j:j + 1], ssm_indices[j],
-                                          img_scores[j:j + 1], img_indices[j], segmenter_id)
-                    if confidences[i] is not None:
-                        results[i].cache["confidence"] = confidences[i]
+                tokens = self._token_analysis([loaded[i].rgb for i in batch], [maps[i] for i in batch])
+                for i, t in zip(batch, tokens):
+                    results[i] = Analysis(loaded[i], maps[i], *t, segmenter_id)
+        for i, c in enumerate(confidences):
+            if c is not None:
+                results[i].cache["confidence"] = c
         return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _token_analysis(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[tuple]:
+        """G_s and G_x over same-size images and their maps, one batch: per image (SSM scores
+        1×1×gh×gw, SSM indices gh×gw, image scores, image indices)."""
+        h, w = images[0].shape[:2]
+        gh, gw = self.latent_grid(w, h)
+        rgb = pixels_to_unit(torch.from_numpy(np.stack([self.pad_to_grid(a, gh, gw) for a in images])).to(self.device))
+        labels = torch.from_numpy(np.stack([self.pad_to_grid(m, gh, gw) for m in maps]))
+        onehot = one_hot_map(labels.to(self.device), self.num_classes)
+        ssm_latents, _, ssm_scores, _ = self.net.ssm.encode(onehot, 1.0)
+        ssm_indices = self.net.ssm.quantizer.codes_to_indices(ssm_latents).cpu().numpy()
+        img_latents, _, img_scores = self.net.image.encode(rgb, onehot, 1.0)
+        img_indices = self.net.image.quantizer.codes_to_indices(img_latents).cpu().numpy()
+        return [(ssm_scores[j:j + 1], ssm_indices[j], img_scores[j:j + 1], img_indices[j]) for j in range(len(images))]
 
     def block_classes(self, analysis: Analysis) -> np.ndarray:
         """Per latent block, the pixel count of each class: int [gh, gw, classes]."""
@@ -280,8 +330,7 @@ class Codec:
         weights = self.position_weights(analysis, options)
         if weights is None:
             return analysis
-        w = torch.from_numpy(weights).to(analysis.image_scores)[None, None]
-        return replace(analysis, ssm_scores=analysis.ssm_scores * w, image_scores=analysis.image_scores * w)
+        return analysis.reranked(torch.from_numpy(weights).to(analysis.image_scores)[None, None])
 
     def pack(self, analysis: Analysis, keep_ssm: float, keep_image: float, *,
              segmenter_id: int = 0, ssm: str = "vq") -> bytes:

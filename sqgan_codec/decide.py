@@ -278,7 +278,8 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
-    proxy, proxy_options, f = _proxy(codec, analysis, options, budget)
+    proxy, proxy_options, f = _proxy(codec, analysis, options, budget,
+                                     lazy="tokens" not in modes and not any(m.startswith("mixed-") for m in modes))
     chosen = _best_of_modes(codec, proxy, budget_of(proxy, proxy_options),
                             lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune, modes)
     scales = None
@@ -319,9 +320,10 @@ def _best_of_modes(codec: "Codec", analysis: "Analysis", budget: float, tokens: 
     return _choose(codec, analysis, streams, tune)
 
 
-def _proxy(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", budget: float):
+def _proxy(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", budget: float, lazy: bool = False):
     """The image (and its semantic map) downscaled to :data:`DECIDE_MAX_PIXELS`, analysed and
-    re-ranked, with options for the same bits per pixel (boxes scaled alike), and the factor."""
+    re-ranked, with options for the same bits per pixel (boxes scaled alike), and the factor
+    (``lazy``: its tokens computed only if asked for: none of the modes needs them)."""
     from dataclasses import replace
 
     from PIL import Image
@@ -334,7 +336,7 @@ def _proxy(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", budge
     proxy_options = replace(options, bpp=8 * budget / (h * w), max_bytes=None,
                             roi=tuple((round(x * f), round(y * f), max(1, round(bw * f)), max(1, round(bh * f)))
                                       for x, y, bw, bh in options.roi))
-    proxy = codec._ranked(codec.analyse(rgb, labels), proxy_options)
+    proxy = codec._ranked(codec.analyse(rgb, labels, lazy=lazy), proxy_options)
     return proxy, proxy_options, f
 
 

@@ -354,3 +354,22 @@ def test_a_retrained_coarse_decoder_keeps_old_streams_decodable(tmp_path, monkey
     finally:
         monkeypatch.delenv(registry.WEIGHTS_ENV)
         registry.reload()
+
+
+def test_an_unfamiliar_image_runs_the_token_networks_only_when_a_token_is_sent(codec: Codec):
+    """The domain check comes from the segmenter's pass; on an image it flags, G_s and G_x wait
+    until a stream needs tokens (the coarse image alone needs none), and the streams are the
+    same as with the tokens computed up front."""
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))  # synthetic: unlike CamVid
+    lazy = codec.analyse(rgb)
+    assert lazy.cache["confidence"] < decide.UNFAMILIAR_CONFIDENCE and not lazy.tokens_computed
+    eager = codec.analyse(rgb, lazy=False)
+    assert eager.tokens_computed
+    with pytest.warns(UnfamiliarImageWarning):
+        sent = codec.encode_analysis(lazy, bpp=0.05)
+    assert not lazy.tokens_computed and "C" in bitstream.unpack(sent).chunks
+    with pytest.warns(UnfamiliarImageWarning):
+        assert codec.encode_analysis(eager, bpp=0.05) == sent
+    semantic = codec.encode_analysis(lazy, bpp=0.05, tune="semantic")
+    assert lazy.tokens_computed and semantic == codec.encode_analysis(eager, bpp=0.05, tune="semantic")
+    np.testing.assert_array_equal(lazy.image_indices, eager.image_indices)
