@@ -55,7 +55,7 @@ FINAL_STEPS_UP = 4  # the sent frame's quality is searched up to this far above 
 # sharpness values are tried at the quality one step up, then at the sent one (on the photos:
 # streams of the thumbnail alone filled their budget to 0.96 on average, 0.99 with them)
 SHARPENED_STEPS = 1
-SHARPNESS = ((0, 2, 5, 7), (1, 3, 4, 6))
+SHARPNESS = ((AV1_SPEED, (0, 2, 5, 7)), (AV1_SPEED, (1, 3, 4, 6)), (AV1_FILL_SPEED, tuple(range(8))))  # (speed, values)
 
 
 @functools.cache
@@ -123,7 +123,7 @@ class Thumbnail:
         # area averaging (what the decoder's training saw); LANCZOS rings on edges
         self.small = Image.fromarray(np.ascontiguousarray(rgb)).resize(self.size, Image.BOX)
         self._coded: dict[tuple[int, int], bytes] = {}  # by (quality, speed)
-        self._sharpened: dict[tuple[int, int], bytes] = {}  # AV1 at AV1_SPEED: by (quality, sharpness)
+        self._sharpened: dict[tuple[int, int, int], bytes] = {}  # AV1: by (quality, sharpness, speed)
 
     def frame(self, quality: int, speed: int | None = None) -> bytes:
         """The frame at ``quality``; AV1 at libaom ``speed`` (default the quick search's)."""
@@ -135,12 +135,12 @@ class Thumbnail:
                 self._coded[quality, speed] = _av1_obus(self.small, quality, speed)
         return self._coded[quality, speed]
 
-    def sharpened(self, quality: int, sharpness: int) -> bytes:
-        """The AV1 frame at ``quality`` (preset :data:`AV1_SPEED`) with libaom's loop-filter
-        ``sharpness`` set: sizes a few per cent apart, between the quality steps."""
-        if (quality, sharpness) not in self._sharpened:
-            self._sharpened[quality, sharpness] = _av1_obus(self.small, quality, AV1_SPEED, sharpness)
-        return self._sharpened[quality, sharpness]
+    def sharpened(self, quality: int, sharpness: int, speed: int = AV1_SPEED) -> bytes:
+        """The AV1 frame at ``quality`` and libaom ``speed`` with the loop-filter ``sharpness``
+        set: sizes a few per cent apart, between the quality steps."""
+        if (quality, sharpness, speed) not in self._sharpened:
+            self._sharpened[quality, sharpness, speed] = _av1_obus(self.small, quality, speed, sharpness)
+        return self._sharpened[quality, sharpness, speed]
 
     def encode(self, quality: int, render: int = RENDER_UPSAMPLE, tag: bytes = b"",
                speed: int | None = None) -> bytes:
@@ -201,10 +201,10 @@ class Thumbnail:
                 break
             options.append(self.frame(up, AV1_FILL_SPEED))
         if full is not None and not any(full(f) for f in options):
-            tries = [(qq, values) for values in SHARPNESS  # the best quality first, then more values
+            tries = [(qq, speed, values) for speed, values in SHARPNESS  # the best quality first
                      for qq in range(min(q + SHARPENED_STEPS, MAX_QUALITY), q - 1, -1)]
-            for qq, values in tries:
-                filling = [f for f in (self.sharpened(qq, s) for s in values) if fits(f) and full(f)]
+            for qq, speed, values in tries:
+                filling = [f for f in (self.sharpened(qq, s, speed) for s in values) if fits(f) and full(f)]
                 if filling:
                     options = filling
                     break

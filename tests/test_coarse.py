@@ -373,3 +373,14 @@ def test_an_unfamiliar_image_runs_the_token_networks_only_when_a_token_is_sent(c
     semantic = codec.encode_analysis(lazy, bpp=0.05, tune="semantic")
     assert lazy.tokens_computed and semantic == codec.encode_analysis(eager, bpp=0.05, tune="semantic")
     np.testing.assert_array_equal(lazy.image_indices, eager.image_indices)
+
+
+@pytest.mark.parametrize("bpp", [0.025, 0.05, 0.1])
+def test_a_thumbnail_only_stream_fills_its_budget(codec: Codec, bpp):
+    """AV1's quality steps are ~5 % of the size apart; a stream of the coarse image alone (an
+    unfamiliar image: the bundled synthetic sample) still ends within 3 % of its budget."""
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    budget = bpp * rgb.shape[0] * rgb.shape[1] / 8
+    decision = codec.encode_with_decision(rgb, bpp=bpp)
+    assert decision.unfamiliar and list(bitstream.unpack(decision.data).chunks) == ["C"], decision.to_dict()
+    assert 0.97 * budget <= len(decision.data) <= budget
