@@ -44,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, psnr
 
     codec = Codec(device="cpu")
-    from sqgan_codec.evaluate.run import _lpips_dtype
+    from sqgan_codec.evaluate.run import lpips_dtype_for
 
     modes = decide.MODES if a.shares is None else (
         "tokens", "coarse", "coarse+learned", *(f"mixed-{round(100 * float(s))}" for s in a.shares.split(",")))
     if a.modes:
         modes = tuple(a.modes.split(","))
 
-    lpips = LpipsVggStyle(scale=2, dtype=_lpips_dtype("auto"))  # bfloat16 only where native
+    lpips = LpipsVggStyle(scale=2, dtype=lpips_dtype_for("auto"))  # bfloat16 only where native
     root = Path(a.data)
     paths = sorted((root / a.split).glob("*.png"))[:: a.every]
     records = []

@@ -27,7 +27,7 @@ TARGETS = (0.025, 0.05, 0.1)
 LABEL_H = 14
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             best = None
             for scale in classical.SCALES:
                 r = classical.code_at_bpp(rgb, name, scale, t)
-                if r is not None and (best is None or _psnr(r.rgb, rgb) > _psnr(best.rgb, rgb)):
+                if r is not None and (best is None or psnr(r.rgb, rgb) > psnr(best.rgb, rgb)):
                     best = r
             label = (f"{name} 1/{best.scale} @ {best.bpp:.3f}" if best and best.scale > 1
                      else f"{name} @ {best.bpp:.3f}" if best else f"{name}: cannot reach {t}")

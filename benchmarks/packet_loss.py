@@ -90,7 +90,7 @@ def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 
     """One image through the channel (i.i.d., seed 0): rows sqgan / WebP 1/4 / JPEG 1/4 with
     restart markers, columns the loss rates; labels give PSNR or 'lost'."""
     from crop_grid import save_grid
-    from side_by_side import _cell
+    from side_by_side import grid_cell
 
     codec = Codec(device="cpu")
     rgb = load_rgb(Path(image))
@@ -98,7 +98,7 @@ def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 
     size = (min(width, w), round(h * min(width, w) / w))
     files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=packet_bytes),
              "webp 1/4": code_at_bpp(rgb, "webp", 4, bpp).data, "jpeg 1/4+RST": jpeg_restart(rgb, bpp * w * h / 8)}
-    rows = [[_cell(rgb, size, f"original; {bpp} bpp, {packet_bytes}-byte packets")]]
+    rows = [[grid_cell(rgb, size, f"original; {bpp} bpp, {packet_bytes}-byte packets")]]
     for name, data in files.items():
         row = []
         for loss in losses:
@@ -110,7 +110,7 @@ def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 
             else:
                 dec = decode_classical(arrived, (w, h))
             lost = f"{report.lost}/{report.packets} lost"
-            row.append(_cell(dec, size, f"{name}, {round(100 * loss)}%: {lost}, "
+            row.append(grid_cell(dec, size, f"{name}, {round(100 * loss)}%: {lost}, "
                                         + ("not decodable" if dec is None else f"{psnr(rgb, dec):.1f} dB")))
         rows.append(row)
     save_grid(rows, out)

@@ -21,14 +21,14 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crop_grid import _psnr, save_grid  # noqa: E402  (benchmarks/ is the script's folder)
+from crop_grid import psnr, save_grid  # noqa: E402  (benchmarks/ is the script's folder)
 from sqgan_codec.evaluate import classical  # noqa: E402
 
 LABEL_H = 14
 TUNES = ("balanced", "perceptual", "semantic")
 
 
-def _cell(rgb: np.ndarray | None, size: tuple[int, int], label: str) -> Image.Image:
+def grid_cell(rgb: np.ndarray | None, size: tuple[int, int], label: str) -> Image.Image:
     cell = Image.new("RGB", (size[0], size[1] + LABEL_H), (255, 255, 255))
     if rgb is not None:
         cell.paste(Image.fromarray(rgb).resize(size, Image.BOX), (0, LABEL_H))
@@ -43,7 +43,7 @@ def best_classical(rgb: np.ndarray, target: float):
             continue
         for scale in classical.SCALES:
             r = classical.code_at_bpp(rgb, name, scale, target)
-            if r is not None and (best is None or _psnr(r.rgb, rgb) > _psnr(best[1].rgb, rgb)):
+            if r is not None and (best is None or psnr(r.rgb, rgb) > psnr(best[1].rgb, rgb)):
                 best = (name, r)
     return best
 
@@ -69,18 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         h, w = rgb.shape[:2]
         size = (min(a.width, w), round(h * min(a.width, w) / w))
-        row = [_cell(rgb, size, f"{path.name}")]
+        row = [grid_cell(rgb, size, f"{path.name}")]
         for tune in TUNES:
             d = codec.encode_with_decision(rgb, bpp=a.bpp, tune=tune)
             dec = np.asarray(codec.decode(d.data).convert("RGB"))
-            row.append(_cell(dec, size, f"{tune}: {d.mode} {8 * len(d.data) / (w * h):.3f} "
-                                        f"{_psnr(dec, rgb):.1f}dB"))
+            row.append(grid_cell(dec, size, f"{tune}: {d.mode} {8 * len(d.data) / (w * h):.3f} "
+                                        f"{psnr(dec, rgb):.1f}dB"))
         best = best_classical(rgb, a.bpp)
         if best is None:
-            row.append(_cell(None, size, "no classical codec fits"))
+            row.append(grid_cell(None, size, "no classical codec fits"))
         else:
             name, r = best
-            row.append(_cell(r.rgb, size, f"{name} 1/{r.scale} {r.bpp:.3f} {_psnr(r.rgb, rgb):.1f}dB"))
+            row.append(grid_cell(r.rgb, size, f"{name} 1/{r.scale} {r.bpp:.3f} {psnr(r.rgb, rgb):.1f}dB"))
         rows.append(row)
         print(path.name, "done", flush=True)
     save_grid(rows, a.out)

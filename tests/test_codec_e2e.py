@@ -300,8 +300,8 @@ def test_banded_decoding_matches_the_whole_image(codec: Codec, street_sqg: bytes
     idx = torch.from_numpy(tokens.image_indices)[None]
     keep = torch.from_numpy(tokens.image_keep)[None, None]
     calls = []
-    original = image_net.ImageCodec._banded
-    monkeypatch.setattr(image_net.ImageCodec, "_banded",
+    original = image_net.ImageCodec.decode_banded
+    monkeypatch.setattr(image_net.ImageCodec, "decode_banded",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     with torch.inference_mode():
         codes = codec.net.image.quantizer.indices_to_codes(idx)

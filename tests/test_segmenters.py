@@ -246,13 +246,13 @@ def test_upsample_argmax_matches_torch():
     import torch
     import torch.nn.functional as F
 
-    from sqgan_codec.segmenters.onnx import _upsample_argmax
+    from sqgan_codec.segmenters.onnx import upsample_argmax
 
     scores = np.random.default_rng(0).standard_normal((5, 7, 9)).astype(np.float32)
     up = F.interpolate(torch.from_numpy(scores)[None], size=(64, 96), mode="bilinear",
                        align_corners=False)[0]
     expected = up[:, :50, :70].argmax(0).numpy()
-    got = _upsample_argmax(scores, (64, 96), (50, 70))
+    got = upsample_argmax(scores, (64, 96), (50, 70))
     assert (got == expected).mean() > 0.999
 
 
@@ -337,13 +337,13 @@ def test_labels_out_of_range_and_void(tmp_path):
 
 
 def test_labels_fill_without_opencv_matches():
-    from sqgan_codec.segmenters.labels import _grow, fill_nearest
+    from sqgan_codec.segmenters.labels import grow_fill, fill_nearest
 
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 11, (20, 25)).astype(np.uint8)
     holes = np.zeros_like(ids, bool)
     holes[5:15, 5:15] = True
-    for fill in (fill_nearest(ids, holes), _grow(ids, holes)):
+    for fill in (fill_nearest(ids, holes), grow_fill(ids, holes)):
         assert np.array_equal(fill[~holes], ids[~holes])
         assert fill[5, 10] == ids[4, 10] and fill[10, 5] == ids[10, 4]
 

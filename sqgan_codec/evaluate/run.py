@@ -34,7 +34,7 @@ def _floats(s: str) -> tuple[float, ...]:
     return tuple(float(x) for x in s.split(",") if x.strip())
 
 
-def _lpips_dtype(choice: str) -> str:
+def lpips_dtype_for(choice: str) -> str:
     """``auto``: bfloat16 only on CPUs that compute it natively (emulated, it is ~20x slower)."""
     if choice != "auto":
         return choice
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     segment = resolve_segmenter(a.segmenter, log=log)
     cfg = BenchConfig(targets=a.targets, codecs=tuple(x for x in a.codecs.split(",") if x),
                       scales=tuple(int(x) for x in a.scales.split(",") if x), lpips=not a.no_lpips,
-                      lpips_scale=a.lpips_scale, lpips_dtype=_lpips_dtype(a.lpips_dtype), fid=not a.no_fid, workers=a.workers,
+                      lpips_scale=a.lpips_scale, lpips_dtype=lpips_dtype_for(a.lpips_dtype), fid=not a.no_fid, workers=a.workers,
                       cache_dir=a.cache, cache_tag=_segmenter_tag(a.segmenter))
     result = run_benchmark(pairs, cfg, learned, segment, log=eprint, notes=notes)
     written = write_all(result, a.out, a.all_scales)

@@ -70,7 +70,7 @@ class ImageCodec(nn.Module):
         for i, block in enumerate(self.up):
             if (i >= last - 1 and band_rows and not torch.is_grad_enabled()
                     and x.shape[-2] > band_rows + 2 * BAND_HALO):
-                x = self._banded(x, onehot, block, band_rows, to_rgb=i == last)
+                x = self.decode_banded(x, onehot, block, band_rows, to_rgb=i == last)
                 if i == last:
                     return x
                 stride //= 2
@@ -80,7 +80,7 @@ class ImageCodec(nn.Module):
             x = block(x, class_proportions(onehot, stride))
         return self.to_rgb(x)
 
-    def _banded(self, x: torch.Tensor, onehot: torch.Tensor, block: SPADEResBlock, band_rows: int,
+    def decode_banded(self, x: torch.Tensor, onehot: torch.Tensor, block: SPADEResBlock, band_rows: int,
                 to_rgb: bool) -> torch.Tensor:
         """``block`` (after the ×2 upsampling), and ``to_rgb`` if asked, over row bands of ``x``."""
         # nearest ×2 repeats every value 4 times: the upsampled map's instance statistics are x's

@@ -154,10 +154,10 @@ def fill_nearest(ids: np.ndarray, holes: np.ndarray) -> np.ndarray:
         seeds = ids[~holes]  # seeds in raster order are labelled 1, 2, ... in raster order
         out = seeds[lab.astype(np.int64) - 1]
         return np.ascontiguousarray(out.astype(np.uint8))
-    return _grow(ids, holes)
+    return grow_fill(ids, holes)
 
 
-def _grow(ids: np.ndarray, holes: np.ndarray) -> np.ndarray:
+def grow_fill(ids: np.ndarray, holes: np.ndarray) -> np.ndarray:
     ids = ids.copy()
     holes = holes.copy()
     h, w = ids.shape

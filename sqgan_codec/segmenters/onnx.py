@@ -394,7 +394,7 @@ class OnnxSegmenter(Segmenter):
                                  "needs 1 x L x h x w label scores")
         self._check_channels(out.shape[1])
         scores = np.asarray(out[0][self._mapped], dtype=np.float32)
-        best = _upsample_argmax(scores, frame, (h, w))
+        best = upsample_argmax(scores, frame, (h, w))
         return check_map(self._mapped_classes[best], rgb, "ONNX segmenter", self.vocabulary.num_classes)
 
 
@@ -415,7 +415,7 @@ def _resize_rgb(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def _upsample_argmax(scores: np.ndarray, frame: tuple[int, int],
+def upsample_argmax(scores: np.ndarray, frame: tuple[int, int],
                      out: tuple[int, int]) -> np.ndarray:
     """Argmax over channels of ``scores`` (C x h x w) bilinearly resampled to ``frame``
     (H x W, align_corners=False, as torch's interpolate), keeping the top-left ``out``
