@@ -15,7 +15,12 @@ decodes is *lost* and scored as a mid-grey picture (what a receiver would have t
 Reported: mIoU of the bundled segmenter on the decodes against the ground-truth labels (one
 confusion matrix per cell, over images and seeds), PSNR, LPIPS-style (images 2x downsampled,
 float32), and the share of files that decoded. Also the packet overhead: the packet stream of
-the same tokens against the plain stream.
+the same tokens against the plain stream, as a file (with its records' lengths) and as the
+packets a link carries (the datagram's own length frames each).
+
+    python benchmarks/packet_loss.py --overhead-only --out docs/bench/packet_loss.md
+
+measures the overhead alone (a minute) and keeps the curves of the saved results beside --out.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from PIL import Image, ImageFile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
 
-from sqgan_codec import channel  # noqa: E402
+from sqgan_codec import channel, packets  # noqa: E402
 from sqgan_codec.codec import Codec  # noqa: E402
 from sqgan_codec.errors import PacketLossWarning  # noqa: E402
 from sqgan_codec.evaluate.classical import code_at_bpp  # noqa: E402
@@ -117,6 +122,16 @@ def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 
     print(f"wrote {out}")
 
 
+def packet_overhead(codec: Codec, rgb: np.ndarray, bpp: float, packet_bytes: int) -> list[int]:
+    """Bytes of: the plain token stream at ``bpp``, the same tokens as a packet stream (file),
+    its packets without their records' lengths (what a link carries), and the packet stream
+    the encoder fits under the budget."""
+    plain = codec.encode(rgb, bpp=bpp, tune="semantic", ssm="vq")
+    cut = codec.packetize(plain, packet_bytes=packet_bytes)
+    records, _ = packets.split_records(cut)
+    return [len(plain), len(cut), sum(map(len, records)), len(codec.encode(rgb, bpp=bpp, packet_bytes=packet_bytes))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", default="../shared/data/camvid/test")
@@ -128,6 +143,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--grid", default=None, metavar="PNG", help="only draw the picture grid of --grid-image")
     ap.add_argument("--grid-image", default=str(Path(__file__).resolve().parents[1] / "sqgan_codec" / "samples" / "street.png"))
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="measure the packet overhead alone; the curves come from the results saved beside --out")
     ap.add_argument("--from-json", default=None, metavar="JSON",
                     help="only render the report of an earlier run's saved results (beside its --out)")
     args = ap.parse_args()
@@ -139,10 +156,21 @@ def main() -> None:
         return
     rates = [float(b) for b in args.bpp.split(",")]
     codec = Codec(device="cpu")
+    if args.overhead_only:
+        if not args.out:
+            raise SystemExit("--overhead-only needs --out (its saved results hold the curves)")
+        saved = json.loads(Path(args.out).with_suffix(".json").read_text())
+        pairs = find_images(saved["images"], every=saved["every"], limit=saved["limit"])
+        saved["overhead"] = {str(b): [packet_overhead(codec, load_rgb(p), b, saved["packet_bytes"])
+                                      for p, _ in pairs] for b in saved["rates"]}
+        saved["overhead_format"] = packets.PACKET_VERSION
+        Path(args.out).with_suffix(".json").write_text(json.dumps(saved))
+        emit(report(saved), args.out)
+        return
     lpips = LpipsVggStyle(scale=2)
     pairs = find_images(args.images, every=args.every, limit=args.limit)
     cells: dict[tuple, dict] = defaultdict(lambda: {"cm": 0, "psnr": [], "lpips": [], "decoded": 0, "n": 0})
-    overhead: dict[float, list[tuple[int, int, int]]] = defaultdict(list)
+    overhead: dict[float, list[list[int]]] = defaultdict(list)
     t0 = time.time()
     for k, (path, label_path) in enumerate(pairs):
         rgb, labels = load_rgb(path), load_label(label_path)
@@ -150,10 +178,8 @@ def main() -> None:
         grey = np.full_like(rgb, 128)
         for bpp in rates:
             budget = bpp * w * h / 8
-            plain = codec.encode(rgb, bpp=bpp, tune="semantic", ssm="vq")
             files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=args.packet_bytes)}
-            overhead[bpp].append((len(plain), len(codec.packetize(plain, packet_bytes=args.packet_bytes)),
-                                  len(files["sqgan"])))
+            overhead[bpp].append(packet_overhead(codec, rgb, bpp, args.packet_bytes))
             webp = code_at_bpp(rgb, "webp", 4, bpp)
             if webp is not None:
                 files["webp 1/4"] = webp.data
@@ -189,7 +215,8 @@ def main() -> None:
     results = {"images": args.images, "every": args.every, "seeds": args.seeds, "limit": args.limit,
                "packet_bytes": args.packet_bytes, "count": len(pairs), "rates": rates,
                "minutes": round((time.time() - t0) / 60, 1),
-               "overhead": {str(b): [list(map(int, r)) for r in v] for b, v in overhead.items()},
+               "overhead": {str(b): v for b, v in overhead.items()}, "overhead_format": packets.PACKET_VERSION,
+               "curves_format": packets.PACKET_VERSION,
                "cells": [{"codec": k[0], "bpp": k[1], "pattern": k[2], "loss": k[3],
                           "cm": np.asarray(c["cm"]).tolist(), "psnr": [float(x) for x in c["psnr"]],
                           "lpips": [float(x) for x in c["lpips"]], "decoded": int(c["decoded"]), "n": c["n"]} for k, c in cells.items()]}
@@ -220,19 +247,27 @@ def report(results: dict) -> list[str]:
               "positions as it fills the positions the encoder dropped. Training on lost-packet "
               "patterns as well (`python -m sqgan_codec.train joint ... --erasure 0.3`, in the GPU "
               "recipe) is ready and not yet shipped."]
+    fmt = results.get("overhead_format", 1)
     lines += ["", "## Packet overhead", "",
-              "| bpp | plain token stream (bytes) | same tokens as packets | overhead | packet stream under the budget |",
-              "|---|---:|---:|---:|---:|"]
+              f"Packet format {fmt} (CRC-{32 if fmt == 1 else 24} per packet, two header copies); means over the images."
+              + (f" Measured with `--overhead-only` on the same images; the loss curves in this report were measured with "
+                 f"packet format {results.get('curves_format', 1)}, whose packets hold the same tokens with "
+                 f"one CRC byte more each." if fmt != results.get("curves_format", 1) else ""), "",
+              "| bpp | plain token stream (bytes) | same tokens as packets: file | overhead | "
+              "packets on a link (no record lengths) | overhead | packet stream under the budget |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for bpp in rates:
         rows = np.array(overhead[bpp], float)
+        link = (f"{rows[:, 2].mean():.0f} | {100 * (rows[:, 2].sum() / rows[:, 0].sum() - 1):.1f} %"
+                if rows.shape[1] == 4 else "– | –")
         lines.append(f"| {bpp} | {rows[:, 0].mean():.0f} | {rows[:, 1].mean():.0f} | "
-                     f"{100 * (rows[:, 1].sum() / rows[:, 0].sum() - 1):.1f} % | {rows[:, 2].mean():.0f} |")
+                     f"{100 * (rows[:, 1].sum() / rows[:, 0].sum() - 1):.1f} % | {link} | {rows[:, -1].mean():.0f} |")
     for bpp in rates:
         for pattern, _ in PATTERNS:
             lines += ["", f"## {bpp} bpp, {pattern} losses", "",
                       "| codec | " + " | ".join(f"{round(100 * x)} %" for x in LOSSES) + " |",
                       "|---|" + "---:|" * len(LOSSES)]
-            names = sorted({k[0] for k in cells if k[1] == bpp}, key=lambda n: n != "sqgan")
+            names = sorted({k[0] for k in cells if k[1] == bpp}, key=lambda n: (n != "sqgan", n))
             for metric in ("mIoU", "PSNR", "LPIPS-style", "decoded"):
                 for name in names:
                     vals = []

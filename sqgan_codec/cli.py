@@ -409,6 +409,7 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
         d = header.to_dict()
         bpp = 8 * len(data) / (header.width * header.height)
         packet_info = None if plan is None else {
+            "packet_format": plan["version"],
             "records": len(packets.split_records(data)[0]), "token_packets": plan["packets"],
             "map_copies": plan["map_copies"], "fragments": plan["fragments"]}
         if as_json:
@@ -433,7 +434,8 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                            f"(1/{thumbnail['scale']}), {thumbnail['bytes']:,} bytes, rendered "
                            + ("by the coarse decoder" if thumbnail["render"] == "learned" else "upsampled"))
             if packet_info is not None:
-                click.echo(f"  packet stream: {packet_info['records']} packets here, "
+                click.echo(f"  packet stream (packet format {packet_info['packet_format']}): "
+                           f"{packet_info['records']} packets here, "
                            f"{packet_info['token_packets']} token packets sent, map sent "
                            f"{packet_info['map_copies'] + 1}x (decode reports what was lost)")
         if note:

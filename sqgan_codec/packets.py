@@ -8,7 +8,7 @@ only the loss of every copy of the header is fatal.
 Layout (normative spec: docs/bitstream.md, "Packet streams")::
 
     file   = record record ...
-    record = length | body | CRC32 of the body (4 bytes, big-endian)
+    record = length | body | CRC-24 of the body (3 bytes, big-endian; CRC-32, 4 bytes, in format 1)
     length = 1 byte (body + CRC, < 255) or 255 and 2 bytes big-endian
     body   = tag (LEB128 varint: index·4 + kind) | ...
 
@@ -17,14 +17,15 @@ Layout (normative spec: docs/bitstream.md, "Packet streams")::
   (:func:`sqgan_codec.entropy.encode_token_grids`) of those positions as one row: the semantic
   map's keep bits and indices, then the image tokens' with the class context of the map tokens
   *of the same packet* (as in a plain stream: nothing depends on another packet). The CRC is
-  seeded with the stream's identity (CRC32 of the header payload and nonce), so a packet of
+  seeded with the stream's identity (the CRC of the header payload and nonce), so a packet of
   another stream is refused like a damaged one.
 * kind 2, header: a token packet (possibly of no positions) that also carries, after its tag,
   the packet-format version, the stream's header payload (the ``H`` chunk's, length-prefixed),
   a 2-byte nonce, the number of token packets (kinds 0 and 2), the number of map copies per
   token packet, whether there are image tokens, and the fragmented chunks (type, fragment
   count). Plain CRC32. The first token packet and the last carry it (a header-only packet is
-  added when the last has no room), and ``protect_base`` > 2 adds header-only copies.
+  added when the last has no room), and ``protect_base`` > 2 adds header-only copies. Its CRC
+  starts from the CRC's own initial value.
 * kind 1, map copy: the map tokens of a token packet's positions alone; ``protect_base`` K sends
   K − 1 of each, ahead of the token packets. Seeded CRC.
 * kind 3, chunk fragment: ``index`` is the fragment number, then the chunk type (1 byte) and the
@@ -51,9 +52,14 @@ if TYPE_CHECKING:  # numpy and the coder load only to code tokens: `sqgan info` 
     from .entropy import StreamTables
 from .errors import BitstreamError, UnsupportedVersionError
 
-PACKET_VERSION = 1
+PACKET_VERSION = 2         # the format this writer writes; the reader also reads format 1
+READ_VERSIONS = (1, 2)
 KIND_TOKENS, KIND_MAP_COPY, KIND_HEADER, KIND_FRAGMENT = 0, 1, 2, 3
-CRC_BYTES = 4
+# Format 2 checks records with CRC-24 (OpenPGP's polynomial, as Bluetooth LE checks its link
+# packets of up to 257 bytes with a 24-bit CRC): a byte less per packet than format 1's CRC-32,
+# about 0.7 % of a stream of 150-byte packets; a damaged packet slips through once in 2^24.
+CRC_BYTES = {1: 4, 2: 3}
+_CRC24_POLY, _CRC24_INIT = 0x864CFB, 0xB704CE
 NONCE_BYTES = 2
 MIN_PACKET_BYTES = 48     # a header packet must fit
 MAX_PACKET_BYTES = 65_507  # a UDP datagram's payload
@@ -154,18 +160,47 @@ def frame_record(record: bytes) -> bytes:
     return (bytes([n]) if n < 255 else b"\xff" + n.to_bytes(2, "big")) + record
 
 
-def _frame(body: bytes, seed: int) -> bytes:
-    return frame_record(body + zlib.crc32(body, seed).to_bytes(CRC_BYTES, "big"))
+def _crc24_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        c = byte << 16
+        for _ in range(8):
+            c = (c << 1) ^ _CRC24_POLY if c & 0x800000 else c << 1
+        table.append(c & 0xFFFFFF)
+    return tuple(table)
+
+
+_CRC24_TABLE = _crc24_table()
+
+
+def crc24(data: bytes | bytearray | memoryview, crc: int = _CRC24_INIT) -> int:
+    """CRC-24/OPENPGP (RFC 4880, section 6.1) of ``data``, continuing from register ``crc``."""
+    table = _CRC24_TABLE
+    for byte in bytes(data):
+        crc = ((crc << 8) & 0xFFFFFF) ^ table[(crc >> 16) ^ byte]
+    return crc
+
+
+def _crc(version: int, data: bytes | bytearray | memoryview, seed: int | None) -> int:
+    """The record check of packet format ``version``; ``seed`` None: a header packet's (the
+    CRC's initial value), else a stream's identity (:func:`_identity`)."""
+    if version == 1:
+        return zlib.crc32(data, seed or 0)
+    return crc24(data, _CRC24_INIT if seed is None else seed)
+
+
+def _frame(body: bytes, seed: int | None, version: int = PACKET_VERSION) -> bytes:
+    return frame_record(body + _crc(version, body, seed).to_bytes(CRC_BYTES[version], "big"))
 
 
 def _framed_size(body_len: int) -> int:
-    n = body_len + CRC_BYTES
+    n = body_len + CRC_BYTES[PACKET_VERSION]
     return n + (1 if n < 255 else 3)
 
 
-def _identity(header_payload: bytes, nonce: bytes) -> int:
+def _identity(header_payload: bytes, nonce: bytes, version: int = PACKET_VERSION) -> int:
     """The CRC seed of a stream's packets other than its header packets."""
-    return zlib.crc32(header_payload + nonce)
+    return _crc(version, header_payload + nonce, None)
 
 
 class _Coder:
@@ -278,10 +313,10 @@ def write(header: bitstream.Header, version: tuple[int, int], map_layer: Layer, 
     records = []
     for i, (start, count, coded) in enumerate(runs):
         if i in (0, second):
-            records.append(_frame(token_body(KIND_HEADER, start, count, coded, fields), 0))
+            records.append(_frame(token_body(KIND_HEADER, start, count, coded, fields), None))
         else:
             records.append(_frame(token_body(KIND_TOKENS, start, count, coded), seed))
-    header_only = _frame(token_body(KIND_HEADER, 0, 0, b"", fields), 0)
+    header_only = _frame(token_body(KIND_HEADER, 0, 0, b"", fields), None)
     map_copies = [_frame(token_body(KIND_MAP_COPY, start, count, coder.tokens(start, count, with_image=False, shortest=True)), seed)
                   for start, count, _ in runs] * (protect_base - 1)
     fragments = [_frame(bitstream.encode_varint(i * 4 + KIND_FRAGMENT) + kind.encode("ascii")
@@ -310,27 +345,35 @@ def split_records(data: bytes | bytearray | memoryview) -> tuple[list[bytes], in
             if pos + 3 > len(view):
                 break
             length, start = int.from_bytes(view[pos + 1:pos + 3], "big"), pos + 3
-        if length <= CRC_BYTES or start + length > len(view):
+        if length <= min(CRC_BYTES.values()) or start + length > len(view):
             break
         records.append(bytes(view[start:start + length]))
         pos = start + length
     return records, len(view) - pos
 
 
-def _crc_ok(record: bytes, seed: int) -> bool:
-    return zlib.crc32(record[:-CRC_BYTES], seed) == int.from_bytes(record[-CRC_BYTES:], "big")
+def _crc_ok(record: bytes, seed: int | None, version: int) -> bool:
+    n = CRC_BYTES[version]
+    return len(record) > n and _crc(version, record[:-n], seed) == int.from_bytes(record[-n:], "big")
 
 
 def _header_of(record: bytes) -> tuple[dict[str, Any], int] | None:
     """The plan of an intact header packet and the offset of its token count, else None.
-    Raises for a packet-format version this reader does not know."""
-    if len(record) < CRC_BYTES + 4 or record[0] & 3 != KIND_HEADER or not _crc_ok(record, 0):
+    Raises for a packet-format version this reader does not know. The version is the one whose
+    check the record passes (newest first), and the packet must say the same."""
+    if len(record) < 8 or record[0] & 3 != KIND_HEADER:
         return None
-    body = record[:-CRC_BYTES]
+    version = next((v for v in sorted(READ_VERSIONS, reverse=True) if _crc_ok(record, None, v)), None)
+    if version is None:
+        return None
+    body = record[:-CRC_BYTES[version]]
     try:
         _, pos = bitstream.decode_varint(body, 0)
-        if body[pos] != PACKET_VERSION:
-            raise UnsupportedVersionError(f"packet format version {body[pos]} (this reader knows {PACKET_VERSION})")
+        if body[pos] not in READ_VERSIONS:
+            raise UnsupportedVersionError(
+                f"packet format version {body[pos]} (this reader knows {', '.join(map(str, READ_VERSIONS))})")
+        if body[pos] != version:
+            return None
         n = body[pos + 1]
         pos += 2
         hp, nonce = bytes(body[pos:pos + n]), bytes(body[pos + n:pos + n + NONCE_BYTES])
@@ -350,7 +393,7 @@ def _header_of(record: bytes) -> tuple[dict[str, Any], int] | None:
         return None
     if map_copies >= MAX_PROTECT or any(k not in FRAGMENT_CHUNKS for k in fragments):
         return None
-    return {"payload": hp, "nonce": nonce, "packets": count, "map_copies": map_copies,
+    return {"version": version, "payload": hp, "nonce": nonce, "packets": count, "map_copies": map_copies,
             "image": bool(has_image), "fragments": fragments}, pos
 
 
@@ -389,7 +432,8 @@ def read(data: bytes | bytearray | memoryview, map_tables: StreamTables, image_t
 
     header, plan = read_header(data)
     records, tail = split_records(data)
-    seed = _identity(plan["payload"], plan["nonce"])
+    version = plan["version"]
+    seed = _identity(plan["payload"], plan["nonce"], version)
     gh, gw = header.grid
     n = gh * gw
     order = interleave(gh, gw)
@@ -400,7 +444,7 @@ def read(data: bytes | bytearray | memoryview, map_tables: StreamTables, image_t
     seen: set[tuple[int, int, int]] = set()
     pieces: dict[str, dict[int, bytes]] = {k: {} for k in plan["fragments"]}
     for record in records:
-        body = record[:-CRC_BYTES]
+        body = record[:-CRC_BYTES[version]]
         try:
             tag, pos = bitstream.decode_varint(body, 0)
             kind, index = tag & 3, tag >> 2
@@ -410,7 +454,7 @@ def read(data: bytes | bytearray | memoryview, map_tables: StreamTables, image_t
                     raise BitstreamError("damaged header packet or one of another stream")
                 report.header_copies += 1
                 pos = found[1]
-            elif not _crc_ok(record, seed):
+            elif not _crc_ok(record, seed, version):
                 raise BitstreamError("CRC mismatch")
             if kind == KIND_FRAGMENT:
                 chunk = chr(body[pos])

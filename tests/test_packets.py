@@ -153,15 +153,14 @@ def test_hostile_packet_streams_never_crash(codec: Codec, frame: np.ndarray, str
 def test_forged_packets_with_valid_crcs_are_decoded_at_most_once(codec: Codec, stream: bytes) -> None:
     """An attacker can compute CRCs: packets claiming the whole grid in a few bytes, again and
     again, are decoded once; the rest count as duplicates or damage (work stays bounded)."""
-    import zlib
-
     header, plan = packets.read_header(stream)
-    seed = zlib.crc32(plan["payload"] + plan["nonce"])
+    assert plan["version"] == 2
+    seed = packets.crc24(plan["payload"] + plan["nonce"])  # the stream's identity (format 2)
     n = header.grid[0] * header.grid[1]
 
     def forged(kind: int, index: int, count: int) -> bytes:
         body = bitstream.encode_varint(index * 4 + kind) + bitstream.encode_varint(count) + b"\x01"
-        return body + zlib.crc32(body, seed).to_bytes(4, "big")
+        return body + packets.crc24(body, seed).to_bytes(3, "big")
 
     recs = records(stream)[:1]  # the first header copy (with its own tokens)
     recs += [forged(packets.KIND_MAP_COPY, 0, n)] * 500 + [forged(packets.KIND_MAP_COPY, i, n - i) for i in range(1, 500)]
@@ -225,3 +224,25 @@ def test_cli_encode_channel_decode(tmp_path, frame: np.ndarray) -> None:
                              "--packet-bytes", str(PACKET), "--tune", "balanced"])
     assert r.exit_code == 2 and "token layers only" in r.output
     assert sqg.read_bytes() != sent.read_bytes()  # the input is never overwritten
+
+
+def test_crc24_is_openpgps() -> None:
+    assert packets.crc24(b"123456789") == 0x21CF02  # RFC 4880's CRC-24 check value
+    assert packets.crc24(b"6789", packets.crc24(b"12345")) == 0x21CF02  # continues a register
+
+
+def test_packet_format_1_still_decodes_and_reports_losses(codec: Codec) -> None:
+    """Streams of packet format 1 (CRC-32) decode as before, whole or with a packet lost."""
+    from test_golden import GOLDEN
+
+    data = (GOLDEN / "p1_tokens_0.05_150.sqg").read_bytes()
+    assert packets.read_header(data)[1]["version"] == 1
+    recs = records(data)
+    token_packets = [i for i, r in enumerate(recs) if r[0] & 3 == packets.KIND_TOKENS]
+    assert token_packets
+    lossy = join([r for i, r in enumerate(recs) if i != token_packets[0]])
+    with pytest.warns(PacketLossWarning):
+        image = codec.decode(lossy)
+    report = image.info["sqgan_packets"]
+    assert report["packets_received"] == report["packets_sent"] - 1 and report["damaged"] == 0
+    assert report["tokens_lost"]["image"] > 0

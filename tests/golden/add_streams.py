@@ -22,7 +22,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from sqgan_codec import bitstream, coarse, decide  # noqa: E402
+from sqgan_codec import bitstream, coarse, decide, packets  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
 from sqgan_codec.demo import sample_path  # noqa: E402
 
@@ -34,7 +34,10 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
     budget = 0.05 * rgb.shape[0] * rgb.shape[1] / 8
     learned = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse+learned")
     upsampled = decide.finalise(codec, analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "coarse"), budget, 0)
+    tokens = codec.encode(rgb, bpp=0.05, tune="semantic", ssm="vq")
     return {
+        # added with packet format 2 (CRC-24): a packet stream of format 1 (CRC-32), nothing lost
+        "p1_tokens_0.05_150": codec.packetize(tokens, packet_bytes=150, protect_base=2),
         # added with AV1 thumbnails (format 4.0)
         "v4_coarse_av1_0.05": upsampled,
         # added with the domain check, the pixel limit and --partial (format 3.0 modes)
@@ -45,10 +48,13 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
 
 
 def expected_for(codec: Codec, data: bytes) -> dict:
-    stream = bitstream.unpack(data)
     image = np.asarray(codec.decode(data))
-    entry = {"bytes": len(data), "tokens_sha256": codec.token_digest(data),
-             "pixel_mean": float(image.mean()), "version": ".".join(map(str, stream.header.version))}
+    entry = {"bytes": len(data), "tokens_sha256": codec.token_digest(data), "pixel_mean": float(image.mean())}
+    if packets.is_packet_stream(data):
+        entry["version"] = f"packets {packets.read_header(data)[1]['version']}"
+        return entry
+    stream = bitstream.unpack(data)
+    entry["version"] = ".".join(map(str, stream.header.version))
     if bitstream.CHUNK_COARSE in stream.chunks:
         small = coarse.decode_small(stream.chunks[bitstream.CHUNK_COARSE], stream.header.width,
                                     stream.header.height)
