@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import bitstream, coarse, entropy, packets, rate, registry
 from .decide import UNFAMILIAR_CONFIDENCE, Decision, decide
-from .devices import resolve_device
+from .devices import for_inference, resolve_device
 from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
                      TruncatedError, UnfamiliarImageWarning)
@@ -176,7 +176,7 @@ class Codec:
         if missing or unexpected:
             raise ModelMismatchError(f"weights of {self.entry.name!r} do not fit the network "
                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.net = net.eval().to(self.device)
+        self.net = for_inference(net, self.device)
         self.ssm_tables = StreamTables(tensors["entropy.ssm.mask_counts"].numpy(),
                                        tensors["entropy.ssm.index_counts"].numpy())
         self.image_tables = StreamTables(tensors["entropy.image.mask_counts"].numpy(),
@@ -735,7 +735,7 @@ class Codec:
                 net.load_state_dict(tensors, strict=True)
             except RuntimeError:
                 raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
-            self._coarse_nets[tag] = net.eval().to(self.device)
+            self._coarse_nets[tag] = for_inference(net, self.device)
         return self._coarse_nets[tag]
 
     def decode_tokens(self, data: bytes, *, layers: str = "all", allow_partial: bool = False) -> TokenGrids:

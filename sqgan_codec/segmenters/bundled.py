@@ -37,7 +37,7 @@ class BundledSegmenter(Segmenter):
                  batch_size: int = 8) -> None:
         import torch
 
-        from ..devices import resolve_device
+        from ..devices import for_inference, resolve_device
         from ..nets.segnet import SegmenterNet
 
         name = model_name or default_segmenter_name()
@@ -58,7 +58,7 @@ class BundledSegmenter(Segmenter):
             raise ModelMismatchError(
                 f"weights file for {name!r} does not fit the segmenter network: {first}") from None
         self.device = resolve_device(device)
-        self.net = net.to(self.device).eval()
+        self.net = for_inference(net, self.device)
         self.entry = entry
         self.batch_size = max(1, int(batch_size))
         self.name = f"bundled ({name})"
