@@ -56,6 +56,7 @@ FINAL_STEPS_UP = 4  # the sent frame's quality is searched up to this far above 
 # streams of the thumbnail alone filled their budget to 0.96 on average, 0.99 with them)
 SHARPENED_STEPS = 1
 SHARPNESS = ((AV1_SPEED, (0, 2, 5, 7)), (AV1_SPEED, (1, 3, 4, 6)), (AV1_FILL_SPEED, tuple(range(8))))  # (speed, values)
+MAX_PARALLEL_FRAMES = 4  # AV1 frames coded at once by the sent frame's search (each on one thread)
 
 
 @functools.cache
@@ -101,6 +102,14 @@ def _av1_obus(small, quality: int, speed: int, sharpness: int | None = None) -> 
     return obus[2:] if obus[:2] == b"\x12\x00" else obus
 
 
+def parallel_frames() -> int:
+    """How many AV1 frames the encoder codes at once: torch's thread budget
+    (``torch.set_num_threads``), at most :data:`MAX_PARALLEL_FRAMES`."""
+    import torch
+
+    return max(1, min(MAX_PARALLEL_FRAMES, torch.get_num_threads()))
+
+
 class Thumbnail:
     """One image's thumbnail at one scale, coded at any quality on demand (memoised).
 
@@ -141,6 +150,26 @@ class Thumbnail:
         if (quality, sharpness, speed) not in self._sharpened:
             self._sharpened[quality, sharpness, speed] = _av1_obus(self.small, quality, speed, sharpness)
         return self._sharpened[quality, sharpness, speed]
+
+    def code_ahead(self, keys: list[tuple[int, int, int | None]]) -> None:
+        """Code the AV1 frames ``(quality, speed, sharpness or None)`` not coded yet, several at
+        once (:func:`parallel_frames`; libaom releases the GIL). Each frame is coded on one
+        thread, from its own copy of the thumbnail (Pillow keeps a save's options on the
+        image), so the bytes are those of coding them one by one."""
+        todo = [k for k in dict.fromkeys(keys)
+                if (k[:2] not in self._coded if k[2] is None else (k[0], k[2], k[1]) not in self._sharpened)]
+        workers = min(parallel_frames(), len(todo))
+        if workers < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="sqgan-av1") as pool:
+            frames = list(pool.map(lambda k: _av1_obus(self.small.copy(), *k), todo))
+        for (quality, speed, sharpness), frame in zip(todo, frames):
+            if sharpness is None:
+                self._coded[quality, speed] = frame
+            else:
+                self._sharpened[quality, sharpness, speed] = frame
 
     def encode(self, quality: int, render: int = RENDER_UPSAMPLE, tag: bytes = b"",
                speed: int | None = None) -> bytes:
@@ -185,18 +214,28 @@ class Thumbnail:
         if self.format != FORMAT_AV1:
             return None
         ok = lambda q, speed=AV1_SPEED: fits(self.frame(q, speed))  # noqa: E731
+        top = min(start + FINAL_STEPS_UP, MAX_QUALITY)
+        # the next qualities up are coded together, as many as run at once
+        ahead = lambda q: self.code_ahead([(x, AV1_SPEED, None)  # noqa: E731
+                                           for x in range(q, min(q + parallel_frames(), top + 1))])
+        ahead(start)
         q = start
         while q > 0 and not ok(q):
             q -= 1
         if not ok(q):
             return None
-        top = min(start + FINAL_STEPS_UP, MAX_QUALITY)
-        while q < top and ok(q + 1):
+        while q < top:
+            if (q + 1, AV1_SPEED) not in self._coded:
+                ahead(q + 1)
+            if not ok(q + 1):
+                break
             q += 1
         # AV1 has 64 quantiser levels: one step is ~5 % of the size, which the faster preset's
         # larger frames at the next steps may fill
         options = [self.frame(q, AV1_SPEED)]
-        for up in range(q + 1, min(q + 3, MAX_QUALITY + 1)):
+        fill = range(q + 1, min(q + 3, MAX_QUALITY + 1))
+        self.code_ahead([(up, AV1_FILL_SPEED, None) for up in fill])
+        for up in fill:
             if not ok(up, AV1_FILL_SPEED):
                 break
             options.append(self.frame(up, AV1_FILL_SPEED))
@@ -204,6 +243,7 @@ class Thumbnail:
             tries = [(qq, speed, values) for speed, values in SHARPNESS  # the best quality first
                      for qq in range(min(q + SHARPENED_STEPS, MAX_QUALITY), q - 1, -1)]
             for qq, speed, values in tries:
+                self.code_ahead([(qq, speed, s) for s in values])
                 filling = [f for f in (self.sharpened(qq, s, speed) for s in values) if fits(f) and full(f)]
                 if filling:
                     options = filling

@@ -642,6 +642,7 @@ class Codec:
         """
         self._render_maps(batch)
         generated: list[torch.Tensor | None] = [None] * len(batch)
+        onehots: dict[int, torch.Tensor] = {}  # the decoded maps, for SPADE and the coarse decoder
         with_tokens = [i for i, p in enumerate(batch) if p.padded_map is not None]
         if with_tokens:
             sub = [batch[i] for i in with_tokens]
@@ -650,14 +651,14 @@ class Codec:
                                                 self._stack(p.image_keep for p in sub)[:, None], onehot)
             for j, i in enumerate(with_tokens):
                 generated[i] = rgb[j:j + 1].clamp(-1, 1)
+                onehots[i] = onehot[j:j + 1]
         learned = [i for i, p in enumerate(batch) if p.render == coarse.RENDER_LEARNED]
         thumbs = {i: self._coarse_input(p) for i, p in enumerate(batch) if p.coarse is not None}
         if learned:
             nets = {i: self.coarse_decoder(batch[i].coarse_tag) for i in learned}
             ups = torch.cat([thumbs[i] for i in learned])
             gens = torch.cat([ups[j:j + 1] if generated[i] is None else generated[i] for j, i in enumerate(learned)])
-            maps = torch.cat([one_hot_map(self._stack([batch[i].padded_map]).long(), self.num_classes)
-                              if batch[i].padded_map is not None else ups.new_zeros(1, self.num_classes, *ups.shape[-2:])
+            maps = torch.cat([onehots[i] if i in onehots else ups.new_zeros(1, self.num_classes, *ups.shape[-2:])
                               for i in learned])
             for j, i in enumerate(learned):
                 generated[i] = nets[i](ups[j:j + 1], gens[j:j + 1], maps[j:j + 1]).clamp(-1, 1)

@@ -79,6 +79,33 @@ def test_av1_thumbnail_is_more_faithful_than_vp8_at_the_same_size(street):
     assert min(gains) > 0.1, gains
 
 
+def test_the_sent_frame_is_the_same_coded_one_by_one_or_several_at_once(street):
+    """The sent frame's search codes frames on several threads (libaom releases the GIL): the
+    same frame as with one thread, at every budget, and the same frames as coding them alone."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        for room, scale in ((250, 8), (600, 4), (1500, 3)):
+            chosen = {}
+            for n in (1, 3):
+                torch.set_num_threads(n)
+                thumb = coarse.Thumbnail(street, scale)
+                q = thumb.fit(room)
+                assert q is not None
+                chosen[n] = thumb.final_frame(q, lambda f: 2 + len(f) <= room, lambda f: 2 + len(f) >= 0.97 * room)
+                assert chosen[n] is not None and 2 + len(chosen[n]) <= room
+            assert chosen[1] == chosen[3], room
+        torch.set_num_threads(3)
+        thumb = coarse.Thumbnail(street, 3)
+        thumb.code_ahead([(q, coarse.AV1_SPEED, None) for q in (20, 21, 22)] + [(20, coarse.AV1_SPEED, 5)])
+        alone = coarse.Thumbnail(street, 3)
+        assert [thumb.frame(q, coarse.AV1_SPEED) for q in (20, 21, 22)] == [alone.frame(q, coarse.AV1_SPEED) for q in (20, 21, 22)]
+        assert thumb.sharpened(20, 5) == alone.sharpened(20, 5) != alone.frame(20, coarse.AV1_SPEED)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_thumbnail_fit_is_the_best_quality_that_fits(street):
     thumb = coarse.Thumbnail(street, 6)
     room = 300
