@@ -47,6 +47,7 @@ from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, miou, 
 from sqgan_codec.evaluate.report import find_images, load_label, load_rgb  # noqa: E402
 
 LOSSES = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
+SHIPPED_DEMASKER = "sqgan, shipped de-masker"
 PATTERNS = (("i.i.d.", 1.0), ("bursty (mean 4)", 4.0))
 
 
@@ -143,6 +144,11 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--grid", default=None, metavar="PNG", help="only draw the picture grid of --grid-image")
     ap.add_argument("--grid-image", default=str(Path(__file__).resolve().parents[1] / "sqgan_codec" / "samples" / "street.png"))
+    ap.add_argument("--losses", default=",".join(map(str, LOSSES)), help="packet loss rates")
+    ap.add_argument("--sqgan-only", action="store_true", help="no classical codecs")
+    ap.add_argument("--shipped-demasker", action="store_true",
+                    help="also decode every sqgan packet stream with the shipped de-masker instead of the "
+                         "erasure adapter (rows 'sqgan, shipped de-masker')")
     ap.add_argument("--overhead-only", action="store_true",
                     help="measure the packet overhead alone; the curves come from the results saved beside --out")
     ap.add_argument("--from-json", default=None, metavar="JSON",
@@ -168,6 +174,10 @@ def main() -> None:
         emit(report(saved), args.out)
         return
     lpips = LpipsVggStyle(scale=2)
+    losses = tuple(float(x) for x in args.losses.split(","))
+    decoders = {"sqgan": codec}
+    if args.shipped_demasker:
+        decoders[SHIPPED_DEMASKER] = Codec(device="cpu", erasure_adapter=False)
     pairs = find_images(args.images, every=args.every, limit=args.limit)
     cells: dict[tuple, dict] = defaultdict(lambda: {"cm": 0, "psnr": [], "lpips": [], "decoded": 0, "n": 0})
     overhead: dict[float, list[list[int]]] = defaultdict(list)
@@ -179,26 +189,27 @@ def main() -> None:
         for bpp in rates:
             budget = bpp * w * h / 8
             files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=args.packet_bytes)}
+            files.update({name: files["sqgan"] for name in decoders})
             overhead[bpp].append(packet_overhead(codec, rgb, bpp, args.packet_bytes))
-            webp = code_at_bpp(rgb, "webp", 4, bpp)
+            webp = None if args.sqgan_only else code_at_bpp(rgb, "webp", 4, bpp)
             if webp is not None:
                 files["webp 1/4"] = webp.data
-            jpeg = jpeg_restart(rgb, budget)
+            jpeg = None if args.sqgan_only else jpeg_restart(rgb, budget)
             if jpeg is not None:
                 files["jpeg 1/4 + restart markers"] = jpeg
             for name, data in files.items():
                 for pattern, burst in PATTERNS:
-                    for loss in LOSSES:
+                    for loss in losses:
                         if loss == 0 and burst != PATTERNS[0][1]:
                             continue  # nothing lost: the same decode for every pattern
                         for seed in range(1 if loss == 0 else args.seeds):
                             arrived, _ = channel.transmit(data, loss=loss, burst=burst, seed=seed,
                                                           packet_bytes=args.packet_bytes)
-                            if name == "sqgan":
+                            if name in decoders:
                                 try:
                                     with warnings.catch_warnings():
                                         warnings.simplefilter("ignore", PacketLossWarning)
-                                        out = np.asarray(codec.decode(arrived).convert("RGB"))
+                                        out = np.asarray(decoders[name].decode(arrived).convert("RGB"))
                                 except Exception:  # noqa: BLE001 - every header copy lost
                                     out = None
                             else:
@@ -214,7 +225,8 @@ def main() -> None:
 
     results = {"images": args.images, "every": args.every, "seeds": args.seeds, "limit": args.limit,
                "packet_bytes": args.packet_bytes, "count": len(pairs), "rates": rates,
-               "minutes": round((time.time() - t0) / 60, 1),
+               "minutes": round((time.time() - t0) / 60, 1), "losses": list(losses),
+               "sqgan_only": args.sqgan_only, "shipped_demasker": args.shipped_demasker,
                "overhead": {str(b): v for b, v in overhead.items()}, "overhead_format": packets.PACKET_VERSION,
                "curves_format": packets.PACKET_VERSION,
                "cells": [{"codec": k[0], "bpp": k[1], "pattern": k[2], "loss": k[3],
@@ -232,21 +244,31 @@ def report(results: dict) -> list[str]:
              for c in results["cells"]}
     overhead = {float(b): v for b, v in results["overhead"].items()}
     limit = results.get("limit")
+    losses = tuple(results.get("losses", LOSSES))
+    flags = (f"{' --limit %d' % limit if limit else ''}"
+             + (f" --losses {','.join(map(str, losses))}" if losses != LOSSES else "")
+             + (" --sqgan-only" if results.get("sqgan_only") else "")
+             + (" --shipped-demasker" if results.get("shipped_demasker") else ""))
     lines = ["# Quality under packet loss", "",
              f"`python benchmarks/packet_loss.py --images {results['images']} --every {results['every']} "
-             f"--seeds {seeds} --packet-bytes {results['packet_bytes']}{' --limit %d' % limit if limit else ''}`", "",
-             f"{results['count']} CamVid test images; packets of at most {results['packet_bytes']} bytes; losses "
-             f"{', '.join(f'{round(100 * x)} %' for x in LOSSES)}; {seeds} seeds per lossy cell; a file "
+             f"--seeds {seeds} --packet-bytes {results['packet_bytes']}{flags}`", "",
+             f"{results['count']} CamVid images; packets of at most {results['packet_bytes']} bytes; losses "
+             f"{', '.join(f'{round(100 * x)} %' for x in losses)}; {seeds} seeds per lossy cell; a file "
              "that does not decode is scored as a mid-grey picture. mIoU: bundled segmenter on the "
              "decodes against the ground truth. sqgan: `encode(bpp=, packet_bytes=)` (a packet stream "
              "carries the token layers: `--tune semantic --ssm vq`), every packet counted in the "
              "budget. Run time "
              f"{results['minutes']:.1f} min on one CPU thread.", ""]
     lines += reading(cells, overhead, rates)
-    lines += ["", "The shipped de-masker was trained on SAMM's masks only: it fills lost packets' "
-              "positions as it fills the positions the encoder dropped. Training on lost-packet "
-              "patterns as well (`python -m sqgan_codec.train joint ... --erasure 0.3`, in the GPU "
-              "recipe) is ready and not yet shipped."]
+    if results.get("shipped_demasker"):
+        lines += ["", "sqgan fills the positions of lost packets with the model's erasure adapter "
+                  "(`python -m sqgan_codec.train erasure`: the de-masker tuned to fill lost packets); "
+                  f"'{SHIPPED_DEMASKER}' decodes the same packets with the de-masker alone, trained on "
+                  "SAMM's masks only."]
+    else:
+        lines += ["", "These curves were measured before the erasure adapter (the de-masker tuned to "
+                  "fill lost packets): the de-masker, trained on SAMM's masks only, filled lost "
+                  "packets' positions as it fills the positions the encoder dropped."]
     fmt = results.get("overhead_format", 1)
     lines += ["", "## Packet overhead", "",
               f"Packet format {fmt} (CRC-{32 if fmt == 1 else 24} per packet, two header copies); means over the images."
@@ -265,13 +287,13 @@ def report(results: dict) -> list[str]:
     for bpp in rates:
         for pattern, _ in PATTERNS:
             lines += ["", f"## {bpp} bpp, {pattern} losses", "",
-                      "| codec | " + " | ".join(f"{round(100 * x)} %" for x in LOSSES) + " |",
-                      "|---|" + "---:|" * len(LOSSES)]
+                      "| codec | " + " | ".join(f"{round(100 * x)} %" for x in losses) + " |",
+                      "|---|" + "---:|" * len(losses)]
             names = sorted({k[0] for k in cells if k[1] == bpp}, key=lambda n: (n != "sqgan", n))
             for metric in ("mIoU", "PSNR", "LPIPS-style", "decoded"):
                 for name in names:
                     vals = []
-                    for loss in LOSSES:
+                    for loss in losses:
                         c = cells.get((name, bpp, pattern, loss)) or cells.get((name, bpp, PATTERNS[0][0], loss))
                         if c is None or not c["n"]:
                             vals.append("–")
@@ -306,14 +328,24 @@ def reading(cells: dict, overhead: dict, rates: list[float]) -> list[str]:
                 if c is not None:
                     parts.append(f"{miou(c['cm']) / base:.2f}x at {round(100 * loss)} %")
             kept.append(f"{pattern}: " + ", ".join(parts))
+        shipped = []
+        for pattern, _ in PATTERNS:
+            for loss in (0.1, 0.3, 0.5):
+                c, a = cells.get((SHIPPED_DEMASKER, bpp, pattern, loss)), cells.get(("sqgan", bpp, pattern, loss))
+                if c is not None and a is not None:
+                    shipped.append(f"{pattern} {round(100 * loss)} %: {miou(c['cm']) / base:.2f}x → "
+                                   f"{miou(a['cm']) / base:.2f}x, {np.mean(c['psnr']):.2f} → {np.mean(a['psnr']):.2f} dB")
+        if shipped:
+            kept.append("with the erasure adapter against the shipped de-masker alone (mIoU kept, PSNR): "
+                        + "; ".join(shipped))
         others = []
-        for name in sorted({k[0] for k in cells if k[1] == bpp and k[0] != "sqgan"}):
+        for name in sorted({k[0] for k in cells if k[1] == bpp and k[0] not in ("sqgan", SHIPPED_DEMASKER)}):
             c = cells.get((name, bpp, PATTERNS[0][0], 0.1))
             if c is not None:
                 others.append(f"{name} decodes {100 * c['decoded'] / c['n']:.0f} % of its files")
         rows = np.array(overhead[bpp], float)
         out.append(f"- **{bpp} bpp**: sqgan keeps of its loss-free mIoU ({base:.3f}) " + "; ".join(kept)
-                   + ". At 10 % i.i.d. loss " + ", ".join(others)
+                   + (". At 10 % i.i.d. loss " + ", ".join(others) if others else "")
                    + f". Packets cost {100 * (rows[:, 1].sum() / rows[:, 0].sum() - 1):.1f} % over the plain stream.")
     return out
 

@@ -147,16 +147,26 @@ class ParsedStream:
     image_indices: np.ndarray | None = None
 
 
+def lost_image_tokens(parsed: ParsedStream) -> bool:
+    """Whether ``parsed`` is a packet stream whose lost packets took image tokens."""
+    report = parsed.stream.packet_report
+    return report is not None and report.tokens_lost.get("image", 0) > 0
+
+
 class Codec:
     """SQ-GAN image codec with its models loaded once.
 
     >>> codec = Codec()                       # doctest: +SKIP
     >>> data = codec.encode("street.png", bpp=0.05)
     >>> image = codec.decode(data)
+
+    ``erasure_adapter=False`` fills the positions of lost packets with the shipped de-masker
+    instead of the model's erasure adapter (for comparisons; streams with nothing lost decode
+    the same either way).
     """
 
     def __init__(self, model: str | None = None, *, device: str | torch.device = "auto",
-                 segmenter: Any = "bundled", max_pixels: int | None = None):
+                 segmenter: Any = "bundled", max_pixels: int | None = None, erasure_adapter: bool = True):
         self.device = resolve_device(device)
         self.entry = registry.get(model or registry.default_name("sqgan"))
         if self.entry.kind != "sqgan":
@@ -196,6 +206,8 @@ class Codec:
         self._segmenter_spec = segmenter
         self._segmenter = None
         self._coarse_nets: dict[bytes, Any] = {}  # by tag: every coarse decoder of this model
+        # G_x with the erasure adapter (None: not loaded yet; False: none, or not wanted)
+        self._erasure_net: Any = None if erasure_adapter else False
         self.max_pixels = max_pixels or MAX_PIXELS
 
     # ------------------------------------------------------------------ helpers
@@ -644,12 +656,18 @@ class Codec:
         generated: list[torch.Tensor | None] = [None] * len(batch)
         onehots: dict[int, torch.Tensor] = {}  # the decoded maps, for SPADE and the coarse decoder
         with_tokens = [i for i, p in enumerate(batch) if p.padded_map is not None]
-        if with_tokens:
-            sub = [batch[i] for i in with_tokens]
+        # packet streams that lost image tokens fill them with the erasure adapter, if the model has one
+        lossy = [i for i in with_tokens if lost_image_tokens(batch[i])]
+        image_nets = {False: self.net.image, True: (self.erasure_image_net() if lossy else None) or self.net.image}
+        for adapted in (False, True):
+            group = [i for i in with_tokens if (i in lossy) == adapted]
+            if not group:
+                continue
+            sub = [batch[i] for i in group]
             onehot = one_hot_map(self._stack(p.padded_map for p in sub).long(), self.num_classes)
-            rgb = self.net.image.decode_indices(self._stack(p.image_indices for p in sub),
-                                                self._stack(p.image_keep for p in sub)[:, None], onehot)
-            for j, i in enumerate(with_tokens):
+            rgb = image_nets[adapted].decode_indices(self._stack(p.image_indices for p in sub),
+                                                     self._stack(p.image_keep for p in sub)[:, None], onehot)
+            for j, i in enumerate(group):
                 generated[i] = rgb[j:j + 1].clamp(-1, 1)
                 onehots[i] = onehot[j:j + 1]
         learned = [i for i, p in enumerate(batch) if p.render == coarse.RENDER_LEARNED]
@@ -738,6 +756,33 @@ class Codec:
                 raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
             self._coarse_nets[tag] = for_inference(net, self.device)
         return self._coarse_nets[tag]
+
+    def erasure_image_net(self):
+        """G_x with the model's erasure adapter applied (nets/adapter.py: the de-masker tuned to
+        fill lost packets' positions), loaded on first use; None when the model names none."""
+        if self._erasure_net is None:
+            self._erasure_net = False
+            name = self.entry.config.get("erasure_adapter")
+            if name:
+                from .nets.adapter import ErasureAdapterConfig, adapted
+
+                entry = registry.get(name)
+                if entry.kind != "erasure":
+                    raise ModelMismatchError(f"{name!r} is a {entry.kind} model, not an erasure adapter")
+                tensors, meta = registry.load_state(entry)
+                base = meta.get("sqgan_sha256") or entry.config.get("sqgan_sha256")
+                if base != self.entry.sha256:
+                    raise ModelMismatchError(f"erasure adapter {name!r} was trained on other weights than "
+                                             f"{self.entry.name!r}'s")
+                if registry.vocabulary_of(entry, meta).digest != self.vocabulary.digest:
+                    raise ModelMismatchError(f"erasure adapter {name!r} is for other classes than {self.vocabulary.name!r}")
+                config = ErasureAdapterConfig.from_dict(json.loads(meta.get("config", "{}")) or entry.config)
+                try:
+                    net = adapted(self.net.image, tensors, config)
+                except ValueError as exc:
+                    raise ModelMismatchError(f"{name!r}: {exc}") from None
+                self._erasure_net = for_inference(net, self.device)
+        return self._erasure_net or None
 
     def decode_tokens(self, data: bytes, *, layers: str = "all", allow_partial: bool = False) -> TokenGrids:
         """Entropy-decode a stream (plain or packet stream) without running a network."""

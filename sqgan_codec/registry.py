@@ -38,7 +38,7 @@ def weights_dir() -> Path:
 class ModelEntry:
     name: str
     id: int
-    kind: str  # "sqgan" or "segmenter"
+    kind: str  # "sqgan", "segmenter", "coarse" or "erasure"
     file: str
     sha256: str
     config: dict[str, Any] = field(default_factory=dict)

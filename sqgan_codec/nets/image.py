@@ -59,11 +59,7 @@ class ImageCodec(nn.Module):
         0: whole image), normalised with the whole image's statistics, so peak memory grows
         far slower than the image and the result is the whole-image one (to float rounding:
         ±1 level in rare pixels)."""
-        filled = torch.where(keep, codes, self.mask_token.to(codes.dtype))
-        x = self.from_codes(torch.cat([filled, keep.to(codes.dtype)], dim=1))
-        cond = class_proportions(onehot, STRIDE)
-        for block in self.demasker:
-            x = block(x, cond)
+        x = self.demask(codes, keep, onehot)
         stride = STRIDE
         band_rows = BAND_ROWS if band_rows is None else band_rows
         last = len(self.up) - 1
@@ -79,6 +75,16 @@ class ImageCodec(nn.Module):
             stride //= 2
             x = block(x, class_proportions(onehot, stride))
         return self.to_rgb(x)
+
+    def demask(self, codes: torch.Tensor, keep: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """The de-masker: codes + keep mask + one-hot map → features on the latent grid, every
+        position filled (those SAMM dropped and those a channel lost alike)."""
+        filled = torch.where(keep, codes, self.mask_token.to(codes.dtype))
+        x = self.from_codes(torch.cat([filled, keep.to(codes.dtype)], dim=1))
+        cond = class_proportions(onehot, STRIDE)
+        for block in self.demasker:
+            x = block(x, cond)
+        return x
 
     def decode_banded(self, x: torch.Tensor, onehot: torch.Tensor, block: SPADEResBlock, band_rows: int,
                 to_rgb: bool) -> torch.Tensor:

@@ -39,13 +39,16 @@ from .pseudo import fill_pseudo_labels
 SEGMENTER_NAME = "segmenter-camvid11-lite0"
 SQGAN_NAME = "sqgan-camvid11"
 COARSE_NAME = "coarse-camvid11"
-MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2, COARSE_NAME: 3}  # stable ids: never reuse a number
+ERASURE_NAME = "erasure-camvid11"
+MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2, COARSE_NAME: 3, ERASURE_NAME: 4}  # stable ids: never reuse a number
+# what an SQ-GAN model's registry config names beside it: kept when the model is exported again
+COMPANIONS = ("coarse_decoder", "erasure_adapter")
 
 
 def default_names(vocab: Vocabulary) -> dict[str, str]:
     """The models of a vocabulary, by kind (camvid11: the shipped names)."""
     return {"sqgan": f"sqgan-{vocab.name}", "segmenter": f"segmenter-{vocab.name}-lite0",
-            "coarse": f"coarse-{vocab.name}"}
+            "coarse": f"coarse-{vocab.name}", "erasure": f"erasure-{vocab.name}"}
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +70,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="runs/coarse/last.pt")
     p.add_argument("--weights", default=None)
     p.add_argument("--name", default=None, help=name_help.format(COARSE_NAME))
+    p = sub.add_parser("export-erasure", help="ship the erasure adapter beside its SQ-GAN model")
+    p.add_argument("--checkpoint", default="runs/erasure/last.pt")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--name", default=None, help=name_help.format(ERASURE_NAME))
 
 
 def checkpoint_vocabulary(state: dict) -> Vocabulary:
@@ -128,7 +135,7 @@ def _write(out_dir: Path, name: str, kind: str, tensors: dict[str, torch.Tensor]
     tmp.replace(path)
     reg_path = out_dir / "registry.json"
     reg = json.loads(reg_path.read_text()) if reg_path.exists() else {"defaults": {}, "models": {}}
-    kept = {k: v for k, v in reg["models"].get(name, {}).get("config", {}).items() if k == "coarse_decoder"}
+    kept = {k: v for k, v in reg["models"].get(name, {}).get("config", {}).items() if k in COMPANIONS}
     reg["models"][name] = {"id": model_id(reg, name), "kind": kind, "file": path.name,
                            "sha256": file_sha256(path), "config": {**config, **kept, "vocabulary": meta["class_set"]},
                            "description": description}
@@ -327,6 +334,35 @@ def export_coarse(args: argparse.Namespace) -> Path:
     reg_path = out_dir / "registry.json"
     reg = json.loads(reg_path.read_text())
     reg["models"][sqgan_name]["config"]["coarse_decoder"] = name
+    reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    reload()
+    return path
+
+
+def export_erasure(args: argparse.Namespace) -> Path:
+    """The erasure adapter → fp16 weights; its SQ-GAN model's registry entry names it. It records
+    the SHA-256 of the weights it was trained on: a decoder applies it to those only. No earlier
+    adapter is kept: streams do not name it (it changes only how lost positions are filled)."""
+    from ..nets.adapter import ErasureAdapterConfig
+
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    vocab = checkpoint_vocabulary(state)
+    config = ErasureAdapterConfig.from_dict(state.get("config", {}))
+    run_args = state.get("args") or {}
+    sqgan_name, base = run_args.get("sqgan", SQGAN_NAME), run_args.get("sqgan_sha256")
+    if not base:
+        raise SystemExit(f"{args.checkpoint} does not record the SQ-GAN weights it was trained on")
+    out_dir = Path(args.weights) if args.weights else weights_dir()
+    name = getattr(args, "name", None) or default_names(vocab)["erasure"]
+    meta = {"config": json.dumps(config.to_dict()), **_class_meta(vocab, out_dir), "sqgan": sqgan_name,
+            "sqgan_sha256": base, "provenance": json.dumps(_provenance(state))}
+    path = _write(out_dir, name, "erasure", _fp16(state["adapter"]), meta,
+                  {**config.to_dict(), "sqgan": sqgan_name, "sqgan_sha256": base},
+                  f"Erasure adapter for {sqgan_name}: its de-masker tuned to fill the positions of lost "
+                  "packets (applied only to packet streams that lost image tokens)")
+    reg_path = out_dir / "registry.json"
+    reg = json.loads(reg_path.read_text())
+    reg["models"][sqgan_name]["config"]["erasure_adapter"] = name
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     reload()
     return path
