@@ -32,6 +32,7 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("ssm_lossless.md", "Lossless semantic maps"), ("speed.md", "Speed and memory"),
          ("decode_memory.md", "Decoding memory by image size"), ("fuzz.md", "Damaged and hostile streams"),
          ("packet_loss.md", "Quality under packet loss"),
+         ("packet_loss_adapter.md", "Lost packets filled by the erasure adapter"),
          ("ray.md", "Batch coding on Ray"), ("device_pack.md", "The GPU recipe's training data"))
 
 

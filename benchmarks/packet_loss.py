@@ -93,26 +93,31 @@ def decode_classical(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def grid(out: str, image: str, bpp: float, packet_bytes: int, losses=(0.0, 0.1, 0.3, 0.5), width: int = 320) -> None:
-    """One image through the channel (i.i.d., seed 0): rows sqgan / WebP 1/4 / JPEG 1/4 with
-    restart markers, columns the loss rates; labels give PSNR or 'lost'."""
+    """One image through the channel (i.i.d., seed 0): rows sqgan (and, when the model has an
+    erasure adapter, sqgan with the shipped de-masker alone) / WebP 1/4 / JPEG 1/4 with restart
+    markers, columns the loss rates; labels give PSNR or 'lost'."""
     from crop_grid import save_grid
     from side_by_side import grid_cell
 
     codec = Codec(device="cpu")
+    decoders = {"sqgan": codec}
+    if codec.erasure_image_net() is not None:
+        decoders[SHIPPED_DEMASKER] = Codec(device="cpu", erasure_adapter=False)
     rgb = load_rgb(Path(image))
     h, w = rgb.shape[:2]
     size = (min(width, w), round(h * min(width, w) / w))
-    files = {"sqgan": codec.encode(rgb, bpp=bpp, packet_bytes=packet_bytes),
+    sqgan = codec.encode(rgb, bpp=bpp, packet_bytes=packet_bytes)
+    files = {**{name: sqgan for name in decoders},
              "webp 1/4": code_at_bpp(rgb, "webp", 4, bpp).data, "jpeg 1/4+RST": jpeg_restart(rgb, bpp * w * h / 8)}
     rows = [[grid_cell(rgb, size, f"original; {bpp} bpp, {packet_bytes}-byte packets")]]
     for name, data in files.items():
         row = []
         for loss in losses:
             arrived, report = channel.transmit(data, loss=loss, seed=0, packet_bytes=packet_bytes)
-            if name == "sqgan":
+            if name in decoders:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", PacketLossWarning)
-                    dec = np.asarray(codec.decode(arrived).convert("RGB"))
+                    dec = np.asarray(decoders[name].decode(arrived).convert("RGB"))
             else:
                 dec = decode_classical(arrived, (w, h))
             lost = f"{report.lost}/{report.packets} lost"
