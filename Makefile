@@ -57,6 +57,7 @@ bench: venv
 
 bench-chain-a: venv
 	$(ONE_THREAD) $(PY) benchmarks/features.py --data $(CAMVID) --every 8 --threads 1 --out docs/bench/features.md
+	$(ONE_THREAD) $(PY) benchmarks/importance.py --images $(CAMVID)/test --every 12 --bpp 0.03 --out docs/bench/importance.md
 	$(ONE_THREAD) $(PY) benchmarks/entropy_gain.py --data $(CAMVID) --threads 1 > docs/bench/entropy.md
 	$(ONE_THREAD) $(PY) benchmarks/packet_loss.py --images $(CAMVID)/test --every 24 --seeds 3 --out docs/bench/packet_loss.md
 	$(ONE_THREAD) $(PY) benchmarks/packet_loss.py --grid docs/bench/packet_loss_sample.png

@@ -111,6 +111,14 @@ class Analysis:
         out.cache = self.cache
         return out
 
+    def rescored(self, image_scores: torch.Tensor) -> "Analysis":
+        """A copy that ranks the image tokens by ``image_scores`` (1×1×gh×gw) instead of SAMM's,
+        sharing the cache."""
+        out = Analysis(self.loaded, self.semantic_map, self.ssm_scores, self.ssm_indices,
+                       image_scores.to(self.image_scores), self.image_indices, self.segmenter_id)
+        out.cache = self.cache
+        return out
+
 
 @dataclass(frozen=True)
 class TokenGrids:
@@ -206,6 +214,7 @@ class Codec:
         self._segmenter_spec = segmenter
         self._segmenter = None
         self._coarse_nets: dict[bytes, Any] = {}  # by tag: every coarse decoder of this model
+        self._grad_segmenter: Any = None  # the segmenter's network for --importance gradient
         # G_x with the erasure adapter (None: not loaded yet; False: none, or not wanted)
         self._erasure_net: Any = None if erasure_adapter else False
         self.max_pixels = max_pixels or MAX_PIXELS
@@ -339,6 +348,10 @@ class Codec:
         return weights
 
     def _ranked(self, analysis: Analysis, options: EncodeOptions) -> Analysis:
+        if options.importance == "gradient":
+            from .importance import gradient_scores
+
+            analysis = analysis.rescored(gradient_scores(self, analysis))
         weights = self.position_weights(analysis, options)
         if weights is None:
             return analysis
@@ -404,7 +417,7 @@ class Codec:
                max_bytes: int | None = None, priority: Mapping[str, float] | None = None,
                roi: Sequence[tuple[int, int, int, int]] = (), ssm: str = "auto", split: str = "fixed",
                refine: str = "auto", tune: str = "balanced", semantic_map: np.ndarray | None = None,
-               packet_bytes: int | None = None, protect_base: int = 1) -> bytes:
+               packet_bytes: int | None = None, protect_base: int = 1, importance: str = "samm") -> bytes:
         """Encode an image (path, PIL image or numpy array) to .sqg bytes.
 
         ``bpp``: target bits per pixel (file bytes, header included); the largest stream not
@@ -432,10 +445,13 @@ class Codec:
         of at most that many bytes, each decodable alone, the map's repeated ``protect_base``
         times; it carries the token layers only (``tune`` is taken as ``"semantic"``, ``ssm`` as
         ``"vq"``), and the budget counts every packet.
+        ``importance``: how image tokens are ranked for keeping: ``"samm"`` (default, SAMM's
+        learned scores) or ``"gradient"`` (the bundled segmenter's loss gradient, :mod:`.importance`;
+        about 2 s more per 480x360 image on the CPU).
         """
         options = EncodeOptions(bpp=bpp, keep=keep, max_bytes=max_bytes, priority=priority,
                                 roi=tuple(roi), ssm=ssm, split=split, refine=refine, tune=tune,
-                                packet_bytes=packet_bytes, protect_base=protect_base)
+                                packet_bytes=packet_bytes, protect_base=protect_base, importance=importance)
         options.check_classes(self.vocabulary)  # before the networks run
         return self.encode_analysis(self.analyse(image, semantic_map), options)
 

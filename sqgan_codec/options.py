@@ -16,6 +16,8 @@ ALL_CLASSES = "all"
 SSM_MODES = ("auto", "vq", "lossless")
 SPLIT_MODES = ("fixed", "search")
 REFINE_MODES = ("auto", "on", "off")
+# how the encoder ranks image tokens: SAMM's learned scores, or the segmenter's gradient (importance.py)
+IMPORTANCES = ("samm", "gradient")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class EncodeOptions:
     tune: str = "balanced"
     packet_bytes: int | None = None
     protect_base: int = 1
+    importance: str = "samm"
 
     def __post_init__(self) -> None:
         if self.bpp is not None and self.keep is not None:
@@ -51,6 +54,8 @@ class EncodeOptions:
             raise ValueError(f"refine must be one of {REFINE_MODES}")
         if self.tune not in TUNES:
             raise ValueError(f"tune must be one of {TUNES}")
+        if self.importance not in IMPORTANCES:
+            raise ValueError(f"importance must be one of {IMPORTANCES}")
         if self.priority:
             if any(not (v >= 0 and math.isfinite(v)) for v in self.priority.values()):
                 raise ValueError("priorities must be finite and non-negative")
