@@ -178,7 +178,7 @@ def test_gradient_importance_ranks_what_the_segmenter_needs(codec: Codec, scene:
         top, bottom = torch.ones(gh * gw, dtype=torch.bool), torch.ones(gh * gw, dtype=torch.bool)
         top[order[-n:]] = False
         bottom[order[:n]] = False
-        assert agreement(top) < agreement(bottom) - 0.005  # measured: 0.910 against 0.959
+        assert agreement(top) < agreement(bottom) - 0.005  # measured: 0.907 against 0.956
     samm = codec.encode(scene, bpp=0.03, tune="semantic")
     grad = codec.encode(scene, bpp=0.03, tune="semantic", importance="gradient")
     budget = 0.03 * h * w / 8
