@@ -188,6 +188,25 @@ def test_gradient_importance_ranks_what_the_segmenter_needs(codec: Codec, scene:
         EncodeOptions(importance="random")
 
 
+def test_gradient_importance_of_a_large_image_comes_from_a_smaller_copy(codec: Codec, scene: np.ndarray,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above importance.MAX_PIXELS the backward pass runs on a scaled-down copy (its memory grows
+    with the pixels): the scores still rank every position of the image's own grid."""
+    import torch
+
+    from sqgan_codec import importance
+
+    analysis = codec.analyse(scene)
+    calls = []
+    original = importance._scores_from_a_smaller_copy
+    monkeypatch.setattr(importance, "_scores_from_a_smaller_copy",
+                        lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(importance, "MAX_PIXELS", scene.shape[0] * scene.shape[1] // 3)
+    scores = importance.gradient_scores(codec, analysis)
+    gh, gw = analysis.image_indices.shape
+    assert calls and scores.shape == (1, 1, gh, gw) and len(torch.unique(scores)) == gh * gw
+
+
 def test_cli_gradient_importance_needs_the_bundled_segmenter(tmp_path: Path, scene: np.ndarray) -> None:
     from click.testing import CliRunner
 
