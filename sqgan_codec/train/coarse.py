@@ -25,7 +25,7 @@ from .. import coarse as coarse_coding
 from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
-from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware,
+from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, resume,
                      save_checkpoint)
 from .data import BatchPrefetcher, CropSampler, load_training_set
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
@@ -36,13 +36,25 @@ from .sqgan import _sample_grid, add_speed_arguments, frozen_segmenter
 MAX_TRAIN_SCALE = 12  # coarser thumbnails are rare picks at this codec's rates
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_frozen_model_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """The options every run on a frozen SQ-GAN model takes (the coarse decoder, the erasure
+    adapter): data, model, budget, output, and where and how it runs."""
     p.add_argument("--data", required=True, help="CamVid-layout folder or any folder of images")
     p.add_argument("--splits", default="train,val")
     p.add_argument("--model", default=None, help="the frozen SQ-GAN model (default: the registry's)")
     p.add_argument("--minutes", type=float, default=60.0)
-    p.add_argument("--out", default="runs/coarse")
+    p.add_argument("--out", default=out)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_frozen_model_arguments(p, "runs/coarse")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from another coarse run's last.pt or shipped .safetensors weights (a new budget and schedule)")
     p.add_argument("--batch", type=int, default=4)
@@ -56,12 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
                         "weights: the encoder sends this decoder thumbnails in that format)")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     add_speed_arguments(p)
 
 
@@ -136,12 +142,8 @@ def run(args: argparse.Namespace) -> Path:
     segnet = frozen_segmenter(device, vocab) if args.semantic > 0 else None
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, already = int(state["step"]), float(state["elapsed"])
+        step, already = resume(ckpt_path, net, opt, device)
         rng = np.random.default_rng(args.seed + step)
-        print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
     elif args.init_from and args.init_from.endswith(".safetensors"):  # shipped weights
         from safetensors import safe_open
 

@@ -34,6 +34,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def resume(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> tuple[int, float]:
+    """Load a run's ``last.pt`` into ``net`` and ``opt``: (steps done, seconds elapsed)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    step, elapsed = int(state["step"]), float(state["elapsed"])
+    print(f"resumed at step {step}, {elapsed / 60:.1f} min elapsed")
+    return step, elapsed
+
+
 def cosine_lr(base: float, progress: float, warmup: float = 0.02, floor: float = 0.02) -> float:
     """Learning rate at a fraction of the time budget: linear warm-up, then cosine to base*floor."""
     if progress < warmup:

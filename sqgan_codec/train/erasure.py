@@ -23,8 +23,8 @@ import torch
 from ..devices import resolve_device
 from ..nets.adapter import ErasureAdapterConfig, adapter_state, attach
 from ..nets.blocks import one_hot_map, pixels_to_unit
-from .coarse import load_frozen_sqgan
-from .common import Budget, JsonlLog, StopFlag, cosine_lr, hardware, save_checkpoint
+from .coarse import add_frozen_model_arguments, load_frozen_sqgan
+from .common import Budget, JsonlLog, StopFlag, cosine_lr, hardware, resume, save_checkpoint
 from .data import CropSampler, load_training_set
 from .pseudo import fill_pseudo_labels
 from .sqgan import packet_erasures
@@ -33,23 +33,12 @@ LOST_WEIGHT = 4.0  # a lost position's error counts this many times an arrived o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="CamVid-layout folder or any folder of images")
-    p.add_argument("--splits", default="train,val")
-    p.add_argument("--model", default=None, help="the frozen SQ-GAN model (default: the registry's)")
-    p.add_argument("--minutes", type=float, default=60.0)
-    p.add_argument("--out", default="runs/erasure")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    add_frozen_model_arguments(p, "runs/erasure")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=256, help="a multiple of 16")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=ErasureAdapterConfig.rank,
                    help="rank of each 3x3 convolution's delta")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
 
 
 @torch.no_grad()
@@ -95,11 +84,7 @@ def run(args: argparse.Namespace) -> Path:
     opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, already = int(state["step"]), float(state["elapsed"])
-        print(f"resumed at step {step}, {already / 60:.1f} min elapsed")
+        step, already = resume(ckpt_path, student, opt, device)
     sampler = CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1, seed=args.seed + step)
     erasure_rng = torch.Generator().manual_seed(args.seed * 7919 + step)
     budget = Budget(args.minutes, already)

@@ -331,12 +331,17 @@ def export_coarse(args: argparse.Namespace) -> Path:
                   {**config.to_dict(), "sqgan": sqgan_name, "thumbnail_format": thumbnail_format},
                   f"Coarse decoder for {sqgan_name}: upsampled thumbnail + learned residual "
                   "from the generator's image and the semantic map")
+    _name_companion(out_dir, sqgan_name, "coarse_decoder", name)
+    return path
+
+
+def _name_companion(out_dir: Path, sqgan_name: str, key: str, name: str) -> None:
+    """Name model ``name`` in the SQ-GAN entry's config under ``key`` (one of :data:`COMPANIONS`)."""
     reg_path = out_dir / "registry.json"
     reg = json.loads(reg_path.read_text())
-    reg["models"][sqgan_name]["config"]["coarse_decoder"] = name
+    reg["models"][sqgan_name]["config"][key] = name
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     reload()
-    return path
 
 
 def export_erasure(args: argparse.Namespace) -> Path:
@@ -360,9 +365,5 @@ def export_erasure(args: argparse.Namespace) -> Path:
                   {**config.to_dict(), "sqgan": sqgan_name, "sqgan_sha256": base},
                   f"Erasure adapter for {sqgan_name}: its de-masker tuned to fill the positions of lost "
                   "packets (applied only to packet streams that lost image tokens)")
-    reg_path = out_dir / "registry.json"
-    reg = json.loads(reg_path.read_text())
-    reg["models"][sqgan_name]["config"]["erasure_adapter"] = name
-    reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
-    reload()
+    _name_companion(out_dir, sqgan_name, "erasure_adapter", name)
     return path
