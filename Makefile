@@ -77,7 +77,7 @@ bench-chain-b: venv
 # of travel with the tracked files. START=runs/X/last.pt continues a run instead of the shipped weights.
 START ?=
 device-pack: venv
-	$(PY) -m sqgan_codec.train.device pack --data $(CAMVID) --out .device-pack $(if $(START),--start $(START))
+	$(PY) -m sqgan_codec.train.device pack --data $(CAMVID) --out .device-pack $(if $(START),--start $(START)) $(if $(COARSE_START),--coarse-start $(COARSE_START))
 
 bench-quick: venv
 	$(PY) benchmarks/rate_quality.py --images ../shared/data/camvid/test --out out/bench-quick --quick 10

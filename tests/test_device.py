@@ -139,3 +139,55 @@ def test_out_of_gpu_memory_halves_the_batch_and_goes_on(monkeypatch) -> None:
     assert recipe.halving_on_oom(train, 32) == "trained at 8" and tried == [32, 16, 8]
     with pytest.raises(torch.OutOfMemoryError):
         recipe.halving_on_oom(lambda b: (_ for _ in ()).throw(torch.OutOfMemoryError("no")), 8)
+
+
+@pytest.mark.slow
+def test_coarse_only_run_continues_a_given_decoder_and_leaves_the_sqgan_model(tmp_path) -> None:
+    """`--sqgan-share 0`: the coarse decoder alone trains (from the pack's `--coarse-start`) on
+    the shipped SQ-GAN model, whose weights do not come back; a run without checks unpacks."""
+    if not (CAMVID / "train").is_dir():
+        pytest.skip("CamVid not beside the repo")
+    start = ROOT / "weights" / "coarse-camvid11.safetensors"
+    pack, out, unpacked = tmp_path / "pack", tmp_path / "out", tmp_path / "unpacked"
+    device("pack", "--data", str(CAMVID), "--out", str(pack), "--limit", "2", "--no-wheels",
+           "--coarse-start", str(start))
+    assert json.loads((pack / "manifest.json").read_text())["coarse_start"] == "coarse-start.safetensors"
+    done = device("run", "--pack", str(pack), "--out", str(out), "--dry-run", "--sqgan-share", "0",
+                  "--no-checks", "--no-throughput")
+    assert f"initialised from {pack / 'coarse-start.safetensors'}" in done.stdout
+    assert "SQ-GAN training skipped" in done.stdout
+    device("unpack", str(out), "--out", str(unpacked))
+    summary = json.loads((unpacked / "summary.json").read_text())
+    assert summary["errors"] == {} and "sqgan" not in summary and summary["coarse"]["steps"] == 2
+    assert json.loads((unpacked / "verify.json").read_text())["skipped"]
+    # the SQ-GAN weights in the unpacked folder are the shipped ones (completed from the repo)
+    from sqgan_codec.registry import file_sha256
+
+    assert file_sha256(unpacked / "weights" / "sqgan-camvid11.safetensors") == \
+        file_sha256(ROOT / "weights" / "sqgan-camvid11.safetensors")
+    assert file_sha256(unpacked / "weights" / "coarse-camvid11.safetensors") != file_sha256(start)
+
+
+def test_leave_behind_keeps_unneeded_tracked_files_here_and_undo_restores_them(tmp_path) -> None:
+    from sqgan_codec.train.device import LEAVE_BEHIND
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout
+    git("init", "-q")
+    exclude = tmp_path / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("# mine\n/scratch/\n")
+    for name in ("code.py", *(f"{d}/file.bin" for d in LEAVE_BEHIND)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * 1000)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    before = git("ls-files")
+    device("leave-behind", "--root", str(tmp_path))
+    # out of the index and ignored (a device call carries tracked and unignored files), still on disk
+    assert git("ls-files").split() == ["code.py"]
+    assert git("ls-files", "--others", "--exclude-standard") == ""
+    assert all((tmp_path / d / "file.bin").exists() for d in LEAVE_BEHIND)
+    device("leave-behind", "--root", str(tmp_path), "--undo")
+    assert git("ls-files") == before and git("status", "--porcelain") == ""
+    assert exclude.read_text() == "# mine\n/scratch/\n"

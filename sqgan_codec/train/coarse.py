@@ -204,8 +204,14 @@ def run(args: argparse.Namespace) -> Path:
             sem = zero
             keep_sem = torch.from_numpy(~recoloured).to(device)
             if segnet is not None and keep_sem.any():
-                sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem], weight=ce_weights,
-                                      ignore_index=vocab.void)
+                if recon.is_cuda:  # the same loss on the whole batch, recoloured crops' labels void:
+                    # one shape throughout, so cuDNN's autotuner runs once, not per number of crops kept
+                    sem = F.cross_entropy(segnet(unit_to_pixels(recon)),
+                                          torch.where(keep_sem[:, None, None], lab, vocab.void),
+                                          weight=ce_weights, ignore_index=vocab.void)
+                else:
+                    sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem],
+                                          weight=ce_weights, ignore_index=vocab.void)
             loss = l1 + args.perceptual * perc + args.semantic * sem
         opt.zero_grad(set_to_none=True)
         loss.backward()

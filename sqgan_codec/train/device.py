@@ -48,7 +48,13 @@ PACK_DIR = ".device-pack"
 TRAVEL_LIMIT_MIB = 60.0  # of the 64 MiB a call may carry: room for untracked notes
 PART_BYTES = 15 * 2**20  # files back are at most 16 MiB each
 PACK_QUALITY = 80  # WebP quality of the training images (benchmarks/device_pack.py measures it; 85 no longer left the tracked files room)
-WHEELS = ("constriction",)  # what the GPU image lacks (its python3 has torch, numpy, pillow, ...)
+# what the GPU image may lack: constriction; Pillow is there, but installed from the carried wheel
+# where that build cannot write AVIF (the AV1 thumbnails the coarse decoder trains on and the checks send)
+WHEELS = ("constriction", "pillow")
+# tracked but not needed there: out of the index while a call travels (``leave-behind``), back after
+LEAVE_BEHIND = ("docs/bench", "benchmarks/assets")
+EXCLUDE_MARK = "# sqgan device leave-behind"
+COARSE_START = "coarse-start.safetensors"
 DEVICE_PYTHON = "3.12"
 CHECK_BPPS = (0.025, 0.05, 0.1)
 THROUGHPUT_SIZES = ((480, 360), (1920, 1080))
@@ -69,9 +75,33 @@ def say(*parts: Any) -> None:
 # ----------------------------------------------------------------------------------------- pack
 
 def tracked_bytes(root: Path) -> int:
-    """Bytes of the tracked files: what a device call sends besides the carried folder."""
+    """Bytes of the tracked files a device call sends besides the carried folder (those of
+    ``LEAVE_BEHIND`` stay here: see :func:`leave_behind`)."""
     names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
-    return sum((root / n).stat().st_size for n in names.decode().split("\0") if n and (root / n).is_file())
+    return sum((root / n).stat().st_size for n in names.decode().split("\0")
+               if n and (root / n).is_file() and not n.startswith(tuple(d + "/" for d in LEAVE_BEHIND)))
+
+
+def leave_behind(args: argparse.Namespace) -> None:
+    """Here, just before the device call: take the tracked files the run does not need
+    (``LEAVE_BEHIND``: the docs' pictures, the benchmarks' assets) out of git's index and ignore
+    them, so that they stay here (a call carries tracked and unignored files); ``--undo``, right
+    after the call, puts them back. No file on disk moves. Commit nothing in between."""
+    root = Path(args.root) if args.root else repo_root()
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True)  # noqa: E731
+    exclude = root / git("rev-parse", "--git-path", "info/exclude").stdout.strip()
+    patterns = [f"/{d}/" for d in LEAVE_BEHIND]
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    lines = [line for line in lines if line != EXCLUDE_MARK and line not in patterns]
+    if args.undo:
+        git("reset", "-q", "--", *LEAVE_BEHIND)
+    else:
+        git("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *LEAVE_BEHIND)
+        lines += [EXCLUDE_MARK, *patterns]
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("".join(line + "\n" for line in lines))
+    say(f"{'back in' if args.undo else 'left out of'} the index: {', '.join(LEAVE_BEHIND)}; "
+        f"tracked files that travel: {tracked_bytes(root) / 2**20:.1f} MiB")
 
 
 def pack_image(rgb, quality: int) -> bytes:
@@ -183,6 +213,8 @@ def pack(args: argparse.Namespace) -> Path:
     wheels = [] if args.no_wheels else pack_wheels(tmp / "wheels")
     if args.start:
         pack_start(Path(args.start), tmp / "start.pt")
+    if args.coarse_start:  # a coarse decoder to continue from (e.g. an earlier loan's, not shipped)
+        shutil.copy(args.coarse_start, tmp / COARSE_START)
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
             files[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -190,6 +222,7 @@ def pack(args: argparse.Namespace) -> Path:
     tracked = tracked_bytes(root)
     total = tracked + pack_bytes
     manifest = {"data": data, "wheels": wheels, "start": "start.pt" if args.start else "shipped weights",
+                "coarse_start": COARSE_START if args.coarse_start else "shipped weights",
                 "files": files, "tracked_bytes": tracked, "travel_bytes": total,
                 "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -210,12 +243,20 @@ def pack(args: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------------------------------ run
 
-def install_wheels(folder: Path, site: Path) -> list[str]:
-    """Install the carried wheels the running Python lacks into ``site`` (no network there)."""
+def _needs(wheel: Path) -> bool:
+    """Whether the running Python lacks what ``wheel`` provides (for Pillow: an AVIF codec)."""
     import importlib.util
 
-    missing = [w for w in sorted(folder.glob("*.whl"))
-               if importlib.util.find_spec(w.name.split("-")[0].replace("-", "_")) is None]
+    name = wheel.name.split("-")[0].lower()
+    if name == "pillow":  # asked in a child process: this one must not import PIL before the install
+        probe = "from PIL import features; raise SystemExit(0 if features.check('avif') else 1)"
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0
+    return importlib.util.find_spec(name.replace("-", "_")) is None
+
+
+def install_wheels(folder: Path, site: Path) -> list[str]:
+    """Install the carried wheels the running Python needs into ``site`` (no network there)."""
+    missing = [w for w in sorted(folder.glob("*.whl")) if _needs(w)]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                         "--no-compile", "--target", str(site), *map(str, missing)], check=True)
@@ -384,6 +425,7 @@ def run(args: argparse.Namespace) -> Path:
                     ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     os.environ[WEIGHTS_ENV] = str(weights)
     summary: dict[str, Any] = {"hardware": hardware, "torch": torch.__version__, "dry_run": args.dry_run,
+                               "checks_skipped": args.no_checks,
                                "pack": {k: manifest[k] for k in ("data", "start", "made")}}
 
     errors: dict[str, str] = {}
@@ -411,14 +453,15 @@ def run(args: argparse.Namespace) -> Path:
                            (1, 2) if args.dry_run else THROUGHPUT_BATCHES, THROUGHPUT_SECONDS)
         (result / "throughput.json").write_text(json.dumps({"hardware": hardware, "rows": table}, indent=1) + "\n")
 
-    phase("checks", checks)
+    if not args.no_checks:
+        phase("checks", checks)
     if not args.no_throughput:
         phase("throughput", speed_table)
 
     def budget(minutes: float) -> float:
         if not args.deadline_minutes:
             return minutes
-        left = args.deadline_minutes - RESERVE_MINUTES - (time.monotonic() - t_start) / 60
+        left = args.deadline_minutes - args.reserve_minutes - (time.monotonic() - t_start) / 60
         return max(0.0, min(minutes, left))
 
     # the rehearsal takes the GPU's path too: bf16 autocast (on CPU), NHWC, threaded loaders
@@ -453,7 +496,10 @@ def run(args: argparse.Namespace) -> Path:
         export.export_sqgan(argparse.Namespace(checkpoint=str(ckpt), data=str(data),
                                                images=4 if args.dry_run else 120, weights=str(weights)))
 
-    phase("train-sqgan", lambda: halving_on_oom(train_sqgan, 2 if args.dry_run else args.batch))
+    if args.sqgan_share > 0:
+        phase("train-sqgan", lambda: halving_on_oom(train_sqgan, 2 if args.dry_run else args.batch))
+    else:  # the coarse decoder alone, on the shipped SQ-GAN model (its weights and streams unchanged)
+        say("SQ-GAN training skipped (--sqgan-share 0): the coarse decoder trains on the shipped model")
 
     # 3. the coarse decoder, on the SQ-GAN model in the weights folder (the one just exported;
     # the shipped one if that failed), from the shipped coarse decoder
@@ -462,9 +508,11 @@ def run(args: argparse.Namespace) -> Path:
         t_coarse = time.monotonic()
         coarse_args = _train_args("coarse", [
             "--data", str(data), "--out", str(work / "coarse"), "--minutes", f"{coarse_minutes:.3f}",
-            "--init-from", str(weights / "coarse-camvid11.safetensors"),
+            "--init-from", str(pack_dir / COARSE_START if (pack_dir / COARSE_START).exists()
+                               else weights / "coarse-camvid11.safetensors"),
             "--batch", str(batch),
-            "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", "0.25",
+            "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", str(args.coarse_semantic),
+            "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
         coarse_ckpt = coarse.run(coarse_args)
@@ -480,8 +528,9 @@ def run(args: argparse.Namespace) -> Path:
     (result / "weights").mkdir(exist_ok=True)
     # the models trained here, the registry, and the coarse decoder they replace (kept by the
     # export under a tagged name: streams made for it must still decode)
-    for path in [weights / "sqgan-camvid11.safetensors", weights / "registry.json",
-                 *sorted(weights.glob("coarse-camvid11*.safetensors"))]:
+    # (the SQ-GAN weights only if trained here: unpack completes the folder from the repository's)
+    trained_sqgan = [weights / "sqgan-camvid11.safetensors"] if args.sqgan_share > 0 else []
+    for path in [*trained_sqgan, weights / "registry.json", *sorted(weights.glob("coarse-camvid11*.safetensors"))]:
         shutil.copy(path, result / "weights" / path.name)
     for name, src in (("samples-sqgan.png", work / "sqgan" / "samples.png"),
                       ("samples-coarse.png", work / "coarse" / "samples.png")):
@@ -580,6 +629,9 @@ def verify_streams(result: Path) -> dict:
     from ..codec import Codec
 
     if not (result / "checks.json").exists():
+        if json.loads((result / "summary.json").read_text()).get("checks_skipped"):
+            say("verify: the run skipped the checks (--no-checks): no streams to compare")
+            return {"rows": [], "device_checks_ok": None, "ok": True, "skipped": True}
         say("verify: the device wrote no checks (see summary.json's errors)")
         return {"rows": [], "device_checks_ok": False, "ok": False}
     checks = json.loads((result / "checks.json").read_text())
@@ -614,6 +666,8 @@ def main(argv: list[str] | None = None) -> None:
                                                  "shipped weights, already in the tracked files)")
     p.add_argument("--limit", type=int, default=None, help="first N images of each split (rehearsals)")
     p.add_argument("--no-wheels", action="store_true", help="carry no wheels (the CPU rehearsal)")
+    p.add_argument("--coarse-start", default=None, help="a coarse decoder (.safetensors) to continue from "
+                                                        "(default: the shipped one)")
     p.add_argument("--limit-mib", type=float, default=TRAVEL_LIMIT_MIB)
     p = sub.add_parser("run", help="there: checks, throughput, training, export, result parts")
     p.add_argument("--pack", default=PACK_DIR)
@@ -622,22 +676,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=6.5, help="training minutes, both models")
     p.add_argument("--deadline-minutes", type=float, default=9.3,
                    help="the whole command's wall-clock limit: training shrinks to fit (0: none)")
+    p.add_argument("--reserve-minutes", type=float, default=RESERVE_MINUTES,
+                   help="kept after training for the exports and the parts")
     p.add_argument("--sqgan-share", type=float, default=SQGAN_SHARE)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--coarse-batch", type=int, default=32)
     p.add_argument("--coarse-crop", type=int, default=256)
+    p.add_argument("--coarse-lr", type=float, default=3e-4)
+    p.add_argument("--coarse-semantic", type=float, default=0.25)
+    p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
     p.add_argument("--loader-threads", type=int, default=12)
     p.add_argument("--check-images", type=int, default=4)
     p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--no-checks", action="store_true", help="skip the CUDA checks (a second call on the same loan)")
     p.add_argument("--part-bytes", type=int, default=PART_BYTES)
     p.add_argument("--dry-run", action="store_true", help="the same path on CPU, a few steps")
+    p = sub.add_parser("leave-behind", help="here, before the call: keep the files the run does not need here")
+    p.add_argument("--undo", action="store_true", help="after the call: put them back in git's index")
+    p.add_argument("--root", default=None, help="the checkout (default: this one)")
     p = sub.add_parser("unpack", help="here: verify and join the parts, check the streams")
     p.add_argument("parts", help="the folder the device run's files came back to")
     p.add_argument("--out", default="runs/gpu")
     args = parser.parse_args(argv)
-    {"pack": pack, "run": run, "unpack": unpack}[args.command](args)
+    {"pack": pack, "run": run, "leave-behind": leave_behind, "unpack": unpack}[args.command](args)
 
 
 if __name__ == "__main__":
