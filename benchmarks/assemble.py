@@ -34,7 +34,8 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("decode_memory.md", "Decoding memory by image size"), ("fuzz.md", "Damaged and hostile streams"),
          ("packet_loss.md", "Quality under packet loss"),
          ("packet_loss_adapter.md", "Lost packets filled by the erasure adapter"),
-         ("ray.md", "Batch coding on Ray"), ("device_pack.md", "The GPU recipe's training data"))
+         ("ray.md", "Batch coding on Ray"), ("device_pack.md", "The GPU recipe's training data"),
+         ("device_run.md", "On a lent GPU: CUDA against CPU, throughput"))
 
 
 RUN_TIME_PREFIX = "This `make bench` run took"
