@@ -27,15 +27,17 @@ MAGIC = b"\x89SQG\r\n\x1a\n"
 # The newest version this code reads and writes. A stream is written with the oldest version
 # that holds its chunks: 1.0 without a refinement or coarse-image chunk (every 1.x reader
 # decodes it), 2.0 with a refinement chunk, 3.0 with a coarse-image chunk, 4.0 with a
-# coarse image coded in another format than VP8 (all critical: an older reader must refuse
-# them rather than decode without them or misread them).
-FORMAT_MAJOR = 4
+# coarse image coded in another format than VP8, 5.0 with patches of the coarse image over
+# regions of interest (all critical: an older reader must refuse them rather than decode without
+# them or misread them).
+FORMAT_MAJOR = 5
 FORMAT_MINOR = 0
 BASE_VERSION = (1, 0)
 REFINE_VERSION = (2, 0)
 COARSE_VERSION = (3, 0)
 COARSE_FORMAT_VERSION = (4, 0)
-KNOWN_MINOR = {1: 0, 2: 0, 3: 0, 4: 0}  # newest minor this reader knows, per major
+PATCHES_VERSION = (5, 0)
+KNOWN_MINOR = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0}  # newest minor this reader knows, per major
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
@@ -43,6 +45,7 @@ CHUNK_SEMANTIC_LOSSLESS = "L"    # lossless semantic map, instead of S
 CHUNK_IMAGE = "I"                # image tokens (enhancement layer)
 CHUNK_REFINE = "R"               # low-pass colour residual (refinement layer), always last
 CHUNK_COARSE = "C"               # coarse image (faithful thumbnail), first after the header
+CHUNK_PATCHES = "P"              # finer coarse-image patches over regions of interest, right after C
 SEMANTIC_CHUNKS = (CHUNK_SEMANTIC, CHUNK_SEMANTIC_LOSSLESS)
 # a stream is complete once it holds one of these (the rest are enhancement layers)
 LAYER_CHUNKS = (CHUNK_COARSE, *SEMANTIC_CHUNKS)
@@ -292,13 +295,16 @@ def read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
 
 def _check_chunk_order(kind: str, seen: dict[str, bytes]) -> None:
     """Raise unless critical chunk ``kind`` may follow the critical chunks in ``seen``
-    (the header already read). Order: H, then C, then S or L, then I, then R (C or S/L
-    present; I and R need S/L; R, when present, is last)."""
+    (the header already read). Order: H, then C, then P, then S or L, then I, then R (C or S/L
+    present; P needs C; I and R need S/L; R, when present, is last)."""
     if kind == CHUNK_HEADER:
         raise BitstreamError("duplicate header chunk 'H'")
     if kind == CHUNK_COARSE:
         if seen:
             raise BitstreamError("chunk 'C' must come first after the header")
+    elif kind == CHUNK_PATCHES:
+        if list(seen) != [CHUNK_COARSE]:
+            raise BitstreamError("chunk 'P' must come right after the coarse-image chunk 'C'")
     elif kind in SEMANTIC_CHUNKS:
         if any(k in seen for k in SEMANTIC_CHUNKS):
             raise BitstreamError(f"chunk {kind!r}: the stream already has a semantic-map chunk")
@@ -363,6 +369,8 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
 def _version_for(chunks: list[tuple[str, bytes]]) -> tuple[int, int]:
     """The oldest format version that holds these chunks."""
     kinds = dict(chunks)
+    if CHUNK_PATCHES in kinds:
+        return PATCHES_VERSION
     if CHUNK_COARSE in kinds:
         return COARSE_FORMAT_VERSION if chunk_format(kinds[CHUNK_COARSE]) else COARSE_VERSION
     return REFINE_VERSION if CHUNK_REFINE in kinds else BASE_VERSION
@@ -411,6 +419,9 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 if kind == CHUNK_COARSE and header.version < COARSE_VERSION:
                     raise BitstreamError(f"chunk 'C' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {COARSE_VERSION[0]}.{COARSE_VERSION[1]})")
+                if kind == CHUNK_PATCHES and header.version < PATCHES_VERSION:
+                    raise BitstreamError(f"chunk 'P' in a format {header.version[0]}.{header.version[1]} "
+                                         f"stream (it needs {PATCHES_VERSION[0]}.{PATCHES_VERSION[1]})")
                 if (kind == CHUNK_COARSE and chunk_format(payload)
                         and header.version < COARSE_FORMAT_VERSION):
                     raise BitstreamError(f"chunk 'C' codes its thumbnail in format {chunk_format(payload)}, "

@@ -411,6 +411,12 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                 tw, th = coarse.small_size(header.width, header.height, chunk.scale)
                 thumbnail = {"format": coarse.FORMATS[chunk.format], "scale": chunk.scale, "width": tw,
                              "height": th, "render": coarse.RENDERS[chunk.render], "bytes": len(chunk.frame)}
+                if bitstream.CHUNK_PATCHES in stream.chunks:
+                    thumbnail["patches"] = [
+                        {"x": q.x, "y": q.y, "width": q.width, "height": q.height, "scale": q.scale,
+                         "bytes": len(q.frame)}
+                        for q in coarse.parse_patches(stream.chunks[bitstream.CHUNK_PATCHES],
+                                                      header.width, header.height)]
         except SqganError as e:
             layers, problem, truncated = [], message_of(e), True
         d = header.to_dict()
@@ -440,6 +446,9 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                 click.echo(f"  coarse image: {thumbnail['format'].upper()} {thumbnail['width']}x{thumbnail['height']} "
                            f"(1/{thumbnail['scale']}), {thumbnail['bytes']:,} bytes, rendered "
                            + ("by the coarse decoder" if thumbnail["render"] == "learned" else "upsampled"))
+                for q in thumbnail.get("patches", []):
+                    click.echo(f"  patch: {q['width']}x{q['height']} at {q['x']},{q['y']} (1/{q['scale']}), "
+                               f"{q['bytes']:,} bytes")
             if packet_info is not None:
                 click.echo(f"  packet stream (packet format {packet_info['packet_format']}): "
                            f"{packet_info['records']} packets here, "

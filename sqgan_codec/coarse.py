@@ -18,6 +18,12 @@ Payload: one byte ``render | format << 4`` (how the decoder turns the thumbnail 
 see :data:`RENDERS`; the codec, see :data:`FORMATS`), ``scale`` (1 byte), with ``render`` =
 learned the first two bytes of the coarse decoder's SHA-256 (a stream is rendered only by the
 weights it was chosen with), then the frame.
+
+**Patches** (chunk ``P``, format 5.0, right after ``C``): regions of interest (``--roi``) coded
+again as their own, finer AV1 thumbnails, pasted over the upsampled thumbnail (blended over
+:data:`FEATHER` pixels at edges inside the image) before it is rendered. Payload: one byte
+``format << 4 | count``, then per patch x, y, width, height (LEB128), scale (1 byte), the frame's
+length (LEB128) and the frame.
 """
 from __future__ import annotations
 
@@ -447,3 +453,114 @@ def upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(small, dtype=np.float32)).permute(2, 0, 1)[None]
     up = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False)
     return up[0].permute(1, 2, 0).clamp_(0, 255).numpy()
+
+
+# ------------------------------------------------------------------------------ patches (chunk P)
+
+MAX_PATCHES = 8
+MIN_PATCH = 16      # pixels per side: a smaller region gains nothing a thumbnail does not hold
+FEATHER = 4         # pixels over which a patch's edge inside the image blends into the thumbnail
+
+
+class Patch(NamedTuple):
+    """One region of interest coded as its own thumbnail (chunk ``P``)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    scale: int
+    frame: bytes
+
+
+def _leb128_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def patches_payload(patches: list[Patch]) -> bytes:
+    """A chunk ``P`` payload (AV1 frames)."""
+    if not 1 <= len(patches) <= MAX_PATCHES:
+        raise ValueError(f"a patch chunk holds 1..{MAX_PATCHES} patches")
+    out = bytearray([FORMAT_AV1 << 4 | len(patches)])
+    for patch in patches:
+        if patch.scale not in SCALES_OF[FORMAT_AV1]:
+            raise ValueError(f"patch scale must be one of {SCALES_OF[FORMAT_AV1]}")
+        for value in (patch.x, patch.y, patch.width, patch.height):
+            out += _leb128_bytes(value)
+        out.append(patch.scale)
+        out += _leb128_bytes(len(patch.frame)) + patch.frame
+    return bytes(out)
+
+
+def parse_patches(data: bytes, width: int, height: int) -> list[Patch]:
+    """A chunk ``P`` payload's patches, each checked to lie inside the ``width``×``height`` image
+    (the frames themselves are checked when they are decoded)."""
+    def number(pos: int) -> tuple[int, int]:
+        value = 0
+        for i in range(5):
+            if pos + i >= len(data):
+                break
+            value |= (data[pos + i] & 0x7F) << (7 * i)
+            if not data[pos + i] & 0x80:
+                return value, pos + i + 1
+        raise BitstreamError("patch chunk: malformed number")
+
+    if not data:
+        raise BitstreamError("patch chunk is empty")
+    fmt, count = data[0] >> 4, data[0] & 0x0F
+    if fmt != FORMAT_AV1:
+        raise BitstreamError(f"patch chunk: unknown thumbnail format {fmt}")
+    if not 1 <= count <= MAX_PATCHES:
+        raise BitstreamError(f"patch chunk: {count} patches (1..{MAX_PATCHES} allowed)")
+    pos, out = 1, []
+    for _ in range(count):
+        box = []
+        for _ in range(4):
+            value, pos = number(pos)
+            box.append(value)
+        x, y, w, h = box
+        if w < MIN_PATCH or h < MIN_PATCH or x + w > width or y + h > height:
+            raise BitstreamError(f"patch chunk: region {x},{y},{w},{h} is not inside the {width}x{height} "
+                                 f"image or is under {MIN_PATCH} pixels a side")
+        if pos >= len(data) or data[pos] not in SCALES_OF[FORMAT_AV1]:
+            raise BitstreamError("patch chunk: missing or invalid scale")
+        scale = data[pos]
+        length, pos = number(pos + 1)
+        if length == 0 or pos + length > len(data):
+            raise BitstreamError("patch chunk: frame length past the end of the chunk")
+        out.append(Patch(x, y, w, h, scale, bytes(data[pos:pos + length])))
+        pos += length
+    if pos != len(data):
+        raise BitstreamError(f"patch chunk: {len(data) - pos} bytes after the last patch")
+    return out
+
+
+def paste_patches(up: np.ndarray, data: bytes, width: int, height: int) -> np.ndarray:
+    """The upsampled thumbnail ``up`` (H×W×3 float32, modified in place) with chunk ``P``'s
+    patches decoded, upsampled to their regions and blended in."""
+    import numpy as np
+
+    for patch in parse_patches(data, width, height):
+        small = _decode_av1(patch.frame, small_size(patch.width, patch.height, patch.scale))
+        pixels = upsample(small, patch.width, patch.height)
+
+        def ramp(n: int, open_start: bool, open_end: bool) -> np.ndarray:
+            """1 inside, falling over FEATHER pixels towards an edge that lies inside the image."""
+            i = np.arange(n, dtype=np.float32)
+            r = np.ones(n, np.float32)
+            if open_start:
+                r = np.minimum(r, (i + 0.5) / FEATHER)
+            if open_end:
+                r = np.minimum(r, (n - i - 0.5) / FEATHER)
+            return r
+
+        alpha = (ramp(patch.height, patch.y > 0, patch.y + patch.height < height)[:, None, None]
+                 * ramp(patch.width, patch.x > 0, patch.x + patch.width < width)[None, :, None])
+        region = up[patch.y:patch.y + patch.height, patch.x:patch.x + patch.width]
+        region += alpha * (pixels - region)
+    return up

@@ -103,10 +103,12 @@ class Analysis:
     image_scores = property(lambda self: self._token_analysis()[2])
     image_indices = property(lambda self: self._token_analysis()[3])
 
-    def reranked(self, weights: torch.Tensor) -> "Analysis":
-        """A copy whose SAMM scores are multiplied by ``weights`` (1×1×gh×gw), sharing the cache
-        (coded chunks are memoised by their masks, so they stay valid)."""
-        out = Analysis(self.loaded, self.semantic_map, self.ssm_scores * weights, self.ssm_indices,
+    def reranked(self, weights: torch.Tensor, map_weights: torch.Tensor | None = None) -> "Analysis":
+        """A copy whose SAMM scores are multiplied by ``weights`` (1×1×gh×gw; the map's by
+        ``map_weights`` where given), sharing the cache (coded chunks are memoised by their
+        masks, so they stay valid)."""
+        map_weights = weights if map_weights is None else map_weights
+        out = Analysis(self.loaded, self.semantic_map, self.ssm_scores * map_weights, self.ssm_indices,
                        self.image_scores * weights, self.image_indices, self.segmenter_id)
         out.cache = self.cache
         return out
@@ -147,6 +149,7 @@ class ParsedStream:
     coarse: bytes | None = None              # chunk C's payload
     render: int | None = None                # its render mode (coarse.RENDER_*)
     coarse_tag: bytes | None = None          # the coarse decoder it names
+    patches: bytes | None = None             # chunk P's payload: finer patches over regions of interest
     context: np.ndarray | None = None        # class context of the image tokens; None: no map layer
     padded_map: np.ndarray | None = None
     map_keep: np.ndarray | None = None
@@ -348,6 +351,11 @@ class Codec:
         return weights
 
     def _ranked(self, analysis: Analysis, options: EncodeOptions) -> Analysis:
+        """``analysis`` with its tokens ranked by the options' importance, priorities and
+        regions of interest. Under a tune that sends a coarse image, regions of interest get
+        their own finer patch of it (:func:`decide.roi_patches`) and rank the image tokens, not
+        the map's: the map's few bytes there keep the whole frame's semantics (boosting the box
+        took the segmenter's mIoU outside it from 0.49 to 0.28 at 0.03 bpp on CamVid test)."""
         if options.importance == "gradient":
             from .importance import gradient_scores
 
@@ -355,7 +363,12 @@ class Codec:
         weights = self.position_weights(analysis, options)
         if weights is None:
             return analysis
-        return analysis.reranked(torch.from_numpy(weights).to(analysis.image_scores)[None, None])
+        as_tensor = lambda w: None if w is None else torch.from_numpy(w).to(analysis.image_scores)[None, None]  # noqa: E731
+        map_weights = None
+        if options.roi and options.tune != "semantic" and options.rate_controlled and options.packet_bytes is None:
+            map_weights = self.position_weights(analysis, replace(options, roi=()))
+            map_weights = np.ones_like(weights) if map_weights is None else map_weights
+        return analysis.reranked(as_tensor(weights), as_tensor(map_weights))
 
     def pack(self, analysis: Analysis, keep_ssm: float, keep_image: float, *,
              segmenter_id: int = 0, ssm: str = "vq") -> bytes:
@@ -710,7 +723,10 @@ class Codec:
         header = parsed.header
         gh, gw = header.grid
         small = coarse.decode_small(parsed.coarse, header.width, header.height)
-        up = self.pad_to_grid(coarse.upsample(small, header.width, header.height), gh, gw)
+        up = coarse.upsample(small, header.width, header.height)
+        if parsed.patches is not None:
+            up = coarse.paste_patches(up, parsed.patches, header.width, header.height)
+        up = self.pad_to_grid(up, gh, gw)
         return pixels_to_unit(torch.from_numpy(up).to(self.device)[None])
 
     def coarse_tag(self) -> bytes:
@@ -851,6 +867,9 @@ class Codec:
                                          f"does not have ({tag.hex()}; it has "
                                          f"{', '.join(t.hex() for t in self.coarse_entries()) or 'none'})")
             out.coarse_tag = tag
+            out.patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
+            if out.patches is not None:  # checked here, before any network runs
+                coarse.parse_patches(out.patches, header.width, header.height)
         if not any(k in stream.chunks for k in bitstream.SEMANTIC_CHUNKS):
             if out.coarse is not None:  # a coarse image alone: nothing for the networks to decode
                 return out

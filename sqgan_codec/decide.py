@@ -84,6 +84,12 @@ MODES = ("tokens", "coarse", "coarse+learned", *(f"mixed-{round(100 * s)}" for s
 # 4K image would take minutes on a CPU.
 DECIDE_MAX_PIXELS = 180_000
 PROXY_FINER = 3  # at full size, thumbnail scales down to a third of the proxy's are tried
+# Regions of interest in a stream with a coarse image are also coded as their own, finer
+# thumbnails (chunk P) on a share of the thumbnail's bytes: ROI_DENSITY times the bytes per pixel
+# of the rest of the image, at most MAX_PATCH_SHARE of them.
+ROI_DENSITY = 8.0
+MAX_PATCH_SHARE = 0.75
+PATCH_FRAMING = 8  # a patch's region, scale and frame length
 
 
 @dataclass
@@ -137,22 +143,53 @@ def thumbnail_within(rgb: np.ndarray, room: float, overhead: int = 0, cache: dic
     return best
 
 
+def roi_patches(rgb: np.ndarray, boxes, room: float, cache: dict) -> bytes | None:
+    """Chunk P's payload: each region of interest (clipped to the image; those under
+    :data:`coarse.MIN_PATCH` pixels a side left out) coded as its own thumbnail, at the scale and
+    quality nearest the region (:func:`thumbnail_within`) within its share of ``room`` (by area;
+    see :data:`ROI_DENSITY`), or None where none fits."""
+    h, w = rgb.shape[:2]
+    boxes = [(max(0, int(x)), max(0, int(y)), min(w, int(x) + int(bw)), min(h, int(y) + int(bh)))
+             for x, y, bw, bh in boxes]
+    boxes = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes
+             if x1 - x0 >= coarse.MIN_PATCH and y1 - y0 >= coarse.MIN_PATCH][: coarse.MAX_PATCHES]
+    if not boxes:
+        return None
+    areas = [bw * bh for _, _, bw, bh in boxes]
+    inside = min(1.0, sum(areas) / (w * h))
+    share = min(MAX_PATCH_SHARE, ROI_DENSITY * inside / (ROI_DENSITY * inside + 1 - inside))
+    patches = []
+    for (x, y, bw, bh), area in zip(boxes, areas):
+        part = (room * share - 1) * area / sum(areas) - PATCH_FRAMING
+        fitted = thumbnail_within(np.ascontiguousarray(rgb[y:y + bh, x:x + bw]), part,
+                                  cache=cache.setdefault(("patch", x, y, bw, bh), {}))
+        if fitted is None:
+            continue
+        thumb, quality = fitted
+        frame = thumb.frame(quality, coarse.AV1_SPEED)  # the slower preset, as the thumbnail is sent
+        patches.append(coarse.Patch(x, y, bw, bh, thumb.scale,
+                                    frame if 2 + len(frame) <= part else thumb.frame(quality)))
+    return coarse.patches_payload(patches) if patches else None
+
+
 def with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payload: bytes,
-                 seg_id: int) -> bytes:
-    """A stream with chunk C first, then the token layers of ``tokens`` (if any)."""
+                seg_id: int, patches: bytes | None = None) -> bytes:
+    """A stream with chunk C first, then chunk P (``patches``, if any), then the token layers of
+    ``tokens`` (if any)."""
+    first = [(bitstream.CHUNK_COARSE, payload)] + ([(bitstream.CHUNK_PATCHES, patches)] if patches else [])
     if tokens is None:
-        return bitstream.pack(codec.header_for(analysis, segmenter_id=seg_id),
-                              [(bitstream.CHUNK_COARSE, payload)])
+        return bitstream.pack(codec.header_for(analysis, segmenter_id=seg_id), first)
     stream = bitstream.unpack(tokens)
-    return bitstream.pack(stream.header, [(bitstream.CHUNK_COARSE, payload), *stream.chunks.items()])
+    return bitstream.pack(stream.header, [*first, *stream.chunks.items()])
 
 
 def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes], seg_id: int,
-          mode: str, scales: tuple[int, ...] | None = None) -> bytes | None:
+          mode: str, scales: tuple[int, ...] | None = None, roi=()) -> bytes | None:
     """The stream of one mode (see the module doc) within ``budget`` bytes, or None where the
     mode cannot fit it or this model has no coarse decoder (``tokens()``: the tokens-only
     stream; thumbnails at one of ``scales``, default all of the format's; quick-search
-    thumbnail frames, see :func:`finalise`)."""
+    thumbnail frames, see :func:`finalise`; ``roi``: regions of interest, coded again as
+    finer patches where the stream has an AV1 thumbnail, :func:`roi_patches`)."""
     if mode == "tokens":
         return tokens()
     rgb = analysis.loaded.rgb
@@ -168,11 +205,15 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         room = budget - len(part) - CHUNK_FRAMING
     else:
         room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
+    patches = roi_patches(rgb, roi, room, analysis.cache) if roi and fmt == coarse.FORMAT_AV1 else None
+    if patches is not None:
+        room -= len(patches) + CHUNK_FRAMING
     fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales, fmt)
     if fitted is None:
         return None
     thumb, quality = fitted
-    data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id)
+    data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id,
+                       patches)
     return data if len(data) <= budget else None
 
 
@@ -204,19 +245,21 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
     out = with_frame(frame)
     if rest and len(out) < FILL * budget:
         sent = sent_payload(frame)
-        part = fit_rate(codec, analysis, budget - len(sent) - CHUNK_FRAMING, seg_id)
-        refitted = with_coarse(codec, analysis, part, sent, seg_id)
+        patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
+        room = budget - len(sent) - CHUNK_FRAMING - (len(patches) + CHUNK_FRAMING if patches else 0)
+        part = fit_rate(codec, analysis, room, seg_id)
+        refitted = with_coarse(codec, analysis, part, sent, seg_id, patches)
         if len(out) < len(refitted) <= budget:
             out = refitted
     return out
 
 
 def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes | Callable[[], bytes],
-               seg_id: int, modes: tuple[str, ...] = MODES) -> dict[str, bytes]:
+               seg_id: int, modes: tuple[str, ...] = MODES, roi=()) -> dict[str, bytes]:
     """Each of ``modes``' stream of at most ``budget`` bytes (the tokens-only stream, given or
     made on demand, is always there when ``modes`` has it)."""
     make = tokens if callable(tokens) else (lambda: tokens)
-    built = {mode: build(codec, analysis, budget, make, seg_id, mode) for mode in modes}
+    built = {mode: build(codec, analysis, budget, make, seg_id, mode, roi=roi) for mode in modes}
     return {mode: data for mode, data in built.items() if data is not None}
 
 
@@ -273,15 +316,16 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     h, w = analysis.semantic_map.shape
     modes = modes_for(familiarity(codec, analysis), tune, 8 * budget / (h * w))
     if len(modes) == 1:  # nothing to choose between: built at full size, no candidate decoded
-        return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0])
+        return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0], options.roi)
     if h * w <= DECIDE_MAX_PIXELS:
-        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes)
+        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes, options.roi)
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget,
                                      lazy="tokens" not in modes and not any(m.startswith("mixed-") for m in modes))
     chosen = _best_of_modes(codec, proxy, budget_of(proxy, proxy_options),
-                            lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune, modes)
+                            lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune, modes,
+                            proxy_options.roi)
     scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:
@@ -293,7 +337,7 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         scales = tuple(s for s in coarse.SCALES_OF[proxy.format] if mapped / PROXY_FINER <= s <= mapped * 1.5)
         if not scales:
             scales = (min(coarse.SCALES_OF[proxy.format], key=lambda s: abs(math.log(s / mapped))),)
-    data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales)
+    data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales, options.roi)
     if data is None:  # the mode fitted the proxy's budget, not this one's (rare): tokens
         chosen.mode, data = "tokens", tokens()
     chosen.data = finalise(codec, analysis, data, budget, seg_id)
@@ -301,10 +345,10 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
 
 
 def _only_mode(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
-               seg_id: int, tune: str, mode: str) -> Decision:
+               seg_id: int, tune: str, mode: str, roi=()) -> Decision:
     """The stream of ``mode`` (the token stream where it cannot be built: no coarse decoder, or a
     budget too small for a thumbnail), finalised, without decoding it."""
-    data = build(codec, analysis, budget, tokens, seg_id, mode)
+    data = build(codec, analysis, budget, tokens, seg_id, mode, roi=roi)
     if data is None:
         mode, data = "tokens", tokens()
     confidence = familiarity(codec, analysis)
@@ -313,10 +357,10 @@ def _only_mode(codec: "Codec", analysis: "Analysis", budget: float, tokens: Call
 
 
 def _best_of_modes(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
-                   seg_id: int, tune: str, modes: tuple[str, ...]) -> Decision:
+                   seg_id: int, tune: str, modes: tuple[str, ...], roi=()) -> Decision:
     """:func:`_choose` among the candidates of ``modes`` (:func:`modes_for` the image; the token
     stream where none of them fits)."""
-    streams = candidates(codec, analysis, budget, tokens, seg_id, modes) or {"tokens": tokens()}
+    streams = candidates(codec, analysis, budget, tokens, seg_id, modes, roi) or {"tokens": tokens()}
     return _choose(codec, analysis, streams, tune)
 
 

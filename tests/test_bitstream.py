@@ -254,7 +254,9 @@ def test_newer_minor_with_extra_header_fields_is_accepted():
     # Re-packing writes the layout this module knows.
     assert unpack(pack(stream.header, [("S", b"s")])).header.version == BASE_VERSION
     assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == REFINE_VERSION
-    assert unpack(pack(stream.header, [("C", b"c"), ("S", b"s")])).header.version == (FORMAT_MAJOR, FORMAT_MINOR)
+    assert unpack(pack(stream.header, [("C", b"c"), ("S", b"s")])).header.version == bs.COARSE_FORMAT_VERSION
+    assert unpack(pack(stream.header, [("C", b"c"), ("P", b"p"), ("S", b"s")])).header.version == \
+        (FORMAT_MAJOR, FORMAT_MINOR)
 
 
 # ---------------------------------------------------------------- read_header sources

@@ -35,7 +35,14 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
     learned = decide.build(codec, analysis, budget, lambda: b"", 0, "coarse+learned")
     upsampled = decide.finalise(codec, analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "coarse"), budget, 0)
     tokens = codec.encode(rgb, bpp=0.05, tune="semantic", ssm="vq")
+    h, w = rgb.shape[:2]
+    box = (w // 2, h // 4, w // 3, h // 2)
+    boxed = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05, roi=(box,)))
+    patched = decide.finalise(codec, boxed, decide.build(codec, boxed, budget, lambda: b"", 0, "coarse", roi=(box,)),
+                              budget, 0)
     return {
+        # added with patches of the coarse image over regions of interest (format 5.0)
+        "v5_coarse_roi_0.05": patched,
         # added with packet format 2 (CRC-24): a packet stream of format 1 (CRC-32), nothing lost
         "p1_tokens_0.05_150": codec.packetize(tokens, packet_bytes=150, protect_base=2),
         # added with AV1 thumbnails (format 4.0)

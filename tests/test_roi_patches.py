@@ -1,0 +1,128 @@
+"""Regions of interest as finer patches of the coarse image (chunk P, format 5.0)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sqgan_codec import bitstream, coarse
+from sqgan_codec.cli import main as cli
+from sqgan_codec.codec import Codec, EncodeOptions
+from sqgan_codec.errors import BitstreamError
+
+from conftest import camvid_test_image
+
+BOX = (256, 96, 192, 160)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _header(width: int = 480, height: int = 360) -> bitstream.Header:
+    return bitstream.Header(model_id=1, weights_hash=b"\x01\x02\x03\x04", width=width, height=height)
+
+
+def _av1_chunk() -> bytes:
+    return bytes([coarse.RENDER_UPSAMPLE | coarse.FORMAT_AV1 << 4, 4]) + b"c" * 20
+
+
+def test_patch_payload_round_trips_and_hostile_ones_are_refused():
+    patches = [coarse.Patch(256, 96, 192, 160, 2, b"f" * 300), coarse.Patch(0, 0, 16, 16, 1, b"g")]
+    data = coarse.patches_payload(patches)
+    assert coarse.parse_patches(data, 480, 360) == patches
+    for bad, message in [
+        (data[:-1], "past the end"),
+        (data + b"x", "after the last patch"),
+        (b"", "empty"),
+        (bytes([coarse.FORMAT_VP8 << 4 | 1]) + data[1:], "unknown thumbnail format"),
+        (bytes([coarse.FORMAT_AV1 << 4 | 0]), "0 patches"),
+        (coarse.patches_payload([coarse.Patch(400, 96, 192, 160, 2, b"f")]), "not inside"),
+        (coarse.patches_payload([coarse.Patch(0, 0, 15, 160, 2, b"f")]), "under 16"),
+        (data[:1] + b"\xff" * 8, "malformed number"),
+    ]:
+        with pytest.raises(BitstreamError, match=message):
+            coarse.parse_patches(bad, 480, 360)
+    with pytest.raises(ValueError):
+        coarse.patches_payload([])
+
+
+def test_patch_chunk_comes_right_after_c_and_makes_a_format_5_stream():
+    p = coarse.patches_payload([coarse.Patch(0, 0, 32, 32, 2, b"f")])
+    data = bitstream.pack(_header(), [("C", _av1_chunk()), ("P", p), ("S", b"s"), ("I", b"i")])
+    stream = bitstream.unpack(data)
+    assert stream.header.version == bitstream.PATCHES_VERSION and list(stream.chunks) == ["C", "P", "S", "I"]
+    with pytest.raises(BitstreamError, match="right after the coarse-image chunk"):
+        bitstream.pack(_header(), [("P", p), ("S", b"s")])
+    with pytest.raises(BitstreamError, match="right after the coarse-image chunk"):
+        bitstream.pack(_header(), [("C", _av1_chunk()), ("S", b"s"), ("P", p)])
+    # a P chunk inside a stream that declares format 4.0 is damage: 4.0 readers do not know it
+    old = bitstream.pack(_header(), [("C", _av1_chunk())])
+    assert bitstream.unpack(old).header.version == bitstream.COARSE_FORMAT_VERSION
+    with pytest.raises(BitstreamError, match="needs 5.0"):
+        bitstream.unpack(old + bitstream.frame_chunk("P", p))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return [camvid_test_image(i) for i in (0, 94, 188)]
+
+
+@pytest.mark.slow
+def test_roi_patch_makes_the_box_more_faithful_at_the_same_size(codec: Codec, frames, tmp_path):
+    x, y, w, h = BOX
+    gains = []
+    for rgb in frames:
+        analysis = codec.analyse(rgb)
+        plain = codec.encode_analysis(analysis, EncodeOptions(bpp=0.03))
+        boxed = codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=(BOX,)))
+        budget = round(0.03 * rgb.shape[0] * rgb.shape[1] / 8)
+        assert len(boxed) <= budget and len(plain) <= budget
+        chunks = bitstream.unpack(boxed).chunks
+        assert "P" in chunks and "P" not in bitstream.unpack(plain).chunks
+        [patch] = coarse.parse_patches(chunks["P"], rgb.shape[1], rgb.shape[0])
+        assert (patch.x, patch.y, patch.width, patch.height) == BOX
+        dec_plain = np.asarray(codec.decode(plain).convert("RGB"))
+        dec_boxed = np.asarray(codec.decode(boxed).convert("RGB"))
+        gains.append(psnr(rgb[y:y + h, x:x + w], dec_boxed[y:y + h, x:x + w])
+                     - psnr(rgb[y:y + h, x:x + w], dec_plain[y:y + h, x:x + w]))
+    assert min(gains) > 0.5 and np.mean(gains) > 1.0, gains
+    # `sqgan info` shows the patch
+    path = tmp_path / "boxed.sqg"
+    path.write_bytes(boxed)
+    out = CliRunner().invoke(cli, ["info", "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    [row] = json.loads(out.output)["coarse"]["patches"]
+    assert (row["x"], row["y"], row["width"], row["height"]) == BOX
+
+
+def test_boxes_too_small_or_outside_the_image_send_no_patch(codec: Codec, frames):
+    rgb = frames[0]
+    analysis = codec.analyse(rgb)
+    for roi in [((10, 10, 8, 200),), ((600, 10, 50, 50),)]:
+        data = codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=roi))
+        assert "P" not in bitstream.unpack(data).chunks
+    # a box reaching past the edge is clipped to the image
+    data = codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=((400, 300, 200, 200),)))
+    [patch] = coarse.parse_patches(bitstream.unpack(data).chunks["P"], rgb.shape[1], rgb.shape[0])
+    assert (patch.x, patch.y, patch.width, patch.height) == (400, 300, 80, 60)
+    assert np.asarray(codec.decode(data)).shape == rgb.shape
+
+
+def test_roi_ranks_the_map_only_where_the_stream_has_no_coarse_image(codec: Codec, frames):
+    import torch
+
+    analysis = codec.analyse(frames[0])
+    balanced = codec._ranked(analysis, EncodeOptions(bpp=0.03, roi=(BOX,)))
+    semantic = codec._ranked(analysis, EncodeOptions(bpp=0.03, tune="semantic", roi=(BOX,)))
+    # the default sends the box as a patch: the map's few bytes keep the whole frame's ranking
+    assert torch.equal(balanced.ssm_scores, analysis.ssm_scores)
+    assert not torch.equal(balanced.image_scores, analysis.image_scores)
+    assert not torch.equal(semantic.ssm_scores, analysis.ssm_scores)
+    # a priority still ranks the map under any tune
+    prioritised = codec._ranked(analysis, EncodeOptions(bpp=0.03, roi=(BOX,), priority={"Pedestrian": 4}))
+    assert not torch.equal(prioritised.ssm_scores, analysis.ssm_scores) or \
+        not (codec.block_classes(analysis)[..., codec.vocabulary.class_id("Pedestrian")] > 0).any()
