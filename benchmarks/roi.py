@@ -1,6 +1,7 @@
 """What `--roi` buys: quality inside and outside a region of interest at equal bpp.
 
-    python benchmarks/roi.py --data ../shared/data/camvid --every 8 --bpp 0.03 --out docs/bench/roi.md
+    python benchmarks/roi.py --data ../shared/data/camvid --every 8 --bpp 0.03 --out docs/bench/roi.md \
+        --grid docs/bench/roi_sample.png
 
 The box is the same for every image (the right-centre of the frame, where CamVid's pavements,
 pedestrians and signs often are); quality is measured inside and outside it, with and without
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--bpp", type=float, default=0.03)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None)
+    p.add_argument("--grid", default=None, help="also write the bundled sample's picture grid here (PNG)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")
@@ -96,7 +98,30 @@ def main() -> None:
                      f"LPIPS-style, outside {d('psnr_out'):+.2f} dB and {rel('lpips_out'):+.1f} %; mIoU "
                      f"{miou(boxed['cm_in']) - miou(plain['cm_in']):+.3f} inside, "
                      f"{miou(boxed['cm_out']) - miou(plain['cm_out']):+.3f} outside.")
+    if a.grid:
+        lines += ["", "![roi](roi_sample.png)", "",
+                  f"The bundled sample at {a.bpp} bpp (`--grid`): the original, the default without and with "
+                  f"`--roi {box}` (the box drawn), the same size each."]
+        sample_grid(codec, a.bpp, Path(a.grid))
     emit(lines, a.out)
+
+
+def sample_grid(codec: Codec, bpp: float, out: Path) -> None:
+    """The bundled sample: original | default | default with the box (outlined), one row."""
+    from PIL import ImageDraw
+
+    from sqgan_codec.demo import sample_path
+
+    rgb = np.asarray(Image.open(sample_path()).convert("RGB"))
+    tiles = [rgb] + [np.asarray(codec.decode(codec.encode(rgb, bpp=bpp, roi=roi)).convert("RGB"))
+                     for roi in ((), (BOX,))]
+    grid = Image.fromarray(np.concatenate(tiles, 1))
+    x, y, w, h = BOX
+    draw = ImageDraw.Draw(grid)
+    for i in range(3):
+        draw.rectangle([i * rgb.shape[1] + x, y, i * rgb.shape[1] + x + w - 1, y + h - 1], outline=(255, 200, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,29 @@ def test_erasure_training_decodes_without_the_lost_packets(tiny_camvid: Path, tm
 def test_networks_refuse_a_stride_they_do_not_produce() -> None:
     with pytest.raises(ValueError, match="16-pixel grid"):
         SQGAN(SQGANConfig(latent_stride=8))
+
+
+def test_batch_prefetcher_hands_out_batches_reraises_and_closes_its_threads() -> None:
+    import time
+
+    from sqgan_codec.train.data import BatchPrefetcher
+
+    counter = iter(range(10**6))
+
+    def slow() -> int:
+        time.sleep(0.05)  # a batch being made (a native encoder, say) when close() comes
+        return next(counter)
+
+    prefetch = BatchPrefetcher([slow, slow, slow], depth=2)
+    got = [prefetch.get() for _ in range(5)]
+    assert len(set(got)) == 5
+    prefetch.close()
+    assert not any(t.is_alive() for t in prefetch.threads)  # joined: none left inside a producer
+
+    def broken() -> int:
+        raise RuntimeError("augmentation failed")
+
+    failing = BatchPrefetcher([broken])
+    with pytest.raises(RuntimeError, match="augmentation failed"):
+        failing.get()
+    assert not any(t.is_alive() for t in failing.threads)

@@ -255,5 +255,11 @@ class BatchPrefetcher:
             raise item
         return item
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the threads and wait for each to finish the batch it is making: a thread left
+        inside a native encoder (libaom) as the interpreter exits aborts the process (the GPU
+        run of 2026-11-27 ended with status 134 after writing everything)."""
         self.stopped.set()
+        for t in self.threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
