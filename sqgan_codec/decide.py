@@ -90,6 +90,13 @@ PROXY_FINER = 3  # at full size, thumbnail scales down to a third of the proxy's
 ROI_DENSITY = 8.0
 MAX_PATCH_SHARE = 0.75
 PATCH_FRAMING = 8  # a patch's region, scale and frame length
+# Prioritised classes (``priority`` weights above 1) get patches too, over their objects in the
+# encoder's semantic map: each connected region of at least PRIORITY_MIN_AREA of the image (a
+# finer thumbnail of smaller ones, signs and poles, bought nothing on CamVid test at 0.03 bpp,
+# docs/bench/priority.md), its box grown by PRIORITY_MARGIN pixels (at 480x360; in proportion to
+# the image's size), the largest first.
+PRIORITY_MIN_AREA = 0.005
+PRIORITY_MARGIN = 16
 
 
 @dataclass
@@ -172,6 +179,33 @@ def roi_patches(rgb: np.ndarray, boxes, room: float, cache: dict) -> bytes | Non
     return coarse.patches_payload(patches) if patches else None
 
 
+def patch_boxes(codec: "Codec", analysis: "Analysis", options: "EncodeOptions") -> tuple:
+    """The boxes a stream with a coarse image sends as patches (:func:`roi_patches`): the
+    options' regions of interest, then the largest objects of the prioritised classes (see
+    :data:`PRIORITY_MIN_AREA`), at most :data:`coarse.MAX_PATCHES` in all."""
+    from .options import ALL_CLASSES  # (options imports this module)
+
+    boxes = list(options.roi)
+    wanted = [name for name, weight in (options.priority or {}).items() if name != ALL_CLASSES and weight > 1]
+    if wanted and len(boxes) < coarse.MAX_PATCHES:
+        import cv2
+
+        smap = analysis.semantic_map
+        h, w = smap.shape
+        grow = round(PRIORITY_MARGIN * math.sqrt(h * w / (480 * 360)))
+        found = []
+        for name in wanted:
+            mask = (smap == codec.vocabulary.class_id(name)).astype(np.uint8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            for x, y, bw, bh, area in stats[1:n]:
+                if area >= PRIORITY_MIN_AREA * h * w:
+                    x0, y0 = max(0, int(x) - grow), max(0, int(y) - grow)
+                    x1, y1 = min(w, int(x + bw) + grow), min(h, int(y + bh) + grow)
+                    found.append((int(area), (x0, y0, x1 - x0, y1 - y0)))
+        boxes += [box for _, box in sorted(found, reverse=True)][: coarse.MAX_PATCHES - len(boxes)]
+    return tuple(boxes)
+
+
 def with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payload: bytes,
                 seg_id: int, patches: bytes | None = None) -> bytes:
     """A stream with chunk C first, then chunk P (``patches``, if any), then the token layers of
@@ -184,12 +218,12 @@ def with_coarse(codec: "Codec", analysis: "Analysis", tokens: bytes | None, payl
 
 
 def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes], seg_id: int,
-          mode: str, scales: tuple[int, ...] | None = None, roi=()) -> bytes | None:
+          mode: str, scales: tuple[int, ...] | None = None, boxes=()) -> bytes | None:
     """The stream of one mode (see the module doc) within ``budget`` bytes, or None where the
     mode cannot fit it or this model has no coarse decoder (``tokens()``: the tokens-only
     stream; thumbnails at one of ``scales``, default all of the format's; quick-search
-    thumbnail frames, see :func:`finalise`; ``roi``: regions of interest, coded again as
-    finer patches where the stream has an AV1 thumbnail, :func:`roi_patches`)."""
+    thumbnail frames, see :func:`finalise`; ``boxes``: coded again as finer patches where the
+    stream has an AV1 thumbnail, :func:`patch_boxes`, :func:`roi_patches`)."""
     if mode == "tokens":
         return tokens()
     rgb = analysis.loaded.rgb
@@ -205,7 +239,7 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         room = budget - len(part) - CHUNK_FRAMING
     else:
         room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
-    patches = roi_patches(rgb, roi, room, analysis.cache) if roi and fmt == coarse.FORMAT_AV1 else None
+    patches = roi_patches(rgb, boxes, room, analysis.cache) if boxes and fmt == coarse.FORMAT_AV1 else None
     if patches is not None:
         room -= len(patches) + CHUNK_FRAMING
     fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales, fmt)
@@ -255,11 +289,11 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
 
 
 def candidates(codec: "Codec", analysis: "Analysis", budget: float, tokens: bytes | Callable[[], bytes],
-               seg_id: int, modes: tuple[str, ...] = MODES, roi=()) -> dict[str, bytes]:
+               seg_id: int, modes: tuple[str, ...] = MODES, boxes=()) -> dict[str, bytes]:
     """Each of ``modes``' stream of at most ``budget`` bytes (the tokens-only stream, given or
     made on demand, is always there when ``modes`` has it)."""
     make = tokens if callable(tokens) else (lambda: tokens)
-    built = {mode: build(codec, analysis, budget, make, seg_id, mode, roi=roi) for mode in modes}
+    built = {mode: build(codec, analysis, budget, make, seg_id, mode, boxes=boxes) for mode in modes}
     return {mode: data for mode, data in built.items() if data is not None}
 
 
@@ -316,16 +350,18 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
     h, w = analysis.semantic_map.shape
     modes = modes_for(familiarity(codec, analysis), tune, 8 * budget / (h * w))
     if len(modes) == 1:  # nothing to choose between: built at full size, no candidate decoded
-        return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0], options.roi)
+        return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0],
+                          patch_boxes(codec, analysis, options))
     if h * w <= DECIDE_MAX_PIXELS:
-        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes, options.roi)
+        chosen = _best_of_modes(codec, analysis, budget, tokens, seg_id, tune, modes,
+                                patch_boxes(codec, analysis, options))
         chosen.data = finalise(codec, analysis, chosen.data, budget, seg_id)
         return chosen
     proxy, proxy_options, f = _proxy(codec, analysis, options, budget,
                                      lazy="tokens" not in modes and not any(m.startswith("mixed-") for m in modes))
     chosen = _best_of_modes(codec, proxy, budget_of(proxy, proxy_options),
                             lambda: token_stream(codec, proxy, proxy_options, seg_id), seg_id, tune, modes,
-                            proxy_options.roi)
+                            patch_boxes(codec, proxy, proxy_options))
     scales = None
     stream = bitstream.unpack(chosen.data)
     if bitstream.CHUNK_COARSE in stream.chunks:
@@ -337,7 +373,7 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         scales = tuple(s for s in coarse.SCALES_OF[proxy.format] if mapped / PROXY_FINER <= s <= mapped * 1.5)
         if not scales:
             scales = (min(coarse.SCALES_OF[proxy.format], key=lambda s: abs(math.log(s / mapped))),)
-    data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales, options.roi)
+    data = build(codec, analysis, budget, tokens, seg_id, chosen.mode, scales, patch_boxes(codec, analysis, options))
     if data is None:  # the mode fitted the proxy's budget, not this one's (rare): tokens
         chosen.mode, data = "tokens", tokens()
     chosen.data = finalise(codec, analysis, data, budget, seg_id)
@@ -345,10 +381,10 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
 
 
 def _only_mode(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
-               seg_id: int, tune: str, mode: str, roi=()) -> Decision:
+               seg_id: int, tune: str, mode: str, boxes=()) -> Decision:
     """The stream of ``mode`` (the token stream where it cannot be built: no coarse decoder, or a
     budget too small for a thumbnail), finalised, without decoding it."""
-    data = build(codec, analysis, budget, tokens, seg_id, mode, roi=roi)
+    data = build(codec, analysis, budget, tokens, seg_id, mode, boxes=boxes)
     if data is None:
         mode, data = "tokens", tokens()
     confidence = familiarity(codec, analysis)
@@ -357,10 +393,10 @@ def _only_mode(codec: "Codec", analysis: "Analysis", budget: float, tokens: Call
 
 
 def _best_of_modes(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[[], bytes],
-                   seg_id: int, tune: str, modes: tuple[str, ...], roi=()) -> Decision:
+                   seg_id: int, tune: str, modes: tuple[str, ...], boxes=()) -> Decision:
     """:func:`_choose` among the candidates of ``modes`` (:func:`modes_for` the image; the token
     stream where none of them fits)."""
-    streams = candidates(codec, analysis, budget, tokens, seg_id, modes, roi) or {"tokens": tokens()}
+    streams = candidates(codec, analysis, budget, tokens, seg_id, modes, boxes) or {"tokens": tokens()}
     return _choose(codec, analysis, streams, tune)
 
 

@@ -126,3 +126,29 @@ def test_roi_ranks_the_map_only_where_the_stream_has_no_coarse_image(codec: Code
     prioritised = codec._ranked(analysis, EncodeOptions(bpp=0.03, roi=(BOX,), priority={"Pedestrian": 4}))
     assert not torch.equal(prioritised.ssm_scores, analysis.ssm_scores) or \
         not (codec.block_classes(analysis)[..., codec.vocabulary.class_id("Pedestrian")] > 0).any()
+
+
+def test_prioritised_classes_send_their_large_objects_as_patches(codec: Codec):
+    from types import SimpleNamespace
+
+    from sqgan_codec import decide
+
+    smap = np.zeros((360, 480), np.uint8)  # Sky
+    ped, car = codec.vocabulary.class_id("Pedestrian"), codec.vocabulary.class_id("Car")
+    smap[100:160, 100:140] = ped           # 2,400 px: 1.4 % of the image
+    smap[300:305, 10:15] = ped             # 25 px: too small for a patch
+    smap[200:300, 300:460] = car
+    analysis = SimpleNamespace(semantic_map=smap)
+    boxes = decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
+    assert boxes == ((84, 84, 72, 92),)    # grown by 16 pixels each way
+    # a box first, then the objects; weights of 1 or less patch nothing
+    roi = (0, 0, 50, 50)
+    assert decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, roi=(roi,), priority={"Car": 4, "all": 2})) \
+        == (roi, (284, 184, 192, 132))
+    assert decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, priority={"Pedestrian": 1, "Car": 0.5})) == ()
+    # at most MAX_PATCHES in all, the largest objects first
+    many = np.zeros((360, 480), np.uint8)
+    for i in range(10):
+        many[10 + 34 * i: 40 + 34 * i, 10: 40 + 10 * i] = ped
+    boxes = decide.patch_boxes(codec, SimpleNamespace(semantic_map=many), EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
+    assert len(boxes) == coarse.MAX_PATCHES and boxes[0][2] > boxes[-1][2]

@@ -38,7 +38,7 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
     h, w = rgb.shape[:2]
     box = (w // 2, h // 4, w // 3, h // 2)
     boxed = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05, roi=(box,)))
-    patched = decide.finalise(codec, boxed, decide.build(codec, boxed, budget, lambda: b"", 0, "coarse", roi=(box,)),
+    patched = decide.finalise(codec, boxed, decide.build(codec, boxed, budget, lambda: b"", 0, "coarse", boxes=(box,)),
                               budget, 0)
     return {
         # added with patches of the coarse image over regions of interest (format 5.0)
