@@ -34,7 +34,8 @@ def rehearsal(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("device")
     pack, out, unpacked = tmp / "pack", tmp / "out", tmp / "unpacked"
     device("pack", "--data", str(CAMVID), "--out", str(pack), "--limit", "3", "--no-wheels")
-    device("run", "--pack", str(pack), "--out", str(out), "--dry-run", "--part-bytes", str(PART_BYTES))
+    device("run", "--pack", str(pack), "--out", str(out), "--dry-run", "--sqgan-share", "0.75",
+           "--part-bytes", str(PART_BYTES))
     device("unpack", str(out), "--out", str(unpacked))
     return {"pack": pack, "out": out, "unpacked": unpacked}
 
