@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import emit  # noqa: E402
+from _report import emit, parse_run_args  # noqa: E402
+from unseen_segmenter import CNN_ASSET, load_cnn  # noqa: E402
 
 from sqgan_codec import bitstream, decide  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
@@ -44,13 +43,11 @@ def main() -> None:
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--bpp", type=float, default=0.03)
     p.add_argument("--weight", type=float, default=4.0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore")
+    a = parse_run_args(p)
     root = Path(a.data)
     codec = Codec(device="cpu")
+    unseen, _ = load_cnn(CNN_ASSET)  # a segmenter sqgan's training never saw (docs/bench/unseen.md)
+    readers = {"bundled": codec.segmenter, **({"unseen CNN": unseen} if unseen is not None else {})}
     n = codec.num_classes
     paths = sorted((root / "test").glob("*.png"))
     truth = {q.name: np.asarray(Image.open(root / "testannot" / q.name)) for q in paths}
@@ -58,17 +55,18 @@ def main() -> None:
              f"Command: `python benchmarks/priority.py --data {a.data} --every {a.every} --bpp {a.bpp}` "
              f"(`--priority CLASS={a.weight:g}` against no priority at {a.bpp} bpp, default `--tune balanced`; "
              f"CamVid test images with more than {MIN_PIXELS} pixels of the class, 1 in {a.every}; "
-             "IoU of the bundled segmenter on the decodes, pooled). *tokens only*: the priority with "
-             "its patches switched off (`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
-             "| class | images | with patches | IoU: none / tokens only / priority | change | other classes' mIoU: "
-             "none / tokens only / priority |",
-             "|---|---|---|---|---|---|"]
+             "IoU on the decodes against the ground truth, pooled, read by the bundled segmenter and by the "
+             "unseen CNN of docs/bench/unseen.md). *tokens only*: the priority with its patches switched off "
+             "(`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
+             "| class | read by | images | with patches | IoU: none / tokens only / priority | change | "
+             "other classes' mIoU: none / tokens only / priority |",
+             "|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
     for name in CLASSES:
         cid = codec.vocabulary.class_id(name)
         chosen = [q for q in paths if (truth[q.name] == cid).sum() > MIN_PIXELS][:: a.every]
         keys = ("plain", "tokens", "priority")
-        cms = {k: np.zeros((n, n), np.int64) for k in keys}
+        cms = {(r, k): np.zeros((n, n), np.int64) for r in readers for k in keys}
         patched = 0
         for q in chosen:
             rgb = np.asarray(Image.open(q).convert("RGB"))
@@ -78,13 +76,16 @@ def main() -> None:
                 data = codec.encode_analysis(analysis, EncodeOptions(
                     bpp=a.bpp, priority=None if key == "plain" else {name: a.weight}))
                 patched += key == "priority" and bitstream.CHUNK_PATCHES in bitstream.unpack(data).chunks
-                pred = codec.segmenter.segment(np.asarray(codec.decode(data).convert("RGB")))
-                cms[key] += confusion_matrix(truth[q.name], pred)
-        before, tokens, after = (iou(cms[k]) for k in keys)
-        lines.append(f"| {name} | {len(chosen)} | {patched} | {before[cid]:.3f} / {tokens[cid]:.3f} / "
-                     f"**{after[cid]:.3f}** | {after[cid] - before[cid]:+.3f} | {np.delete(before, cid).mean():.3f} / "
-                     f"{np.delete(tokens, cid).mean():.3f} / **{np.delete(after, cid).mean():.3f}** |")
-        print(lines[-1], flush=True)
+                decoded = np.asarray(codec.decode(data).convert("RGB"))
+                for reader, seg in readers.items():
+                    cms[reader, key] += confusion_matrix(truth[q.name], seg.segment(decoded))
+        for reader in readers:
+            before, tokens, after = (iou(cms[reader, k]) for k in keys)
+            lines.append(f"| {name} | {reader} | {len(chosen)} | {patched} | {before[cid]:.3f} / {tokens[cid]:.3f} / "
+                         f"**{after[cid]:.3f}** | {after[cid] - before[cid]:+.3f} | "
+                         f"{np.delete(before, cid).mean():.3f} / {np.delete(tokens, cid).mean():.3f} / "
+                         f"**{np.delete(after, cid).mean():.3f}** |")
+            print(lines[-1], flush=True)
     emit(lines, a.out)
 
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import emit  # noqa: E402
+from _report import emit, parse_run_args  # noqa: E402
 
 from sqgan_codec.classes import NUM_CLASSES  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
@@ -38,12 +36,8 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/camvid")
     p.add_argument("--every", type=int, default=8)
     p.add_argument("--bpp", type=float, default=0.03)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
     p.add_argument("--grid", default=None, help="also write the bundled sample's picture grid here (PNG)")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore")
+    a = parse_run_args(p)
     root = Path(a.data)
     codec = Codec(device="cpu")
     lpips = LpipsVggStyle(scale=2)

@@ -357,15 +357,17 @@ class _Bits:
         return value
 
 
-def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+def _leb128(data: bytes, pos: int, max_bytes: int = 8,
+            error: str = "coarse-image chunk: malformed AV1 OBU size") -> tuple[int, int]:
+    """The LEB128 number at ``pos`` (at most ``max_bytes`` long) and the position after it."""
     value = 0
-    for i in range(8):
+    for i in range(max_bytes):
         if pos + i >= len(data):
             break
         value |= (data[pos + i] & 0x7F) << (7 * i)
         if not data[pos + i] & 0x80:
             return value, pos + i + 1
-    raise BitstreamError("coarse-image chunk: malformed AV1 OBU size")
+    raise BitstreamError(error)
 
 
 def av1_sequence(obus: bytes) -> tuple[int, int, int, int]:
@@ -500,15 +502,7 @@ def patches_payload(patches: list[Patch]) -> bytes:
 def parse_patches(data: bytes, width: int, height: int) -> list[Patch]:
     """A chunk ``P`` payload's patches, each checked to lie inside the ``width``×``height`` image
     (the frames themselves are checked when they are decoded)."""
-    def number(pos: int) -> tuple[int, int]:
-        value = 0
-        for i in range(5):
-            if pos + i >= len(data):
-                break
-            value |= (data[pos + i] & 0x7F) << (7 * i)
-            if not data[pos + i] & 0x80:
-                return value, pos + i + 1
-        raise BitstreamError("patch chunk: malformed number")
+    number = lambda pos: _leb128(data, pos, 5, "patch chunk: malformed number")  # noqa: E731
 
     if not data:
         raise BitstreamError("patch chunk is empty")
