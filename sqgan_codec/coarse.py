@@ -539,8 +539,11 @@ def paste_patches(up: np.ndarray, data: bytes, width: int, height: int) -> np.nd
     patches decoded, upsampled to their regions and blended in."""
     import numpy as np
 
-    for patch in parse_patches(data, width, height):
-        small = _decode_av1(patch.frame, small_size(patch.width, patch.height, patch.scale))
+    for i, patch in enumerate(parse_patches(data, width, height)):
+        try:
+            small = _decode_av1(patch.frame, small_size(patch.width, patch.height, patch.scale))
+        except BitstreamError as e:  # (the frame decoder names chunk C)
+            raise BitstreamError(f"patch chunk, patch {i + 1}: {e}".replace("coarse-image chunk: ", "")) from None
         pixels = upsample(small, patch.width, patch.height)
 
         def ramp(n: int, open_start: bool, open_end: bool) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,17 @@ def test_prioritised_classes_send_their_large_objects_as_patches(codec: Codec):
         many[10 + 34 * i: 40 + 34 * i, 10: 40 + 10 * i] = ped
     boxes = decide.patch_boxes(codec, SimpleNamespace(semantic_map=many), EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
     assert len(boxes) == coarse.MAX_PATCHES and boxes[0][2] > boxes[-1][2]
+
+
+def test_a_damaged_patch_frame_is_a_clear_error(codec: Codec):
+    from sqgan_codec.errors import BitstreamError
+
+    data = (Path(__file__).resolve().parent / "golden" / "v5_coarse_roi_0.05.sqg").read_bytes()
+    stream = bitstream.unpack(data)
+    [patch] = coarse.parse_patches(stream.chunks["P"], stream.header.width, stream.header.height)
+    other = coarse.Thumbnail(np.zeros((64, 64, 3), np.uint8), 1).frame(50)  # a frame of another size
+    for frame, message in [(bytes(len(patch.frame)), "sequence header"), (other, "expected")]:
+        bad = coarse.patches_payload([patch._replace(frame=frame)])
+        damaged = bitstream.pack(stream.header, [("C", stream.chunks["C"]), ("P", bad)])
+        with pytest.raises(BitstreamError, match=f"patch chunk, patch 1: .*{message}"):
+            codec.decode(damaged)
