@@ -423,9 +423,21 @@ def encode_batch(batch: list[Job], codec: CodecHolder, rep: Reporter, mirror: bo
                     "width": loaded.width, "height": loaded.height, "bytes": len(result),
                     "bpp": round(8 * len(result) / pixels, 6),
                     "seconds": round(t_load + seconds, 4),
-                    "mode": decision.mode, "unfamiliar": decision.unfamiliar,
+                    "mode": decision.mode, "patches": _patch_count(result, loaded.width, loaded.height),
+                    "unfamiliar": decision.unfamiliar,
                     "confidence": None if decision.confidence is None else round(decision.confidence, 4)})
         rep.advance()
+
+
+def _patch_count(data: bytes, width: int, height: int) -> int:
+    """How many regions of interest or prioritised objects a stream sends as coarse-image
+    patches (chunk P; 0 for a stream without, a packet stream among them)."""
+    from . import bitstream, coarse, packets
+
+    if packets.is_packet_stream(data):
+        return 0
+    chunk = bitstream.unpack(data).chunks.get(bitstream.CHUNK_PATCHES)
+    return 0 if chunk is None else len(coarse.parse_patches(chunk, width, height))
 
 
 def quiet_packet_loss(decode, items: list) -> list:

@@ -167,3 +167,16 @@ def test_a_damaged_patch_frame_is_a_clear_error(codec: Codec):
         damaged = bitstream.pack(stream.header, [("C", stream.chunks["C"]), ("P", bad)])
         with pytest.raises(BitstreamError, match=f"patch chunk, patch 1: .*{message}"):
             codec.decode(damaged)
+
+
+def test_encode_json_reports_the_patches_sent(tmp_path):
+    from sqgan_codec.demo import sample_path
+
+    runner = CliRunner()
+    rows = []
+    for extra in ([], ["--roi", "256,96,192,160"], ["--roi", "256,96,192,160", "--tune", "semantic"]):
+        out = runner.invoke(cli, ["encode", str(sample_path()), "-o", str(tmp_path / f"s{len(rows)}.sqg"),
+                                  "--bpp", "0.03", "--json", "--quiet", *extra])
+        assert out.exit_code == 0, out.output
+        rows.append(json.loads(out.output.strip().splitlines()[-1])["patches"])
+    assert rows == [0, 1, 0]  # a token stream ranks the box's tokens instead
