@@ -180,3 +180,15 @@ def test_encode_json_reports_the_patches_sent(tmp_path):
         assert out.exit_code == 0, out.output
         rows.append(json.loads(out.output.strip().splitlines()[-1])["patches"])
     assert rows == [0, 1, 0]  # a token stream ranks the box's tokens instead
+
+
+def test_boxes_covering_most_of_the_image_send_no_patch(codec: Codec, frames):
+    from sqgan_codec import decide
+
+    rgb = frames[0]
+    analysis = codec.analyse(rgb)
+    whole = codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=((0, 0, 480, 360),)))
+    assert "P" not in bitstream.unpack(whole).chunks
+    half = (0, 0, 240, 360)  # at the limit
+    assert 240 * 360 / (480 * 360) <= decide.MAX_PATCH_AREA
+    assert "P" in bitstream.unpack(codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=(half,)))).chunks
