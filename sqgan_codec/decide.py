@@ -250,6 +250,9 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     if patches is not None:
         room -= len(patches) + CHUNK_FRAMING
     fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales, fmt)
+    if fitted is None and patches is not None:  # no thumbnail fits beside the patches: without them
+        patches, room = None, room + len(patches) + CHUNK_FRAMING
+        fitted = thumbnail_within(rgb, room, len(tag) if learned else 0, analysis.cache, scales, fmt)
     if fitted is None:
         return None
     thumb, quality = fitted

@@ -192,3 +192,21 @@ def test_boxes_covering_most_of_the_image_send_no_patch(codec: Codec, frames):
     half = (0, 0, 240, 360)  # at the limit
     assert 240 * 360 / (480 * 360) <= decide.MAX_PATCH_AREA
     assert "P" in bitstream.unpack(codec.encode_analysis(analysis, EncodeOptions(bpp=0.03, roi=(half,)))).chunks
+
+
+def test_a_thumbnail_that_does_not_fit_beside_the_patches_is_sent_without_them(codec: Codec, frames):
+    from sqgan_codec import decide
+
+    rgb = frames[0]
+    analysis = codec.analyse(rgb)
+    overhead = len(decide.with_coarse(codec, analysis, None, b"", 0)) + decide.CHUNK_FRAMING
+    crowded = []
+    for room in range(40, 200, 2):  # rooms where a patch fits and then no thumbnail does beside it
+        patches = decide.roi_patches(rgb, (BOX,), room, {})
+        if patches is not None and decide.thumbnail_within(rgb, room - len(patches) - decide.CHUNK_FRAMING) is None \
+                and decide.thumbnail_within(rgb, room) is not None:
+            crowded.append(room)
+    assert crowded
+    for room in crowded[:3]:
+        data = decide.build(codec, analysis, overhead + room, lambda: b"", 0, "coarse", boxes=(BOX,))
+        assert data is not None and "P" not in bitstream.unpack(data).chunks and len(data) <= overhead + room
