@@ -22,8 +22,8 @@ weights it was chosen with), then the frame.
 **Patches** (chunk ``P``, format 5.0, right after ``C``): regions of interest (``--roi``) coded
 again as their own, finer AV1 thumbnails, pasted over the upsampled thumbnail (blended over
 :data:`FEATHER` pixels at edges inside the image) before it is rendered. Payload: one byte
-``format << 4 | count``, then per patch x, y, width, height (LEB128), scale (1 byte), the frame's
-length (LEB128) and the frame.
+``format << 4 | count``, then per patch x, y, width, height (the container's varints), scale (1 byte), the frame's
+length (varint) and the frame.
 """
 from __future__ import annotations
 
@@ -357,17 +357,15 @@ class _Bits:
         return value
 
 
-def _leb128(data: bytes, pos: int, max_bytes: int = 8,
-            error: str = "coarse-image chunk: malformed AV1 OBU size") -> tuple[int, int]:
-    """The LEB128 number at ``pos`` (at most ``max_bytes`` long) and the position after it."""
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
     value = 0
-    for i in range(max_bytes):
+    for i in range(8):
         if pos + i >= len(data):
             break
         value |= (data[pos + i] & 0x7F) << (7 * i)
         if not data[pos + i] & 0x80:
             return value, pos + i + 1
-    raise BitstreamError(error)
+    raise BitstreamError("coarse-image chunk: malformed AV1 OBU size")
 
 
 def av1_sequence(obus: bytes) -> tuple[int, int, int, int]:
@@ -475,17 +473,10 @@ class Patch(NamedTuple):
     frame: bytes
 
 
-def _leb128_bytes(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def patches_payload(patches: list[Patch]) -> bytes:
-    """A chunk ``P`` payload (AV1 frames)."""
+    """A chunk ``P`` payload (AV1 frames; numbers as the container's varints)."""
+    from .bitstream import encode_varint  # (bitstream imports this module)
+
     if not 1 <= len(patches) <= MAX_PATCHES:
         raise ValueError(f"a patch chunk holds 1..{MAX_PATCHES} patches")
     out = bytearray([FORMAT_AV1 << 4 | len(patches)])
@@ -493,16 +484,22 @@ def patches_payload(patches: list[Patch]) -> bytes:
         if patch.scale not in SCALES_OF[FORMAT_AV1]:
             raise ValueError(f"patch scale must be one of {SCALES_OF[FORMAT_AV1]}")
         for value in (patch.x, patch.y, patch.width, patch.height):
-            out += _leb128_bytes(value)
+            out += encode_varint(value)
         out.append(patch.scale)
-        out += _leb128_bytes(len(patch.frame)) + patch.frame
+        out += encode_varint(len(patch.frame)) + patch.frame
     return bytes(out)
 
 
 def parse_patches(data: bytes, width: int, height: int) -> list[Patch]:
     """A chunk ``P`` payload's patches, each checked to lie inside the ``width``×``height`` image
     (the frames themselves are checked when they are decoded)."""
-    number = lambda pos: _leb128(data, pos, 5, "patch chunk: malformed number")  # noqa: E731
+    from .bitstream import decode_varint  # (bitstream imports this module)
+
+    def number(pos: int) -> tuple[int, int]:
+        try:
+            return decode_varint(data, pos)
+        except BitstreamError as e:
+            raise BitstreamError(f"patch chunk: malformed number ({e})") from None
 
     if not data:
         raise BitstreamError("patch chunk is empty")
