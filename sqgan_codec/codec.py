@@ -87,6 +87,9 @@ class Analysis:
         self._tokens: tuple | None = None if compute is not None else given
         self._compute = compute
         self.cache: dict = {}
+        # per-class weights of the priorities (float64 [C]; None: all equal), for an exact map
+        # at a reduced scale (pack's map_scale): a prioritised class wins the blocks it covers in part
+        self.class_weights: np.ndarray | None = None
 
     def _token_analysis(self) -> tuple:
         if self._tokens is None:
@@ -110,7 +113,7 @@ class Analysis:
         map_weights = weights if map_weights is None else map_weights
         out = Analysis(self.loaded, self.semantic_map, self.ssm_scores * map_weights, self.ssm_indices,
                        self.image_scores * weights, self.image_indices, self.segmenter_id)
-        out.cache = self.cache
+        out.cache, out.class_weights = self.cache, self.class_weights
         return out
 
     def rescored(self, image_scores: torch.Tensor) -> "Analysis":
@@ -118,7 +121,7 @@ class Analysis:
         sharing the cache."""
         out = Analysis(self.loaded, self.semantic_map, self.ssm_scores, self.ssm_indices,
                        image_scores.to(self.image_scores), self.image_indices, self.segmenter_id)
-        out.cache = self.cache
+        out.cache, out.class_weights = self.cache, self.class_weights
         return out
 
 
@@ -324,6 +327,17 @@ class Codec:
         gh, gw = analysis.ssm_indices.shape
         return block_class_counts(self.pad_to_grid(analysis.semantic_map, gh, gw), self.stride, self.num_classes)
 
+    def class_weights(self, options: EncodeOptions) -> np.ndarray | None:
+        """The options' priority of each class (float64 [C]; classes not named: the ``all``
+        weight, default 1), or None without priorities."""
+        if not options.priority:
+            return None
+        per_class = np.full(self.num_classes, options.priority.get(ALL_CLASSES, 1.0), np.float64)
+        for name, value in options.priority.items():
+            if name != ALL_CLASSES:
+                per_class[self.vocabulary.class_id(name)] = value
+        return per_class
+
     def position_weights(self, analysis: Analysis, options: EncodeOptions) -> np.ndarray | None:
         """Encode-time rank multipliers of latent positions from class priorities and ROIs.
 
@@ -336,10 +350,7 @@ class Codec:
         gh, gw = analysis.ssm_indices.shape
         weights = np.ones((gh, gw), np.float64)
         if options.priority:
-            per_class = np.full(self.num_classes, options.priority.get(ALL_CLASSES, 1.0), np.float64)
-            for name, value in options.priority.items():
-                if name != ALL_CLASSES:
-                    per_class[self.vocabulary.class_id(name)] = value
+            per_class = self.class_weights(options)
             counts = self.block_classes(analysis)
             weights = (counts * per_class).sum(-1) / np.maximum(counts.sum(-1), 1)
         st = self.stride
@@ -368,24 +379,46 @@ class Codec:
         if options.roi and options.tune != "semantic" and options.rate_controlled and options.packet_bytes is None:
             map_weights = self.position_weights(analysis, replace(options, roi=()))
             map_weights = np.ones_like(weights) if map_weights is None else map_weights
-        return analysis.reranked(as_tensor(weights), as_tensor(map_weights))
+        ranked = analysis.reranked(as_tensor(weights), as_tensor(map_weights))
+        ranked.class_weights = self.class_weights(options)
+        return ranked
 
     def pack(self, analysis: Analysis, keep_ssm: float, keep_image: float, *,
-             segmenter_id: int = 0, ssm: str = "vq") -> bytes:
+             segmenter_id: int = 0, ssm: str = "vq", map_scale: int = 1) -> bytes:
         """Entropy-code an analysed image at the given keep ratios into a .sqg stream.
 
-        ``ssm="lossless"`` codes the semantic map exactly instead of by G_s (``keep_ssm`` unused).
+        ``ssm="lossless"`` codes the semantic map exactly instead of by G_s (``keep_ssm`` unused),
+        at 1/``map_scale`` of its size where that is above 1 (chunk M: each block's majority
+        class, weighed by the analysis's class weights).
         """
         keep_ssm = min(max(keep_ssm, MIN_KEEP), 1.0)
         keep_image = min(max(keep_image, 0.0), 1.0)
         if ssm not in ("vq", "lossless"):
             raise ValueError(f"pack codes the semantic map by 'vq' or 'lossless', not {ssm!r}")
+        if map_scale != 1 and ssm != "lossless":
+            raise ValueError("map_scale is the scale of an exact map: it takes ssm='lossless'")
         cache = analysis.cache
         # A rate search packs many nearby keep ratios that round to the same masks: coded
         # chunks are memoised by the masks they depend on (the indices are fixed per analysis,
         # also across the re-ranked copies of _ranked, which share this cache).
         coded = cache.setdefault("coded_chunks", {})
-        if ssm == "lossless":
+        if ssm == "lossless" and map_scale != 1:
+            from .ssm_lossless import enlarge_map, encode_label_map, reduce_map, scaled_payload
+
+            weights = analysis.class_weights
+            ssm_key = b"scaled%d" % map_scale + (b"" if weights is None else weights.tobytes())
+            if ("M", ssm_key) not in coded:
+                small = reduce_map(analysis.semantic_map, map_scale, self.num_classes, weights)
+                h, w = analysis.semantic_map.shape
+                gh, gw = self.latent_grid(w, h)
+                padded = self.pad_to_grid(enlarge_map(small, map_scale, h, w), gh, gw)
+                coded["M", ssm_key] = (scaled_payload(map_scale, encode_label_map(small, self._lossless_tables())),
+                                       block_majority(block_class_counts(padded, self.stride, self.num_classes)))
+            payload, context = coded["M", ssm_key]
+            chunks = [(bitstream.CHUNK_SEMANTIC_SCALED, payload)]
+            keep_ssm = 1.0
+            ctx_of_tokens = lambda: context  # noqa: E731
+        elif ssm == "lossless":
             from .ssm_lossless import encode_label_map
 
             if "lossless_map" not in cache:
@@ -880,6 +913,13 @@ class Codec:
             exact = decode_label_map(stream.chunks[bitstream.CHUNK_SEMANTIC_LOSSLESS],
                                      (header.height, header.width), self._lossless_tables())
             out.padded_map = self.pad_to_grid(exact, gh, gw)
+            context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
+        elif bitstream.CHUNK_SEMANTIC_SCALED in stream.chunks:
+            from .ssm_lossless import decode_label_map, enlarge_map, parse_scaled, reduced_shape
+
+            factor, code = parse_scaled(stream.chunks[bitstream.CHUNK_SEMANTIC_SCALED])
+            small = decode_label_map(code, reduced_shape(header.height, header.width, factor), self._lossless_tables())
+            out.padded_map = self.pad_to_grid(enlarge_map(small, factor, header.height, header.width), gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
         else:
             out.map_keep, out.map_indices = decode_tokens(stream.chunks["S"], (gh, gw),

@@ -8,12 +8,14 @@ itself, scores the decodes and sends the best:
 * ``coarse``: the thumbnail alone, upsampled (a classical codec's picture, nothing invented);
 * ``coarse+learned``: the thumbnail through the coarse decoder;
 * ``mixed-N``: map and tokens on N % of the budget, the thumbnail on the rest, rendered by the
-  coarse decoder (the thumbnail pins colours and layout, the tokens add semantics and detail).
+  coarse decoder (the thumbnail pins colours and layout, the tokens add semantics and detail);
+* ``scaledF-N``: the semantic map exact at 1/F (chunk M) with image tokens on N % of the budget
+  beyond it, the thumbnail on the rest, rendered by the coarse decoder.
 
 Which of them are built follows the domain check (below) and the tune (:func:`modes_for`):
 an unfamiliar image gets the two coarse-image modes, a familiar one under ``balanced`` the
-mixed mode of :func:`balanced_mode` alone (what the candidate search below picks there; sent
-without decoding candidates), ``perceptual`` on a familiar image all five.
+mode of :func:`balanced_mode` alone (the map exact at the finest scale a share of the budget
+pays for; sent without decoding candidates), ``perceptual`` on a familiar image all of them.
 
 The score is the user's trade-off (``tune``):
 
@@ -23,8 +25,9 @@ The score is the user's trade-off (``tune``):
 * ``balanced`` (default): the most similar decode among those whose semantic agreement (the
   segmenter on the decode against the encoder's semantic map, mIoU) is within
   :data:`BALANCED_SEMANTIC_SLACK` of the best candidate's. On a familiar image that search is
-  replaced by its usual outcome, :func:`balanced_mode` (calibrated on CamVid val; the search
-  costs three decodes, four times the rest of an encode).
+  replaced by :func:`balanced_mode` (calibrated on CamVid val; the search costs three decodes,
+  four times the rest of an encode), which beats every candidate of the search on semantics and
+  on closeness to the image.
 
 Domain check: when the segmenter is unsure of the original (mean top-class probability below
 :data:`UNFAMILIAR_CONFIDENCE`), the image is unlike what the models were trained on;
@@ -67,6 +70,18 @@ BALANCED_SEMANTIC_SLACK = 0.08
 # 4x faster (no candidate decodes).
 BALANCED_TOKEN_BPP = 0.0125
 BALANCED_SHARES = (0.10, 0.25)  # the token layers' least and largest share of the budget
+# "balanced" on a familiar image sends the semantic map exactly at a reduced scale instead
+# (chunk M), the finest of BALANCED_MAP_SCALES whose code takes at most BALANCED_MAP_SHARE of the
+# budget; the mixed mode above only where none fits. An exact map at 1/8 costs about what G_s's
+# map and tokens cost at 0.025 bpp and renders far better. On CamVid val (26 frames, decoder
+# 06a1; benchmarks/map_scale.py, docs/bench/map_scale.md) against the mixed mode at 0.025 /
+# 0.05 / 0.1 bpp: 1/8 gave pooled mIoU +0.061 / +0.039 / +0.021, LPIPS-style -5 / -6 / -4 %,
+# PSNR +0.1 to +0.2 dB; 1/6 +0.066 / +0.046 / +0.030 at -2 / -5 / -3 % (its code: 29 / 15 / 7 %
+# of the budget); 1/4 kept a little more semantics at 0.025 but was farther from the image at
+# every rate (LPIPS-style +3 / -2 / 0 %); image tokens beside the map (5 or 10 % of the budget)
+# bought nothing.
+BALANCED_MAP_SCALES = (16, 12, 8, 6)
+BALANCED_MAP_SHARE = 0.3
 # The domain check, set from CamVid train and val frames only (benchmarks/calibrate_decide.py
 # --domain-only): there the segmenter's mean top-class probability is ≥ 0.915 in 99 % of frames.
 # (A second rule, the thumbnail decoding much more like the image than the tokens, was dropped:
@@ -244,6 +259,11 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     if mode.startswith("mixed-"):
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)
         room = budget - len(part) - CHUNK_FRAMING
+    elif mode.startswith("scaled"):
+        factor, share = (int(v) for v in mode[6:].split("-"))
+        exact = codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor)
+        part = fit_rate(codec, analysis, len(exact) + share / 100 * budget, seg_id, "lossless", map_scale=factor)
+        room = budget - len(part) - CHUNK_FRAMING
     else:
         room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
     patches = roi_patches(rgb, boxes, room, analysis.cache) if boxes and fmt == coarse.FORMAT_AV1 else None
@@ -259,6 +279,14 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id,
                        patches)
     return data if len(data) <= budget else None
+
+
+def map_coding(stream: bitstream.Stream) -> tuple[str, float, int]:
+    """(ssm, ssm_bias, map_scale) of :func:`fit_rate` that code a stream's map as it is coded."""
+    scaled = stream.chunks.get(bitstream.CHUNK_SEMANTIC_SCALED)
+    if scaled:
+        return "lossless", 0.0, scaled[0]
+    return ("lossless" if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks else "vq"), 0.0, 1
 
 
 def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, seg_id: int) -> bytes:
@@ -291,7 +319,7 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
         sent = sent_payload(frame)
         patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
         room = budget - len(sent) - CHUNK_FRAMING - (len(patches) + CHUNK_FRAMING if patches else 0)
-        part = fit_rate(codec, analysis, room, seg_id)
+        part = fit_rate(codec, analysis, room, seg_id, *map_coding(stream))
         refitted = with_coarse(codec, analysis, part, sent, seg_id, patches)
         if len(out) < len(refitted) <= budget:
             out = refitted
@@ -317,24 +345,39 @@ def familiarity(codec: "Codec", analysis: "Analysis") -> float | None:
     return analysis.cache["confidence"]
 
 
-def modes_for(confidence: float | None, tune: str, bpp: float) -> tuple[str, ...]:
+def modes_for(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, tune: str) -> tuple[str, ...]:
     """The candidates worth building. On an unfamiliar image the map and tokens paint nothing
     like it (and their semantic agreement means little): only the coarse image's modes. On a
-    familiar one ``balanced`` sends :func:`balanced_mode` at ``bpp`` (the search's pick there, see
-    above; the coarse image without tokens never is: its semantic agreement is far below the
-    floor)."""
+    familiar one ``balanced`` sends :func:`balanced_mode` (see above; the coarse image without
+    tokens never wins: its semantic agreement is far below the floor); ``perceptual`` chooses
+    among all of :data:`MODES` and that mode."""
+    confidence = familiarity(codec, analysis)
     if confidence is not None and confidence < UNFAMILIAR_CONFIDENCE:
         return tuple(m for m in MODES if m in ("coarse", "coarse+learned"))
+    balanced = balanced_mode(codec, analysis, budget, seg_id)
     if tune == "balanced":
-        return (balanced_mode(bpp),)
-    return MODES
+        return (balanced,)
+    return tuple(dict.fromkeys((*MODES, balanced)))
 
 
-def balanced_mode(bpp: float) -> str:
-    """The mixed mode ``balanced`` sends on a familiar image at ``bpp`` (the budget's bits per
-    pixel): token layers on :data:`BALANCED_TOKEN_BPP`, within :data:`BALANCED_SHARES`."""
+def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int) -> str:
+    """The mode ``balanced`` sends on a familiar image within ``budget`` bytes: the semantic map
+    coded exactly at the finest of :data:`BALANCED_MAP_SCALES` whose code takes at most
+    :data:`BALANCED_MAP_SHARE` of the budget, the thumbnail on the rest (``scaled<F>-0``); where
+    none fits, or the model has no tables for exact maps, the map and tokens on
+    :data:`BALANCED_TOKEN_BPP` (within :data:`BALANCED_SHARES`; ``mixed-<N>``)."""
+    scale = None
+    if codec.lossless_tables is not None:
+        for factor in BALANCED_MAP_SCALES:  # coarse to fine: a finer map costs more
+            size = len(codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor))
+            if size > BALANCED_MAP_SHARE * budget:
+                break
+            scale = factor
+    if scale is not None:
+        return f"scaled{scale}-0"
     low, high = BALANCED_SHARES
-    return f"mixed-{round(100 * min(max(BALANCED_TOKEN_BPP / bpp, low), high))}"
+    h, w = analysis.semantic_map.shape
+    return f"mixed-{round(100 * min(max(BALANCED_TOKEN_BPP * h * w / (8 * budget), low), high))}"
 
 
 def _half(rgb: np.ndarray) -> np.ndarray:
@@ -358,7 +401,7 @@ def decide(codec: "Codec", analysis: "Analysis", options: "EncodeOptions", seg_i
         return Decision(tokens(), "tokens", tune)
     budget = budget_of(analysis, options)
     h, w = analysis.semantic_map.shape
-    modes = modes_for(familiarity(codec, analysis), tune, 8 * budget / (h * w))
+    modes = modes_for(codec, analysis, budget, seg_id, tune)
     if len(modes) == 1:  # nothing to choose between: built at full size, no candidate decoded
         return _only_mode(codec, analysis, budget, tokens, seg_id, tune, modes[0],
                           patch_boxes(codec, analysis, options))

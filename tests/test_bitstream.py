@@ -255,7 +255,8 @@ def test_newer_minor_with_extra_header_fields_is_accepted():
     assert unpack(pack(stream.header, [("S", b"s")])).header.version == BASE_VERSION
     assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == REFINE_VERSION
     assert unpack(pack(stream.header, [("C", b"c"), ("S", b"s")])).header.version == bs.COARSE_FORMAT_VERSION
-    assert unpack(pack(stream.header, [("C", b"c"), ("P", b"p"), ("S", b"s")])).header.version == \
+    assert unpack(pack(stream.header, [("C", b"c"), ("P", b"p"), ("S", b"s")])).header.version == bs.PATCHES_VERSION
+    assert unpack(pack(stream.header, [("C", b"c"), ("M", b"\x08m")])).header.version == \
         (FORMAT_MAJOR, FORMAT_MINOR)
 
 

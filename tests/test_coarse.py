@@ -224,9 +224,16 @@ def test_rate_control_with_candidates_never_goes_over(codec: Codec, street, bpp,
     budget = bpp * w * h / 8
     assert len(decision.data) <= budget
     assert len(decision.data) >= 0.97 * budget, decision.to_dict()
-    if tune == "balanced":  # a familiar image: the calibrated mode, no candidate decoded
-        assert decision.mode == decide.balanced_mode(bpp) and decision.scores == {}, decision.to_dict()
-        assert decision.mode == {0.025: "mixed-25", 0.05: "mixed-25", 0.1: "mixed-12"}[bpp]
+    if tune == "balanced":  # a familiar image: the map exact at the finest scale that pays, no candidate decoded
+        assert decision.scores == {} and decision.mode.startswith("scaled"), decision.to_dict()
+        factor = int(decision.mode[6:].split("-")[0])
+        chunk = bitstream.unpack(decision.data).chunks[bitstream.CHUNK_SEMANTIC_SCALED]
+        assert chunk[0] == factor and len(chunk) <= decide.BALANCED_MAP_SHARE * budget
+        finer = [f for f in decide.BALANCED_MAP_SCALES if f < factor]
+        if finer:  # the next finer scale would cost more than the share
+            analysis = codec.analyse(street)
+            assert len(codec.pack(analysis, 0, 0, ssm="lossless", map_scale=max(finer))) > \
+                decide.BALANCED_MAP_SHARE * budget
     else:  # the best-scoring of the candidates built
         assert len(decision.scores) >= 3 and decision.scores[decision.mode] == max(decision.scores.values())
     out = np.asarray(codec.decode(decision.data))

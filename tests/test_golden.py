@@ -3,6 +3,7 @@
 ``tests/golden/*.sqg`` were written from the bundled synthetic sample (format 1.0: tokens only,
 and 2.0: with a refinement layer, by commit 9b7c637; 3.0: a coarse image alone, and with map and
 tokens through coarse-camvid11, by the release that introduced them; 4.0: an AV1 coarse image;
+5.0: patches over a region of interest; 6.0: the map coded exactly at 1/8 (its decoded map checked too);
 ``p1_*``: a packet stream of packet format 1); ``expected.json`` holds
 what that code decoded: the SHA-256 of the token grids (and of the thumbnail), and the mean
 pixel value. Later releases add streams (``tests/golden/add_streams.py``, which never rewrites
@@ -44,5 +45,7 @@ def test_golden_stream_decodes_as_it_did(codec: Codec, name: str) -> None:
         stream = bitstream.unpack(data)
         small = coarse.decode_small(stream.chunks["C"], stream.header.width, stream.header.height)
         assert np.abs(small.reshape(-1, 3).mean(0) - expected["thumbnail_mean"]).max() < 0.5
+    if "map_sha256" in expected:  # an exactly coded map decodes bit-exactly
+        assert hashlib.sha256(codec.decode_with_map(data)[1].tobytes()).hexdigest() == expected["map_sha256"]
     image = np.asarray(codec.decode(data))
     assert abs(float(image.mean()) - expected["pixel_mean"]) < 0.05

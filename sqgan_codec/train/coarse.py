@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--semantic", type=float, default=0.05)
     p.add_argument("--coarse-only", type=float, default=0.25, help="share of thumbnail-only crops")
     p.add_argument("--recolour", type=float, default=0.3, help="share of recoloured crops")
+    p.add_argument("--scaled-maps", type=float, default=0.0,
+                   help="share of crops decoded on the exact map at 1/4 or 1/8 (chunk M) instead of G_s's")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -103,12 +105,31 @@ def coded_batch(sampler: CropSampler, rng: np.random.Generator, args: argparse.N
 
 
 @torch.no_grad()
-def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen model's decode of a batch at random keep ratios: (image, G_s's one-hot map)."""
+def scaled_map(onehot: torch.Tensor, factor: int) -> torch.Tensor:
+    """The one-hot map as chunk M sends it: each factor×factor block's majority class (the
+    lowest id on ties, as ssm_lossless.reduce_map), repeated over the block."""
+    h, w = onehot.shape[-2:]
+    small = F.avg_pool2d(onehot.float(), factor, ceil_mode=True).argmax(1)
+    big = small.repeat_interleave(factor, 1).repeat_interleave(factor, 2)[:, :h, :w]
+    return one_hot_map(big, onehot.shape[1]).to(onehot.dtype)
+
+
+def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
+                     scaled: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen model's decode of a batch at random keep ratios: (image, the decoder's one-hot
+    map). The map is G_s's, or for a ``scaled`` share of the crops the exact map at 1/4 or 1/8
+    (chunk M; image tokens then at random keep ratios, none in half of them, as the encoder
+    sends them)."""
     n = rgb.shape[0]
     keep_s = torch.empty(n).uniform_(0.1, 1.0)
     keep_x = torch.empty(n).uniform_(0.0, 1.0) * (torch.rand(n) > 0.2)
     dec_map = one_hot_map(sqgan.ssm(onehot, keep_s)["logits"].argmax(1), sqgan.config.num_classes)
+    pick = torch.rand(n) < scaled
+    if pick.any():
+        factor = 8 if torch.rand(()) < 0.6 else 4
+        dec_map = torch.where(pick.to(dec_map.device)[:, None, None, None], scaled_map(onehot, factor).to(dec_map),
+                              dec_map)
+        keep_x = torch.where(pick & (torch.rand(n) < 0.5), torch.zeros(n), keep_x)
     return sqgan.image(rgb, onehot, keep_x, dec_map)["rgb"].clamp(-1, 1), dec_map
 
 
@@ -193,7 +214,7 @@ def run(args: argparse.Namespace) -> Path:
         lab = torch.from_numpy(y).to(device).long()
         onehot = one_hot_map(lab, classes)
         with autocast(device, args.amp):
-            generated, dec_map = frozen_generator(sqgan, rgb, onehot)
+            generated, dec_map = frozen_generator(sqgan, rgb, onehot, args.scaled_maps)
             only = torch.from_numpy(only).to(device)[:, None, None, None]
             generated = torch.where(only, coarse, generated.to(coarse.dtype))
             dec_map = dec_map * (~only)

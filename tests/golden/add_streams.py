@@ -40,7 +40,11 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
     boxed = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05, roi=(box,)))
     patched = decide.finalise(codec, boxed, decide.build(codec, boxed, budget, lambda: b"", 0, "coarse", boxes=(box,)),
                               budget, 0)
+    scaled = decide.finalise(codec, analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "scaled8-0"),
+                             budget, 0)
     return {
+        # added with the semantic map coded exactly at a reduced scale (format 6.0)
+        "v6_scaled_map_0.05": scaled,
         # added with patches of the coarse image over regions of interest (format 5.0)
         "v5_coarse_roi_0.05": patched,
         # added with packet format 2 (CRC-24): a packet stream of format 1 (CRC-32), nothing lost
@@ -62,6 +66,8 @@ def expected_for(codec: Codec, data: bytes) -> dict:
         return entry
     stream = bitstream.unpack(data)
     entry["version"] = ".".join(map(str, stream.header.version))
+    if bitstream.CHUNK_SEMANTIC_SCALED in stream.chunks:  # the exact map decodes bit-exactly
+        entry["map_sha256"] = hashlib.sha256(codec.decode_with_map(data)[1].tobytes()).hexdigest()
     if bitstream.CHUNK_COARSE in stream.chunks:
         small = coarse.decode_small(stream.chunks[bitstream.CHUNK_COARSE], stream.header.width,
                                     stream.header.height)
