@@ -64,6 +64,7 @@ bench-chain-a: venv
 	$(ONE_THREAD) $(PY) benchmarks/packet_loss.py --images $(CAMVID)/test --every 24 --seeds 2 --losses 0,0.1,0.3,0.5 --sqgan-only --shipped-demasker --out docs/bench/packet_loss_adapter.md
 
 bench-chain-b: venv
+	$(ONE_THREAD) $(PY) benchmarks/map_scale.py --data $(CAMVID) --split val --every 4 --threads 1 --out docs/bench/map_scale.md
 	$(ONE_THREAD) $(PY) benchmarks/roi.py --data $(CAMVID) --every 8 --threads 1 --out docs/bench/roi.md --grid docs/bench/roi_sample.png
 	$(ONE_THREAD) $(PY) benchmarks/priority.py --data $(CAMVID) --every 3 --threads 1 --out docs/bench/priority.md
 	$(ONE_THREAD) $(PY) benchmarks/unseen_segmenter.py --data $(CAMVID) --every 6 --threads 1 --out docs/bench/unseen.md
