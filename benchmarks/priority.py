@@ -6,7 +6,8 @@ images that contain it, and the other classes' mean IoU, at equal size.
 For each class, the test images whose ground truth holds more than 200 of its pixels (every
 ``--every``-th of them), each coded at the same target with and without the priority; IoU from
 the bundled segmenter on the decodes against the ground truth, pooled over the images. A
-prioritised class ranks the tokens of its blocks higher (map and image), and its objects of at
+prioritised class weighs its pixels more where the map is sent exactly at a reduced scale (a block
+goes to it when its weighted count wins), ranks the tokens of its blocks higher, and its objects of at
 least 0.5 % of the image are also sent as finer patches of the coarse image (chunk P).
 """
 from __future__ import annotations
@@ -56,10 +57,10 @@ def main() -> None:
              f"(`--priority CLASS={a.weight:g}` against no priority at {a.bpp} bpp, default `--tune balanced`; "
              f"CamVid test images with more than {MIN_PIXELS} pixels of the class, 1 in {a.every}; "
              "IoU on the decodes against the ground truth, pooled, read by the bundled segmenter and by the "
-             "unseen CNN of docs/bench/unseen.md). *tokens only*: the priority with its patches switched off "
+             "unseen CNN of docs/bench/unseen.md). *no patches*: the priority with its patches switched off "
              "(`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
-             "| class | read by | images | with patches | IoU: none / tokens only / priority | change | "
-             "other classes' mIoU: none / tokens only / priority |",
+             "| class | read by | images | with patches | IoU: none / no patches / priority | change | "
+             "other classes' mIoU: none / no patches / priority |",
              "|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
     for name in CLASSES:

@@ -100,3 +100,15 @@ def test_the_scaled_map_mode_fits_its_budget(codec: Codec, analysis):
         assert decide.FILL * budget <= len(data) <= budget
         assert list(bitstream.unpack(data).chunks) == ["C", "M", "I"]
         assert np.asarray(codec.decode(data)).shape == analysis.loaded.rgb.shape
+
+
+def test_beside_a_scaled_map_the_thumbnail_is_at_most_half_size(codec: Codec, analysis):
+    from sqgan_codec import coarse
+
+    budget = budget_of(analysis, EncodeOptions(bpp=0.1))
+    h, w = analysis.semantic_map.shape
+    scales = {}
+    for mode in ("coarse+learned", "scaled8-0"):
+        data = decide.build(codec, analysis, budget, lambda: b"", 0, mode)
+        scales[mode] = coarse.parse(bitstream.unpack(data).chunks["C"], w, h).scale
+    assert scales["coarse+learned"] == 1 and scales["scaled8-0"] >= decide.SCALED_FINEST_THUMBNAIL == 2
