@@ -382,7 +382,7 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
         return
     failed = 0
     for path in files:
-        plan = thumbnail = None
+        plan = thumbnail = semantic_map = None
         try:
             data = read_input(path)
             if packets.is_packet_stream(data):
@@ -406,6 +406,13 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                       + (["refine"] if bitstream.CHUNK_REFINE in stream.chunks else []))
             if truncated:
                 note = truncation_note(stream)
+            semantic_map = next(({"coding": coding, "bytes": len(stream.chunks[kind]),
+                                  **({"scale": stream.chunks[kind][0]} if kind == bitstream.CHUNK_SEMANTIC_SCALED
+                                     and stream.chunks[kind] else {})}
+                                 for kind, coding in ((bitstream.CHUNK_SEMANTIC, "tokens"),
+                                                      (bitstream.CHUNK_SEMANTIC_LOSSLESS, "exact"),
+                                                      (bitstream.CHUNK_SEMANTIC_SCALED, "exact-reduced"))
+                                 if kind in stream.chunks and plan is None), None)  # packets: spread over them
             if bitstream.CHUNK_COARSE in stream.chunks:
                 chunk = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], header.width, header.height)
                 tw, th = coarse.small_size(header.width, header.height, chunk.scale)
@@ -430,6 +437,7 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                                    "bpp": round(bpp, 6), "layers": layers,
                                    "truncated": truncated, **({"packets": packet_info} if plan else {}),
                                    **({"coarse": thumbnail} if thumbnail else {}),
+                                   **({"semantic_map": semantic_map} if semantic_map else {}),
                                    **({"error": problem} if problem else {}), **d}))
         else:
             shown = "<stdin>" if path == STDIO else path
@@ -449,6 +457,10 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                 for q in thumbnail.get("patches", []):
                     click.echo(f"  patch: {q['width']}x{q['height']} at {q['x']},{q['y']} (1/{q['scale']}), "
                                f"{q['bytes']:,} bytes")
+            if semantic_map is not None:
+                click.echo(f"  semantic map: " + {"tokens": "G_s tokens", "exact": "exact",
+                                                  "exact-reduced": f"exact at 1/{semantic_map.get('scale')}"}
+                           [semantic_map["coding"]] + f", {semantic_map['bytes']:,} bytes")
             if packet_info is not None:
                 click.echo(f"  packet stream (packet format {packet_info['packet_format']}): "
                            f"{packet_info['records']} packets here, "

@@ -540,6 +540,17 @@ def test_info_shows_the_coarse_image():
     rec = json.loads(run("info", golden / "v4_coarse_av1_0.05.sqg", "--json").stdout)
     assert rec["version"] == "4.0" and rec["coarse"] == {"format": "av1", "scale": 3, "width": 160, "height": 120,
                                                          "render": "upsample", "bytes": 976}
+    assert "semantic_map" not in rec  # a coarse image alone
+
+
+def test_info_says_how_the_semantic_map_is_coded():
+    golden = Path(__file__).resolve().parent / "golden"
+    r = run("info", golden / "v6_scaled_map_0.05.sqg", golden / "v3_mixed_0.05.sqg", golden / "v1_lossless_map_keep0.3.sqg")
+    assert r.exit_code == 0, r.output
+    assert "semantic map: exact at 1/8, 177 bytes" in r.stdout
+    assert "semantic map: G_s tokens, 192 bytes" in r.stdout and "semantic map: exact, 1,612 bytes" in r.stdout
+    rec = json.loads(run("info", golden / "v6_scaled_map_0.05.sqg", "--json").stdout)
+    assert rec["version"] == "6.0" and rec["semantic_map"] == {"coding": "exact-reduced", "bytes": 177, "scale": 8}
 
 
 def test_info_bad_files_continue(tmp_path):
