@@ -24,7 +24,7 @@ from .entropy import StreamTables, decode_tokens, encode_tokens
 from .errors import (BitstreamError, ModelMismatchError, PacketLossWarning, PixelLimitError, SqganError,
                      TruncatedError, UnfamiliarImageWarning)
 from .imageio import MAX_PIXELS, LoadedImage, load_image
-from .nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
+from .nets.blocks import one_hot_map, pixels_to_unit, smooth_block_map, unit_to_pixels
 from .nets.samm import top_k_mask
 from .nets.sqgan import SQGAN, SQGANConfig
 from .options import ALL_CLASSES, EncodeOptions, parse_priority  # noqa: F401  (parse_priority re-exported)
@@ -155,6 +155,7 @@ class ParsedStream:
     patches: bytes | None = None             # chunk P's payload: finer patches over regions of interest
     context: np.ndarray | None = None        # class context of the image tokens; None: no map layer
     padded_map: np.ndarray | None = None
+    render_map: np.ndarray | None = None     # what the networks are conditioned on, where not padded_map
     map_keep: np.ndarray | None = None
     map_indices: np.ndarray | None = None
     image_keep: np.ndarray | None = None
@@ -726,7 +727,8 @@ class Codec:
             if not group:
                 continue
             sub = [batch[i] for i in group]
-            onehot = one_hot_map(self._stack(p.padded_map for p in sub).long(), self.num_classes)
+            onehot = one_hot_map(self._stack(p.padded_map if p.render_map is None else p.render_map
+                                             for p in sub).long(), self.num_classes)
             rgb = image_nets[adapted].decode_indices(self._stack(p.image_indices for p in sub),
                                                      self._stack(p.image_keep for p in sub)[:, None], onehot)
             for j, i in enumerate(group):
@@ -921,6 +923,9 @@ class Codec:
             small = decode_label_map(code, reduced_shape(header.height, header.width, factor), self._lossless_tables())
             out.padded_map = self.pad_to_grid(enlarge_map(small, factor, header.height, header.width), gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
+            smooth = smooth_block_map(torch.from_numpy(small.astype(np.int64))[None], factor, header.height,
+                                      header.width, self.num_classes)[0].to(torch.uint8).numpy()
+            out.render_map = self.pad_to_grid(smooth, gh, gw)
         else:
             out.map_keep, out.map_indices = decode_tokens(stream.chunks["S"], (gh, gw),
                                                           np.zeros((gh, gw), np.int64), self.ssm_tables)

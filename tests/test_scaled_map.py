@@ -112,3 +112,16 @@ def test_beside_a_scaled_map_the_thumbnail_is_at_most_half_size(codec: Codec, an
         data = decide.build(codec, analysis, budget, lambda: b"", 0, mode)
         scales[mode] = coarse.parse(bitstream.unpack(data).chunks["C"], w, h).scale
     assert scales["coarse+learned"] == 1 and scales["scaled8-0"] >= decide.SCALED_FINEST_THUMBNAIL == 2
+
+
+def test_the_networks_see_block_edges_smoothed_with_no_new_class():
+    import torch
+
+    from sqgan_codec.nets.blocks import smooth_block_map
+
+    small = torch.tensor([[[0, 3], [3, 3]]])
+    out = smooth_block_map(small, 8, 16, 13, 5)
+    assert out.shape == (1, 16, 13) and set(out.unique().tolist()) == {0, 3}
+    assert out[0, 0, 0] == 0 and out[0, 15, 12] == 3
+    # the corner block's class no longer fills its square: its edge runs between the blocks' centres
+    assert 20 < int((out[0] == 0).sum()) < 64

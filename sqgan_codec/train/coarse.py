@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import coarse as coarse_coding
-from ..nets.blocks import one_hot_map, pixels_to_unit, unit_to_pixels
+from ..nets.blocks import one_hot_map, pixels_to_unit, smooth_block_map, unit_to_pixels
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
 from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, resume,
@@ -106,12 +106,12 @@ def coded_batch(sampler: CropSampler, rng: np.random.Generator, args: argparse.N
 
 @torch.no_grad()
 def scaled_map(onehot: torch.Tensor, factor: int) -> torch.Tensor:
-    """The one-hot map as chunk M sends it: each factor×factor block's majority class (the
-    lowest id on ties, as ssm_lossless.reduce_map), repeated over the block."""
+    """The one-hot map as the decoder renders chunk M: each factor×factor block's majority class
+    (the lowest id on ties, as ssm_lossless.reduce_map), smoothed back to full size as the codec
+    does (nets.blocks.smooth_block_map)."""
     h, w = onehot.shape[-2:]
     small = F.avg_pool2d(onehot.float(), factor, ceil_mode=True).argmax(1)
-    big = small.repeat_interleave(factor, 1).repeat_interleave(factor, 2)[:, :h, :w]
-    return one_hot_map(big, onehot.shape[1]).to(onehot.dtype)
+    return one_hot_map(smooth_block_map(small, factor, h, w, onehot.shape[1]), onehot.shape[1]).to(onehot.dtype)
 
 
 def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
