@@ -87,8 +87,8 @@ class Analysis:
         self._tokens: tuple | None = None if compute is not None else given
         self._compute = compute
         self.cache: dict = {}
-        # per-class weights of the priorities (float64 [C]; None: all equal), for an exact map
-        # at a reduced scale (pack's map_scale): a prioritised class wins the blocks it covers in part
+        # per-class weights of the priorities (float64 [C]; None: none given): the mode decision
+        # gives a map with prioritised classes more of the budget (decide.balanced_mode)
         self.class_weights: np.ndarray | None = None
 
     def _token_analysis(self) -> tuple:
@@ -389,8 +389,7 @@ class Codec:
         """Entropy-code an analysed image at the given keep ratios into a .sqg stream.
 
         ``ssm="lossless"`` codes the semantic map exactly instead of by G_s (``keep_ssm`` unused),
-        at 1/``map_scale`` of its size where that is above 1 (chunk M: each block's majority
-        class, weighed by the analysis's class weights).
+        at 1/``map_scale`` of its size where that is above 1 (chunk M: each block's majority class).
         """
         keep_ssm = min(max(keep_ssm, MIN_KEEP), 1.0)
         keep_image = min(max(keep_image, 0.0), 1.0)
@@ -406,10 +405,9 @@ class Codec:
         if ssm == "lossless" and map_scale != 1:
             from .ssm_lossless import enlarge_map, encode_label_map, reduce_map, scaled_payload
 
-            weights = analysis.class_weights
-            ssm_key = b"scaled%d" % map_scale + (b"" if weights is None else weights.tobytes())
+            ssm_key = b"scaled%d" % map_scale
             if ("M", ssm_key) not in coded:
-                small = reduce_map(analysis.semantic_map, map_scale, self.num_classes, weights)
+                small = reduce_map(analysis.semantic_map, map_scale, self.num_classes)
                 h, w = analysis.semantic_map.shape
                 gh, gw = self.latent_grid(w, h)
                 padded = self.pad_to_grid(enlarge_map(small, map_scale, h, w), gh, gw)

@@ -351,12 +351,9 @@ def reduced_shape(height: int, width: int, factor: int) -> tuple[int, int]:
     return -(-int(height) // factor), -(-int(width) // factor)
 
 
-def reduce_map(labels: np.ndarray, factor: int, num_classes: int,
-               class_weights: np.ndarray | None = None) -> np.ndarray:
+def reduce_map(labels: np.ndarray, factor: int, num_classes: int) -> np.ndarray:
     """The class of most pixels in each factor×factor block (uint8, :func:`reduced_shape`), the
-    lowest id on ties. ``class_weights`` [C] scale each class's pixel count: a prioritised class
-    wins the blocks it covers in part (a pole of a quarter of a block survives at weight 4).
-    Partial blocks are edge-padded."""
+    lowest id on ties. Partial blocks are edge-padded."""
     if factor not in MAP_SCALES:
         raise ValueError(f"map scale must be one of {MAP_SCALES}, not {factor}")
     arr = np.asarray(labels)
@@ -364,9 +361,7 @@ def reduce_map(labels: np.ndarray, factor: int, num_classes: int,
     rows, cols = reduced_shape(h, w, factor)
     padded = np.pad(arr, ((0, rows * factor - h), (0, cols * factor - w)), mode="edge")
     blocks = padded.reshape(rows, factor, cols, factor).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
-    counts = np.stack([(blocks == c).sum(-1) for c in range(num_classes)], -1).astype(np.float64)
-    if class_weights is not None:
-        counts *= np.asarray(class_weights, np.float64)[None, None, :num_classes]
+    counts = np.stack([(blocks == c).sum(-1) for c in range(num_classes)], -1)
     return counts.argmax(-1).astype(np.uint8)
 
 
