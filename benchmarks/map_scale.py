@@ -84,7 +84,8 @@ def main() -> None:
                 s["modes"][mode] = s["modes"].get(mode, 0) + 1
         print(path.name, flush=True)
     lines = ["# The semantic map beside the coarse image: G_s's tokens or exact at a reduced scale", "",
-             f"Command: `python benchmarks/map_scale.py --data {a.data} --split {a.split} --every {a.every}` "
+             f"Command: `python benchmarks/map_scale.py --data {a.data} --split {a.split} --every {a.every}"
+             + (f" --modes {a.modes}" if a.modes != p.get_default("modes") else "") + "` "
              f"({len(paths)} CamVid {a.split} frames, 1 in {a.every}; equal size: every stream within its budget, "
              "at least 97 % of it; mIoU pooled, bundled segmenter on the decodes against the ground truth; "
              f"thin: mean IoU of {', '.join(THIN)}; map share: chunk M's bytes over the budget).", "",
