@@ -155,7 +155,7 @@ class ParsedStream:
     patches: bytes | None = None             # chunk P's payload: finer patches over regions of interest
     context: np.ndarray | None = None        # class context of the image tokens; None: no map layer
     padded_map: np.ndarray | None = None
-    render_map: np.ndarray | None = None     # what the networks are conditioned on, where not padded_map
+    scaled_map: tuple[int, np.ndarray] | None = None  # chunk M's (factor, cells): the networks see them smoothed
     map_keep: np.ndarray | None = None
     map_indices: np.ndarray | None = None
     image_keep: np.ndarray | None = None
@@ -725,8 +725,7 @@ class Codec:
             if not group:
                 continue
             sub = [batch[i] for i in group]
-            onehot = one_hot_map(self._stack(p.padded_map if p.render_map is None else p.render_map
-                                             for p in sub).long(), self.num_classes)
+            onehot = one_hot_map(self._stack(self._network_map(p) for p in sub).long(), self.num_classes)
             rgb = image_nets[adapted].decode_indices(self._stack(p.image_indices for p in sub),
                                                      self._stack(p.image_keep for p in sub)[:, None], onehot)
             for j, i in enumerate(group):
@@ -750,6 +749,17 @@ class Codec:
             a = unit_to_pixels(rgb[0]).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
             out.append(np.ascontiguousarray(a[: p.header.height, : p.header.width]))
         return out
+
+    def _network_map(self, parsed: ParsedStream) -> np.ndarray:
+        """The padded map the networks are conditioned on: the decoded map, or for a reduced
+        exact map (chunk M) its cells with the block edges smoothed (``smooth_block_map``)."""
+        if parsed.scaled_map is None:
+            return parsed.padded_map
+        factor, small = parsed.scaled_map
+        header = parsed.header
+        smooth = smooth_block_map(torch.from_numpy(small.astype(np.int64))[None], factor, header.height,
+                                  header.width, self.num_classes)[0].to(torch.uint8).numpy()
+        return self.pad_to_grid(smooth, *header.grid)
 
     def _coarse_input(self, parsed: ParsedStream) -> torch.Tensor:
         """Chunk C → the upsampled thumbnail on the padded latent grid: 1×3×H'×W' in [-1, 1]."""
@@ -921,9 +931,7 @@ class Codec:
             small = decode_label_map(code, reduced_shape(header.height, header.width, factor), self._lossless_tables())
             out.padded_map = self.pad_to_grid(enlarge_map(small, factor, header.height, header.width), gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
-            smooth = smooth_block_map(torch.from_numpy(small.astype(np.int64))[None], factor, header.height,
-                                      header.width, self.num_classes)[0].to(torch.uint8).numpy()
-            out.render_map = self.pad_to_grid(smooth, gh, gw)
+            out.scaled_map = (factor, small)
         else:
             out.map_keep, out.map_indices = decode_tokens(stream.chunks["S"], (gh, gw),
                                                           np.zeros((gh, gw), np.int64), self.ssm_tables)
