@@ -26,21 +26,10 @@ from _report import emit, parse_run_args  # noqa: E402
 
 from sqgan_codec import bitstream, decide  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
-from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, psnr  # noqa: E402
+from sqgan_codec.evaluate.metrics import LpipsVggStyle, confusion_matrix, iou_from_confusion, psnr  # noqa: E402
 from sqgan_codec.rate import budget_of  # noqa: E402
 
 THIN = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
-
-
-def iou(cm: np.ndarray) -> np.ndarray:
-    tp = np.diag(cm).astype(np.float64)
-    return tp / np.maximum(cm.sum(0) + cm.sum(1) - tp, 1)
-
-
-def mixed_mode(bpp: float) -> str:
-    """The mode ``balanced`` sent on a familiar image before the reduced map."""
-    low, high = decide.BALANCED_SHARES
-    return f"mixed-{round(100 * min(max(decide.BALANCED_TOKEN_BPP / bpp, low), high))}"
 
 
 def main() -> None:
@@ -67,7 +56,7 @@ def main() -> None:
         for bpp in targets:
             budget = budget_of(analysis, EncodeOptions(bpp=bpp))
             for name in modes:
-                mode = {"mixed": mixed_mode(bpp),
+                mode = {"mixed": decide.mixed_mode(analysis.semantic_map.size, budget),
                         "balanced": decide.balanced_mode(codec, analysis, budget, 0)}.get(name, name)
                 data = decide.build(codec, analysis, budget, lambda: b"", 0, mode)
                 if data is None:
@@ -92,11 +81,11 @@ def main() -> None:
              "| bpp | mode | mIoU | thin classes' IoU | PSNR | LPIPS-style | map share | fill (min) |",
              "|---|---|---|---|---|---|---|---|"]
     for (bpp, name), s in sorted(stats.items(), key=lambda kv: (kv[0][0], modes.index(kv[0][1]))):
-        v = iou(s["cm"])
+        v = iou_from_confusion(s["cm"])
         label = name if name != "mixed" else f"mixed ({', '.join(s['modes'])})"
         if name == "balanced":
             label = "**balanced** (" + ", ".join(f"{m} {c}" for m, c in sorted(s["modes"].items())) + ")"
-        lines.append(f"| {bpp} | {label} | {v.mean():.3f} | {v[thin].mean():.3f} | {np.mean(s['psnr']):.2f} | "
+        lines.append(f"| {bpp} | {label} | {np.nanmean(v):.3f} | {np.nanmean(v[thin]):.3f} | {np.mean(s['psnr']):.2f} | "
                      f"{np.mean(s['lpips']):.4f} | {np.mean(s['share']):.2f} | {np.mean(s['fill']):.3f} "
                      f"({np.min(s['fill']):.3f}) |")
     emit(lines, a.out)

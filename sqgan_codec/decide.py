@@ -396,9 +396,15 @@ def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: i
             scale = factor
     if scale is not None:
         return f"scaled{scale}-0"
+    return mixed_mode(analysis.semantic_map.size, budget)
+
+
+def mixed_mode(pixels: int, budget: float) -> str:
+    """The mixed mode ``balanced`` sends where no reduced exact map fits (and sent on every
+    familiar image before format 6.0): map and tokens on :data:`BALANCED_TOKEN_BPP`, within
+    :data:`BALANCED_SHARES` of ``budget`` bytes."""
     low, high = BALANCED_SHARES
-    h, w = analysis.semantic_map.shape
-    return f"mixed-{round(100 * min(max(BALANCED_TOKEN_BPP * h * w / (8 * budget), low), high))}"
+    return f"mixed-{round(100 * min(max(BALANCED_TOKEN_BPP * pixels / (8 * budget), low), high))}"
 
 
 def _half(rgb: np.ndarray) -> np.ndarray:
