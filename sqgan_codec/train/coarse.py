@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coarse-only", type=float, default=0.25, help="share of thumbnail-only crops")
     p.add_argument("--recolour", type=float, default=0.3, help="share of recoloured crops")
     p.add_argument("--scaled-maps", type=float, default=0.0,
-                   help="share of crops decoded on the exact map at 1/4 or 1/8 (chunk M) instead of G_s's")
+                   help="share of crops decoded on the exact map at a scale the encoder sends (1/16 … 1/4, chunk M) instead of G_s's")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -104,6 +104,11 @@ def coded_batch(sampler: CropSampler, rng: np.random.Generator, args: argparse.N
     return x, y, recoloured, thumbs, rng.random(len(x)) < args.coarse_only
 
 
+# the reduced scales the encoder sends (decide.BALANCED_MAP_SCALES) and one finer, for maps refined
+# over a share of their cells (chunk F)
+TRAINED_MAP_SCALES = (16, 12, 8, 6, 4)
+
+
 @torch.no_grad()
 def scaled_map(onehot: torch.Tensor, factor: int) -> torch.Tensor:
     """The one-hot map as the decoder renders chunk M: each factor×factor block's majority class
@@ -117,7 +122,8 @@ def scaled_map(onehot: torch.Tensor, factor: int) -> torch.Tensor:
 def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
                      scaled: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen model's decode of a batch at random keep ratios: (image, the decoder's one-hot
-    map). The map is G_s's, or for a ``scaled`` share of the crops the exact map at 1/4 or 1/8
+    map). The map is G_s's, or for a ``scaled`` share of the crops the exact map at one of the
+    scales the encoder sends (:data:`TRAINED_MAP_SCALES`)
     (chunk M; image tokens then at random keep ratios, none in half of them, as the encoder
     sends them)."""
     n = rgb.shape[0]
@@ -126,7 +132,7 @@ def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
     dec_map = one_hot_map(sqgan.ssm(onehot, keep_s)["logits"].argmax(1), sqgan.config.num_classes)
     pick = torch.rand(n) < scaled
     if pick.any():
-        factor = 8 if torch.rand(()) < 0.6 else 4
+        factor = TRAINED_MAP_SCALES[int(torch.randint(len(TRAINED_MAP_SCALES), ()))]
         dec_map = torch.where(pick.to(dec_map.device)[:, None, None, None], scaled_map(onehot, factor).to(dec_map),
                               dec_map)
         keep_x = torch.where(pick & (torch.rand(n) < 0.5), torch.zeros(n), keep_x)
