@@ -28,9 +28,10 @@ MAGIC = b"\x89SQG\r\n\x1a\n"
 # that holds its chunks: 1.0 without a refinement or coarse-image chunk (every 1.x reader
 # decodes it), 2.0 with a refinement chunk, 3.0 with a coarse-image chunk, 4.0 with a
 # coarse image coded in another format than VP8, 5.0 with patches of the coarse image over
-# regions of interest, 6.0 with the semantic map coded exactly at a reduced scale (all critical:
+# regions of interest, 6.0 with the semantic map coded exactly at a reduced scale, 7.0 with finer
+# patches of that map over chosen cells (all critical:
 # an older reader must refuse them rather than decode without them or misread them).
-FORMAT_MAJOR = 6
+FORMAT_MAJOR = 7
 FORMAT_MINOR = 0
 BASE_VERSION = (1, 0)
 REFINE_VERSION = (2, 0)
@@ -38,12 +39,14 @@ COARSE_VERSION = (3, 0)
 COARSE_FORMAT_VERSION = (4, 0)
 PATCHES_VERSION = (5, 0)
 SCALED_MAP_VERSION = (6, 0)
-KNOWN_MINOR = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0}  # newest minor this reader knows, per major
+MAP_DETAIL_VERSION = (7, 0)
+KNOWN_MINOR = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0}  # newest minor this reader knows, per major
 
 CHUNK_HEADER = "H"
 CHUNK_SEMANTIC = "S"             # masked VQ tokens of the semantic map (base layer)
 CHUNK_SEMANTIC_LOSSLESS = "L"    # lossless semantic map, instead of S
 CHUNK_SEMANTIC_SCALED = "M"      # the semantic map coded exactly at 1/2..1/16 scale, instead of S
+CHUNK_MAP_DETAIL = "F"           # chunk M's map at a finer scale over chosen cells, right after M
 CHUNK_IMAGE = "I"                # image tokens (enhancement layer)
 CHUNK_REFINE = "R"               # low-pass colour residual (refinement layer), always last
 CHUNK_COARSE = "C"               # coarse image (faithful thumbnail), first after the header
@@ -297,8 +300,8 @@ def read_chunk(data: memoryview, pos: int) -> tuple[str, bytes, int]:
 
 def _check_chunk_order(kind: str, seen: dict[str, bytes]) -> None:
     """Raise unless critical chunk ``kind`` may follow the critical chunks in ``seen``
-    (the header already read). Order: H, then C, then P, then S, L or M, then I, then R (C or S/L/M
-    present; P needs C; I and R need S/L/M; R, when present, is last)."""
+    (the header already read). Order: H, then C, then P, then S, L or M, then F, then I, then R (C or
+    S/L/M present; P needs C; F comes right after M; I and R need S/L/M; R, when present, is last)."""
     if kind == CHUNK_HEADER:
         raise BitstreamError("duplicate header chunk 'H'")
     if kind == CHUNK_COARSE:
@@ -310,6 +313,9 @@ def _check_chunk_order(kind: str, seen: dict[str, bytes]) -> None:
     elif kind in SEMANTIC_CHUNKS:
         if any(k in seen for k in SEMANTIC_CHUNKS):
             raise BitstreamError(f"chunk {kind!r}: the stream already has a semantic-map chunk")
+    elif kind == CHUNK_MAP_DETAIL:
+        if list(seen)[-1:] != [CHUNK_SEMANTIC_SCALED]:
+            raise BitstreamError("chunk 'F' must come right after the reduced-map chunk 'M'")
     elif kind in (CHUNK_IMAGE, CHUNK_REFINE):
         if not any(k in seen for k in SEMANTIC_CHUNKS):
             raise BitstreamError(f"chunk {kind!r} comes before the semantic-map chunk (S, L or M)")
@@ -344,8 +350,9 @@ class Stream:
 def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
     """Serialise a stream: magic, ``H`` chunk, then ``chunks`` in the given order.
 
-    ``chunks`` must hold an optional C first, then one of S/L/M (optional after C), then at most
-    one I, then at most one R (last); lowercase (ancillary) chunks may go anywhere before I.
+    ``chunks`` must hold an optional C first, then one of S/L/M (optional after C; F right after
+    M), then at most one I, then at most one R (last); lowercase (ancillary) chunks may go
+    anywhere before I.
     Raises BitstreamError for a list that would not parse, so the writer can never produce a
     file its own reader rejects.
     """
@@ -371,6 +378,8 @@ def pack(header: Header, chunks: list[tuple[str, bytes]]) -> bytes:
 def _version_for(chunks: list[tuple[str, bytes]]) -> tuple[int, int]:
     """The oldest format version that holds these chunks."""
     kinds = dict(chunks)
+    if CHUNK_MAP_DETAIL in kinds:
+        return MAP_DETAIL_VERSION
     if CHUNK_SEMANTIC_SCALED in kinds:
         return SCALED_MAP_VERSION
     if CHUNK_PATCHES in kinds:
@@ -426,6 +435,9 @@ def unpack(data: bytes | bytearray | memoryview, *, allow_truncated: bool = Fals
                 if kind == CHUNK_PATCHES and header.version < PATCHES_VERSION:
                     raise BitstreamError(f"chunk 'P' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {PATCHES_VERSION[0]}.{PATCHES_VERSION[1]})")
+                if kind == CHUNK_MAP_DETAIL and header.version < MAP_DETAIL_VERSION:
+                    raise BitstreamError(f"chunk 'F' in a format {header.version[0]}.{header.version[1]} "
+                                         f"stream (it needs {MAP_DETAIL_VERSION[0]}.{MAP_DETAIL_VERSION[1]})")
                 if kind == CHUNK_SEMANTIC_SCALED and header.version < SCALED_MAP_VERSION:
                     raise BitstreamError(f"chunk 'M' in a format {header.version[0]}.{header.version[1]} "
                                          f"stream (it needs {SCALED_MAP_VERSION[0]}.{SCALED_MAP_VERSION[1]})")

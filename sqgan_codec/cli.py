@@ -413,6 +413,9 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                                                       (bitstream.CHUNK_SEMANTIC_LOSSLESS, "exact"),
                                                       (bitstream.CHUNK_SEMANTIC_SCALED, "exact-reduced"))
                                  if kind in stream.chunks and plan is None), None)  # packets: spread over them
+            detail = stream.chunks.get(bitstream.CHUNK_MAP_DETAIL)
+            if semantic_map is not None and detail:  # chunk F: finer over some of the map's cells
+                semantic_map["detail"] = {"scale": detail[0], "bytes": len(detail)}
             if bitstream.CHUNK_COARSE in stream.chunks:
                 chunk = coarse.parse(stream.chunks[bitstream.CHUNK_COARSE], header.width, header.height)
                 tw, th = coarse.small_size(header.width, header.height, chunk.scale)
@@ -460,7 +463,9 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
             if semantic_map is not None:
                 click.echo(f"  semantic map: " + {"tokens": "G_s tokens", "exact": "exact",
                                                   "exact-reduced": f"exact at 1/{semantic_map.get('scale')}"}
-                           [semantic_map["coding"]] + f", {semantic_map['bytes']:,} bytes")
+                           [semantic_map["coding"]] + f", {semantic_map['bytes']:,} bytes"
+                           + (f"; finer cells at 1/{semantic_map['detail']['scale']}, "
+                              f"{semantic_map['detail']['bytes']:,} bytes" if "detail" in semantic_map else ""))
             if packet_info is not None:
                 click.echo(f"  packet stream (packet format {packet_info['packet_format']}): "
                            f"{packet_info['records']} packets here, "

@@ -156,6 +156,7 @@ class ParsedStream:
     context: np.ndarray | None = None        # class context of the image tokens; None: no map layer
     padded_map: np.ndarray | None = None
     scaled_map: tuple[int, np.ndarray] | None = None  # chunk M's (factor, cells): the networks see them smoothed
+    detail_cells: np.ndarray | None = None   # chunk F's refined cells (bool, on M's grid): drawn as decoded
     map_keep: np.ndarray | None = None
     map_indices: np.ndarray | None = None
     image_keep: np.ndarray | None = None
@@ -385,11 +386,14 @@ class Codec:
         return ranked
 
     def pack(self, analysis: Analysis, keep_ssm: float, keep_image: float, *,
-             segmenter_id: int = 0, ssm: str = "vq", map_scale: int = 1) -> bytes:
+             segmenter_id: int = 0, ssm: str = "vq", map_scale: int = 1,
+             map_detail: tuple[int, np.ndarray] | None = None) -> bytes:
         """Entropy-code an analysed image at the given keep ratios into a .sqg stream.
 
         ``ssm="lossless"`` codes the semantic map exactly instead of by G_s (``keep_ssm`` unused),
-        at 1/``map_scale`` of its size where that is above 1 (chunk M: each block's majority class).
+        at 1/``map_scale`` of its size where that is above 1 (chunk M: each block's majority class);
+        ``map_detail`` = (G, cells): the flagged cells of that reduced map (bool, its shape) also
+        exactly at 1/G (chunk F).
         """
         keep_ssm = min(max(keep_ssm, MIN_KEEP), 1.0)
         keep_image = min(max(keep_image, 0.0), 1.0)
@@ -397,24 +401,21 @@ class Codec:
             raise ValueError(f"pack codes the semantic map by 'vq' or 'lossless', not {ssm!r}")
         if map_scale != 1 and ssm != "lossless":
             raise ValueError("map_scale is the scale of an exact map: it takes ssm='lossless'")
+        if map_detail is not None and map_scale == 1:
+            raise ValueError("map_detail refines a reduced exact map: it takes a map_scale above 1")
         cache = analysis.cache
         # A rate search packs many nearby keep ratios that round to the same masks: coded
         # chunks are memoised by the masks they depend on (the indices are fixed per analysis,
         # also across the re-ranked copies of _ranked, which share this cache).
         coded = cache.setdefault("coded_chunks", {})
         if ssm == "lossless" and map_scale != 1:
-            from .ssm_lossless import enlarge_map, encode_label_map, reduce_map, scaled_payload
-
             ssm_key = b"scaled%d" % map_scale
+            if map_detail is not None:
+                ssm_key += b"+%d:" % map_detail[0] + np.packbits(np.asarray(map_detail[1], bool)).tobytes()
             if ("M", ssm_key) not in coded:
-                small = reduce_map(analysis.semantic_map, map_scale, self.num_classes)
-                h, w = analysis.semantic_map.shape
-                gh, gw = self.latent_grid(w, h)
-                padded = self.pad_to_grid(enlarge_map(small, map_scale, h, w), gh, gw)
-                coded["M", ssm_key] = (scaled_payload(map_scale, encode_label_map(small, self._lossless_tables())),
-                                       block_majority(block_class_counts(padded, self.stride, self.num_classes)))
-            payload, context = coded["M", ssm_key]
-            chunks = [(bitstream.CHUNK_SEMANTIC_SCALED, payload)]
+                coded["M", ssm_key] = self._scaled_map_chunks(analysis, map_scale, map_detail)
+            chunks, context = coded["M", ssm_key]
+            chunks = list(chunks)
             keep_ssm = 1.0
             ctx_of_tokens = lambda: context  # noqa: E731
         elif ssm == "lossless":
@@ -750,16 +751,47 @@ class Codec:
             out.append(np.ascontiguousarray(a[: p.header.height, : p.header.width]))
         return out
 
+    def _scaled_map_chunks(self, analysis: Analysis, factor: int, detail: tuple[int, np.ndarray] | None
+                           ) -> tuple[list[tuple[str, bytes]], np.ndarray]:
+        """Chunk M (and F with ``detail``) of an analysed image's map, and the class context of
+        its image tokens (the map as decoded: the cells, refined where F says)."""
+        from .ssm_lossless import (cell_pixels, detail_base, encode_detail, encode_label_map, enlarge_map,
+                                   reduce_map, scaled_payload)
+
+        labels = analysis.semantic_map
+        h, w = labels.shape
+        small = reduce_map(labels, factor, self.num_classes)
+        chunks = [(bitstream.CHUNK_SEMANTIC_SCALED, scaled_payload(factor, encode_label_map(small, self._lossless_tables())))]
+        decoded = enlarge_map(small, factor, h, w)
+        if detail is not None:
+            scale, cells = detail[0], np.asarray(detail[1], bool)
+            fine = labels.astype(np.uint8) if scale == 1 else reduce_map(labels, scale, self.num_classes)
+            chunks.append((bitstream.CHUNK_MAP_DETAIL,
+                           encode_detail(small, fine, factor, scale, cells, self._lossless_tables())))
+            refined = np.where(cell_pixels(cells, factor, scale, fine.shape), fine,
+                               detail_base(small, factor, scale, h, w))
+            decoded = enlarge_map(refined, scale, h, w)
+        padded = self.pad_to_grid(decoded, *self.latent_grid(w, h))
+        return chunks, block_majority(block_class_counts(padded, self.stride, self.num_classes))
+
     def _network_map(self, parsed: ParsedStream) -> np.ndarray:
         """The padded map the networks are conditioned on: the decoded map, or for a reduced
-        exact map (chunk M) its cells with the block edges smoothed (``smooth_block_map``)."""
+        exact map (chunk M) its cells with the block edges smoothed (``smooth_block_map``), the
+        cells chunk F refines as decoded."""
         if parsed.scaled_map is None:
             return parsed.padded_map
         factor, small = parsed.scaled_map
         header = parsed.header
         smooth = smooth_block_map(torch.from_numpy(small.astype(np.int64))[None], factor, header.height,
                                   header.width, self.num_classes)[0].to(torch.uint8).numpy()
-        return self.pad_to_grid(smooth, *header.grid)
+        padded = self.pad_to_grid(smooth, *header.grid)
+        if parsed.detail_cells is not None:  # refined cells: their pixels as decoded, no block edges to hide
+            from .ssm_lossless import enlarge_map
+
+            refined = self.pad_to_grid(enlarge_map(parsed.detail_cells, factor, header.height, header.width),
+                                       *header.grid).astype(bool)
+            padded = np.where(refined, parsed.padded_map, padded)
+        return padded
 
     def _coarse_input(self, parsed: ParsedStream) -> torch.Tensor:
         """Chunk C → the upsampled thumbnail on the padded latent grid: 1×3×H'×W' in [-1, 1]."""
@@ -929,7 +961,15 @@ class Codec:
 
             factor, code = parse_scaled(stream.chunks[bitstream.CHUNK_SEMANTIC_SCALED])
             small = decode_label_map(code, reduced_shape(header.height, header.width, factor), self._lossless_tables())
-            out.padded_map = self.pad_to_grid(enlarge_map(small, factor, header.height, header.width), gh, gw)
+            decoded = enlarge_map(small, factor, header.height, header.width)
+            if bitstream.CHUNK_MAP_DETAIL in stream.chunks:
+                from .ssm_lossless import decode_detail
+
+                scale, refined, out.detail_cells = decode_detail(
+                    stream.chunks[bitstream.CHUNK_MAP_DETAIL], small, factor, header.height, header.width,
+                    self._lossless_tables())
+                decoded = enlarge_map(refined, scale, header.height, header.width)
+            out.padded_map = self.pad_to_grid(decoded, gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
             out.scaled_map = (factor, small)
         else:

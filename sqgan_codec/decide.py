@@ -88,15 +88,23 @@ BALANCED_MAP_SHARE = 0.3
 # (1 frame in 8) at 0.1 bpp mIoU 0.617 against 0.609, LPIPS-style 0.0858 against 0.0884, PSNR
 # -0.09 dB; on CamVid val the same.
 SCALED_FINEST_THUMBNAIL = 2
-# With a class prioritised (a --priority weight above 1) the map may be finer and take more of
-# the budget: small objects keep their shape. On CamVid test at 0.03 bpp (1 image in 6 of those
-# with the class; priority 4; bundled segmenter) against no priority: Pole IoU +0.039,
-# Pedestrian +0.037, SignSymbol -0.017, the other classes -0.001 to -0.007; giving the
-# prioritised class's pixels 4x the weight when a block's class is chosen instead gained less
-# (Pole +0.021, Pedestrian +0.026) and cost the other classes more (-0.003 to -0.012): whole
-# blocks of a thin object's class are mostly wrong.
-PRIORITY_MAP_SCALES = (16, 12, 8, 6, 4)
+# With a class prioritised (a --priority weight above 1) the map may take more of the budget:
+# small objects keep their shape. (Before chunk F it went up to 1/4 uniformly: on CamVid test at
+# 0.03 bpp, priority 4, Pole +0.039, Pedestrian +0.037, SignSymbol -0.017; giving the prioritised
+# class's pixels more weight when a block's class is chosen gained less and cost the other
+# classes more: whole blocks of a thin object's class are mostly wrong.)
 PRIORITY_MAP_SHARE = 0.45
+# Finer still where the prioritised classes are (chunk F, format 7.0): the map at the finest of
+# PRIORITY_DETAIL_BASES within BALANCED_MAP_SHARE of the budget, then its cells at 1/DETAIL_SCALE,
+# those whose refining adds most to the map's priority-weighted mean IoU first, until the map
+# takes PRIORITY_MAP_SHARE. A priority w weighs its class's errors w**DETAIL_PRIORITY_EXPONENT:
+# at 4, the refined cells are nearly all the class's. On CamVid test at 0.03 bpp (1 image in 6 or
+# 8 of those with the class; bundled segmenter / unseen CNN), against the finer map alone above:
+# Pedestrian 0.453 / 0.457 against 0.415 / 0.426, SignSymbol 0.369 / 0.382 against 0.328 / 0.348,
+# Pole 0.225 / 0.215 against 0.218 / 0.217, the other classes as high or higher.
+PRIORITY_DETAIL_BASES = (16, 12, 8)
+DETAIL_SCALE = 2
+DETAIL_PRIORITY_EXPONENT = 2
 # The domain check, set from CamVid train and val frames only (benchmarks/calibrate_decide.py
 # --domain-only): there the segmenter's mean top-class probability is ≥ 0.915 in 99 % of frames.
 # (A second rule, the thumbnail decoding much more like the image than the tokens, was dropped:
@@ -275,10 +283,14 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)
         room = budget - len(part) - CHUNK_FRAMING
     elif mode.startswith("scaled"):
-        factor, share = (int(v) for v in mode[6:].split("-"))
+        spec, _, refine = mode[6:].partition("+")
+        factor, share = (int(v) for v in spec.split("-"))
+        detail = map_detail(codec, analysis, factor, *(int(v) for v in refine.split("x"))) if refine else None
         scales = tuple(s for s in scales or coarse.SCALES_OF[fmt] if s >= SCALED_FINEST_THUMBNAIL) or scales
-        exact = codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor)
-        part = fit_rate(codec, analysis, len(exact) + share / 100 * budget, seg_id, "lossless", map_scale=factor)
+        exact = codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor,
+                           map_detail=detail)
+        part = fit_rate(codec, analysis, len(exact) + share / 100 * budget, seg_id, "lossless", map_scale=factor,
+                        map_detail=detail)
         room = budget - len(part) - CHUNK_FRAMING
     else:
         room = budget - len(with_coarse(codec, analysis, None, b"", seg_id)) - CHUNK_FRAMING
@@ -297,12 +309,21 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     return data if len(data) <= budget else None
 
 
-def map_coding(stream: bitstream.Stream) -> tuple[str, float, int]:
-    """(ssm, ssm_bias, map_scale) of :func:`fit_rate` that code a stream's map as it is coded."""
+def map_coding(codec: "Codec", stream: bitstream.Stream) -> tuple[str, float, int, tuple[int, np.ndarray] | None]:
+    """(ssm, ssm_bias, map_scale, map_detail) of :func:`fit_rate` that code a stream's map as it is coded."""
     scaled = stream.chunks.get(bitstream.CHUNK_SEMANTIC_SCALED)
     if scaled:
-        return "lossless", 0.0, scaled[0]
-    return ("lossless" if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks else "vq"), 0.0, 1
+        factor, detail = scaled[0], None
+        if bitstream.CHUNK_MAP_DETAIL in stream.chunks:
+            from .ssm_lossless import decode_detail, decode_label_map, parse_scaled, reduced_shape
+
+            h, w = stream.header.height, stream.header.width
+            small = decode_label_map(parse_scaled(scaled)[1], reduced_shape(h, w, factor), codec.lossless_tables)
+            scale, _, cells = decode_detail(stream.chunks[bitstream.CHUNK_MAP_DETAIL], small, factor, h, w,
+                                            codec.lossless_tables)
+            detail = scale, cells
+        return "lossless", 0.0, factor, detail
+    return ("lossless" if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks else "vq"), 0.0, 1, None
 
 
 def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, seg_id: int) -> bytes:
@@ -335,7 +356,7 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
         sent = sent_payload(frame)
         patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
         room = budget - len(sent) - CHUNK_FRAMING - (len(patches) + CHUNK_FRAMING if patches else 0)
-        part = fit_rate(codec, analysis, room, seg_id, *map_coding(stream))
+        part = fit_rate(codec, analysis, room, seg_id, *map_coding(codec, stream))
         refitted = with_coarse(codec, analysis, part, sent, seg_id, patches)
         if len(out) < len(refitted) <= budget:
             out = refitted
@@ -379,24 +400,58 @@ def modes_for(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, 
 def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int) -> str:
     """The mode ``balanced`` sends on a familiar image within ``budget`` bytes: the semantic map
     coded exactly at the finest of :data:`BALANCED_MAP_SCALES` whose code takes at most
-    :data:`BALANCED_MAP_SHARE` of the budget (with a class prioritised, of
-    :data:`PRIORITY_MAP_SCALES` and :data:`PRIORITY_MAP_SHARE`), the thumbnail on the rest
-    (``scaled<F>-0``); where
+    :data:`BALANCED_MAP_SHARE` of the budget, the thumbnail on the rest (``scaled<F>-0``); with a
+    class prioritised, at the finest of :data:`PRIORITY_DETAIL_BASES` and finer over the cells
+    where the priorities gain most, until it takes :data:`PRIORITY_MAP_SHARE`
+    (``scaled<F>-0+<G>x<cells>``, chunk F); where
     none fits, or the model has no tables for exact maps, the map and tokens on
     :data:`BALANCED_TOKEN_BPP` (within :data:`BALANCED_SHARES`; ``mixed-<N>``)."""
-    scale = None
+    if codec.lossless_tables is None:
+        return mixed_mode(analysis.semantic_map.size, budget)
     prioritised = analysis.class_weights is not None and bool((analysis.class_weights > 1).any())
-    scales, share = ((PRIORITY_MAP_SCALES, PRIORITY_MAP_SHARE) if prioritised
-                     else (BALANCED_MAP_SCALES, BALANCED_MAP_SHARE))
-    if codec.lossless_tables is not None:
-        for factor in scales:  # coarse to fine: a finer map costs more
-            size = len(codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor))
-            if size > share * budget:
-                break
-            scale = factor
-    if scale is not None:
+    map_size = lambda factor, detail=None: len(codec.pack(  # noqa: E731
+        analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor, map_detail=detail))
+    scale = None
+    for factor in (PRIORITY_DETAIL_BASES if prioritised else BALANCED_MAP_SCALES):  # coarse to fine
+        if map_size(factor) > BALANCED_MAP_SHARE * budget:
+            break
+        scale = factor
+    if scale is None:
+        return mixed_mode(analysis.semantic_map.size, budget)
+    if not prioritised:
         return f"scaled{scale}-0"
-    return mixed_mode(analysis.semantic_map.size, budget)
+    # the most cells whose refining keeps the map within PRIORITY_MAP_SHARE (bisection: sizes grow with the count)
+    lo, hi = 0, len(detail_order(codec, analysis, scale, DETAIL_SCALE))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if map_size(scale, map_detail(codec, analysis, scale, DETAIL_SCALE, mid)) <= PRIORITY_MAP_SHARE * budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return f"scaled{scale}-0+{DETAIL_SCALE}x{lo}" if lo else f"scaled{scale}-0"
+
+
+def detail_order(codec: "Codec", analysis: "Analysis", factor: int, scale: int) -> np.ndarray:
+    """The cells of the map at 1/``factor`` worth refining at 1/``scale``, best first
+    (:func:`ssm_lossless.detail_order`, the analysis's priorities raised to
+    :data:`DETAIL_PRIORITY_EXPONENT`; kept in the analysis)."""
+    from .ssm_lossless import detail_order as order_cells
+
+    weights = analysis.class_weights
+    weights = None if weights is None else np.asarray(weights, np.float64) ** DETAIL_PRIORITY_EXPONENT
+    key = ("detail_order", factor, scale, None if weights is None else weights.tobytes())
+    if key not in analysis.cache:
+        analysis.cache[key] = order_cells(analysis.semantic_map, factor, scale, codec.num_classes, weights)[1]
+    return analysis.cache[key]
+
+
+def map_detail(codec: "Codec", analysis: "Analysis", factor: int, scale: int, count: int) -> tuple[int, np.ndarray]:
+    """``Codec.pack``'s ``map_detail``: the first ``count`` cells of :func:`detail_order` refined at 1/``scale``."""
+    from .ssm_lossless import reduced_shape
+
+    cells = np.zeros(reduced_shape(*analysis.semantic_map.shape, factor), bool)
+    cells.flat[detail_order(codec, analysis, factor, scale)[:count]] = True
+    return scale, cells
 
 
 def mixed_mode(pixels: int, budget: float) -> str:

@@ -145,12 +145,13 @@ def refinement_within(codec: "Codec", analysis: "Analysis", tokens: bytes, room:
 
 
 def fit_rate(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, ssm: str = "vq",
-             ssm_bias: float = 0.0, map_scale: int = 1) -> bytes:
-    """Largest stream not above ``budget`` bytes along the rate knob (bisection; ``map_scale``:
-    an exact map at that reduced scale, see :meth:`Codec.pack`)."""
+             ssm_bias: float = 0.0, map_scale: int = 1, map_detail=None) -> bytes:
+    """Largest stream not above ``budget`` bytes along the rate knob (bisection; ``map_scale``,
+    ``map_detail``: an exact map at that reduced scale, refined over chosen cells, see
+    :meth:`Codec.pack`)."""
     def at(q: float) -> bytes:
         return codec.pack(analysis, *keep_pair_biased(q, ssm_bias), segmenter_id=seg_id, ssm=ssm,
-                          map_scale=map_scale)
+                          map_scale=map_scale, map_detail=map_detail)
 
     lo, hi = 0.0, 1.0
     best = at(lo)

@@ -255,21 +255,35 @@ def fit_tables(label_maps: Iterable[np.ndarray], num_classes: int = NUM_CLASSES)
 def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
     """Range-code one label map (h×w ints in 0..C-1, C the tables' class count); the shape is
     not stored."""
+    encoder = entropy.range_encoder()
+    _encode_map(encoder, labels, tables)
+    return entropy.finish(encoder)
+
+
+def _encode_map(encoder, labels: np.ndarray, tables: LabelMapTables, known: np.ndarray | None = None) -> None:
+    """Append a label map's pixels to ``encoder``, all of them or (``known``: bool h×w) those the
+    decoder does not know already; known pixels are contexts like decoded ones."""
     categorical = entropy.categorical()
     a = _alphabet(tables.num_classes)
     arr = a.check(labels)
     layout = _Layout(*arr.shape, a.none)
     flat = layout.padded(arr).ravel()
+    todo = None if known is None else ~layout.padded(np.asarray(known, bool)).ravel().astype(bool)
     copy_p, escape_p = tables.probabilities()
     context_of = a.neighbourhoods[0]
-    encoder = entropy.range_encoder()
     for y in range(layout.h):
         shift = y * layout.stride
         for p in range(len(_PASSES)):
             if not layout.columns[p].size:
                 continue
-            nb = flat[layout.neighbours[p] + shift]
-            truth = flat[layout.targets[p] + shift]
+            neighbours, targets = layout.neighbours[p], layout.targets[p]
+            if todo is not None:
+                sel = todo[targets + shift]
+                if not sel.any():
+                    continue
+                neighbours, targets = neighbours[:, sel], targets[sel]
+            nb = flat[neighbours + shift]
+            truth = flat[targets + shift]
             v = a.neighbourhood(nb)
             sym = a.copy_symbols(nb, v, truth)
             encoder.encode(sym.astype(np.int32), categorical, copy_p[p][context_of[v]])
@@ -277,28 +291,44 @@ def encode_label_map(labels: np.ndarray, tables: LabelMapTables) -> bytes:
             if esc.any():
                 encoder.encode(truth[esc].astype(np.int32), categorical,
                                escape_p[a.escape_contexts(nb[0, esc], p)])
-    return entropy.finish(encoder)
 
 
 def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables) -> np.ndarray:
     """Inverse of :func:`encode_label_map`: uint8 h×w. Raises BitstreamError on bad data."""
-    categorical = entropy.categorical()
     h, w = (int(v) for v in shape)
     if h < 0 or w < 0:
         raise ValueError(f"bad label-map shape {shape}")
+    decoder = entropy.range_decoder(data, "label-map stream")
+    out = _decode_map(decoder, (h, w), tables)
+    if not decoder.maybe_exhausted():
+        raise BitstreamError("label-map stream has data after its last pixel")
+    return out
+
+
+def _decode_map(decoder, shape: tuple[int, int], tables: LabelMapTables, prior: np.ndarray | None = None,
+                known: np.ndarray | None = None) -> np.ndarray:
+    """Read a label map of ``shape`` from ``decoder`` (inverse of :func:`_encode_map`: the pixels
+    where ``known`` is set are ``prior``'s). Raises BitstreamError on bad data."""
+    categorical = entropy.categorical()
+    h, w = shape
     a = _alphabet(tables.num_classes)
     layout = _Layout(h, w, a.none)
-    buf = layout.padded()
+    buf = layout.padded(prior)
     flat = buf.ravel()
+    todo = None if known is None else ~layout.padded(np.asarray(known, bool)).ravel().astype(bool)
     copy_p, escape_p = tables.probabilities()
     context_of, _, copied = a.neighbourhoods
     passes = [(p, layout.neighbours[p], layout.targets[p], copy_p[p])
               for p in range(len(_PASSES)) if layout.columns[p].size]
-    decoder = entropy.range_decoder(data, "label-map stream")
     try:
         for y in range(h):
             shift = y * layout.stride
             for p, neighbours, targets, probs in passes:
+                if todo is not None:
+                    sel = todo[targets + shift]
+                    if not sel.any():
+                        continue
+                    neighbours, targets = neighbours[:, sel], targets[sel]
                 nb = flat[neighbours + shift]
                 v = a.neighbourhood(nb)
                 sym = decoder.decode(categorical, probs[context_of[v]])
@@ -309,11 +339,8 @@ def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables
                 if values.max() >= a.num_classes:
                     raise BitstreamError("label-map stream copies a neighbour that does not exist")
                 flat[targets + shift] = values
-        exhausted = decoder.maybe_exhausted()
     except entropy.CODER_ERRORS as exc:
         raise BitstreamError(f"label-map stream cannot be decoded ({exc})") from None
-    if not exhausted:
-        raise BitstreamError("label-map stream has data after its last pixel")
     return buf[2:, _PAD:_PAD + w].astype(np.uint8)
 
 
@@ -383,3 +410,144 @@ def parse_scaled(payload: bytes) -> tuple[int, bytes]:
         raise BitstreamError(f"chunk 'M': map scale 1/{payload[0]} is not one of "
                              f"1/{MAP_SCALES[0]} .. 1/{MAP_SCALES[-1]}")
     return payload[0], bytes(payload[1:])
+
+
+# ---------------------------------------------------------------- finer patches over chosen cells
+# Chunk F: over chosen cells of a chunk-M map (1/F), the exact map at a finer scale 1/G (G divides
+# F). A cell's majority erases thin objects (poles, people, signs); refining the cells where that
+# costs the most keeps their shape at a fraction of a finer map's bits. The payload: G (one byte),
+# then one range-coded message: a flag per cell (adaptive binary counts, :class:`_FlagModel`), then
+# the flagged cells' pixels at 1/G by the lossless coder above, every other pixel known from the
+# cells (and a context like a decoded one).
+_FLAG_PRIOR = (7, 1)  # initial (not flagged, flagged) counts of every flag context
+_FLAG_MAX_TOTAL = 1 << 12
+
+
+def check_detail(factor: int, detail: int) -> None:
+    """ValueError unless 1/``detail`` can refine a map at 1/``factor`` (a proper divisor)."""
+    if factor not in MAP_SCALES or not 1 <= detail < factor or factor % detail:
+        raise ValueError(f"a map at 1/{factor} cannot be refined at 1/{detail} (it takes a proper divisor)")
+
+
+def detail_base(small: np.ndarray, factor: int, detail: int, height: int, width: int) -> np.ndarray:
+    """The reduced map's cells at 1/``detail`` (what the decoder knows before chunk F)."""
+    return enlarge_map(small, factor // detail, *reduced_shape(height, width, detail))
+
+
+def cell_pixels(cells: np.ndarray, factor: int, detail: int, shape: tuple[int, int]) -> np.ndarray:
+    """A per-cell array spread over the pixels of its cell at 1/``detail`` (``shape``)."""
+    return enlarge_map(cells, factor // detail, *shape)
+
+
+def detail_order(labels: np.ndarray, factor: int, detail: int, num_classes: int,
+                 class_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the map at 1/``detail``, the cells worth refining, best first, as flat indices into the
+    1/``factor`` grid). A cell's worth: what refining it adds to the map's mean IoU over the
+    classes (each mislabelled pixel over its classes' union), each class weighted by
+    ``class_weights`` (priorities; default 1); cells where the cells' map is already exact are left out."""
+    check_detail(factor, detail)
+    arr = np.asarray(labels)
+    h, w = arr.shape
+    fine = arr.astype(np.uint8) if detail == 1 else reduce_map(arr, detail, num_classes)
+    small = reduce_map(arr, factor, num_classes)
+    base = detail_base(small, factor, detail, h, w)
+    wrong = fine != base
+    union = np.bincount(fine.ravel(), minlength=num_classes) + np.bincount(base.ravel(), minlength=num_classes)
+    union = union - np.bincount(fine[~wrong].ravel(), minlength=num_classes)  # |A ∪ B| = |A| + |B| - |A ∩ B|
+    weight = np.ones(num_classes) if class_weights is None else np.asarray(class_weights, np.float64)[:num_classes]
+    per_class = weight / np.maximum(union, 1)
+    gain = np.where(wrong, per_class[fine] + per_class[base], 0.0)
+    k = factor // detail
+    rows, cols = small.shape
+    padded = np.zeros((rows * k, cols * k))
+    padded[:gain.shape[0], :gain.shape[1]] = gain
+    score = padded.reshape(rows, k, cols, k).sum((1, 3)).ravel()
+    order = np.argsort(-score, kind="stable")
+    return fine, order[score[order] > 0]
+
+
+class _FlagModel:
+    """Adaptive binary counts of the cell flags (plain ints: the same float64 ratios everywhere).
+    Context: the flags left and above, and whether the cell's 3×3 neighbourhood of cells holds
+    more than one class."""
+
+    def __init__(self, small: np.ndarray):
+        pad = np.pad(small, 1, mode="edge")
+        rows, cols = small.shape
+        windows = np.stack([pad[dy:dy + rows, dx:dx + cols] for dy in range(3) for dx in range(3)])
+        self.mixed = (windows != small[None]).any(0).astype(np.int64).tolist()
+        self.counts = [list(_FLAG_PRIOR) for _ in range(8)]
+
+    def context(self, flags: list[list[int]], y: int, x: int) -> int:
+        return (flags[y][x - 1] if x else 0) + 2 * (flags[y - 1][x] if y else 0) + 4 * self.mixed[y][x]
+
+    def probability(self, ctx: int) -> tuple[float, float]:
+        off, on = self.counts[ctx]
+        return off / (off + on), on / (off + on)
+
+    def update(self, ctx: int, bit: int) -> None:
+        c = self.counts[ctx]
+        c[bit] += 1
+        if c[0] + c[1] > _FLAG_MAX_TOTAL:
+            c[0], c[1] = max(c[0] // 2, 1), max(c[1] // 2, 1)
+
+
+def encode_detail(small: np.ndarray, fine: np.ndarray, factor: int, detail: int, cells: np.ndarray,
+                  tables: LabelMapTables) -> bytes:
+    """Chunk F's payload: the map ``fine`` (at 1/``detail``) over the flagged ``cells`` (bool,
+    the shape of ``small``, the map at 1/``factor`` that chunk M sends)."""
+    check_detail(factor, detail)
+    cells = np.asarray(cells, bool)
+    if cells.shape != small.shape:
+        raise ValueError("cell flags must have the reduced map's shape")
+    model, flags = _FlagModel(small), cells.astype(np.int64).tolist()
+    probs = np.empty((cells.size, 2), np.float64)
+    for y, row in enumerate(flags):
+        for x, bit in enumerate(row):
+            ctx = model.context(flags, y, x)
+            probs[y * len(row) + x] = model.probability(ctx)
+            model.update(ctx, bit)
+    encoder = entropy.range_encoder()
+    encoder.encode(cells.ravel().astype(np.int32), entropy.categorical(), probs)
+    if cells.any():
+        composite = np.where(cell_pixels(cells, factor, detail, fine.shape),
+                             fine, cell_pixels(small, factor, detail, fine.shape))
+        _encode_map(encoder, composite, tables, known=~cell_pixels(cells, factor, detail, fine.shape))
+    return bytes([detail]) + entropy.finish(encoder)
+
+
+def decode_detail(payload: bytes, small: np.ndarray, factor: int, height: int, width: int,
+                  tables: LabelMapTables) -> tuple[int, np.ndarray, np.ndarray]:
+    """(G, the map at 1/G, the refined cells) of chunk F's payload over the chunk-M map ``small``
+    (at 1/``factor`` of a ``height``×``width`` image). Raises BitstreamError on bad data."""
+    if not payload:
+        raise BitstreamError("chunk 'F' is empty")
+    detail = payload[0]
+    try:
+        check_detail(factor, detail)
+    except ValueError as exc:
+        raise BitstreamError(f"chunk 'F': {exc}") from None
+    decoder = entropy.range_decoder(bytes(payload[1:]), "map-detail stream")
+    categorical = entropy.categorical()
+    rows, cols = small.shape
+    model, flags = _FlagModel(small), [[0] * cols for _ in range(rows)]
+    prob = np.empty((1, 2), np.float64)
+    try:
+        for y in range(rows):
+            for x in range(cols):
+                ctx = model.context(flags, y, x)
+                prob[0] = model.probability(ctx)
+                bit = int(decoder.decode(categorical, prob)[0])
+                flags[y][x] = bit
+                model.update(ctx, bit)
+    except entropy.CODER_ERRORS as exc:
+        raise BitstreamError(f"map-detail stream cannot be decoded ({exc})") from None
+    cells = np.array(flags, dtype=bool).reshape(rows, cols)
+    shape = reduced_shape(height, width, detail)
+    base = cell_pixels(small, factor, detail, shape)
+    fine = base.astype(np.uint8)
+    if cells.any():
+        fine = _decode_map(decoder, shape, tables, prior=base, known=~cell_pixels(cells, factor, detail, shape))
+    if not decoder.maybe_exhausted():
+        raise BitstreamError("map-detail stream has data after its last pixel")
+    return detail, fine, cells

@@ -256,8 +256,23 @@ def test_newer_minor_with_extra_header_fields_is_accepted():
     assert unpack(pack(stream.header, [("S", b"s"), ("R", b"r")])).header.version == REFINE_VERSION
     assert unpack(pack(stream.header, [("C", b"c"), ("S", b"s")])).header.version == bs.COARSE_FORMAT_VERSION
     assert unpack(pack(stream.header, [("C", b"c"), ("P", b"p"), ("S", b"s")])).header.version == bs.PATCHES_VERSION
-    assert unpack(pack(stream.header, [("C", b"c"), ("M", b"\x08m")])).header.version == \
+    assert unpack(pack(stream.header, [("C", b"c"), ("M", b"\x08m")])).header.version == bs.SCALED_MAP_VERSION
+    assert unpack(pack(stream.header, [("C", b"c"), ("M", b"\x08m"), ("F", b"\x02f")])).header.version == \
         (FORMAT_MAJOR, FORMAT_MINOR)
+
+
+def test_map_detail_chunk_comes_right_after_the_reduced_map():
+    header = make_header()
+    with pytest.raises(BitstreamError, match="right after the reduced-map chunk"):
+        pack(header, [("S", b"s"), ("F", b"\x02f")])
+    with pytest.raises(BitstreamError, match="right after the reduced-map chunk"):
+        pack(header, [("F", b"\x02f"), ("M", b"\x08m")])
+    stream = unpack(pack(header, [("M", b"\x08m"), ("F", b"\x02f"), ("I", b"i")]))
+    assert list(stream.chunks) == ["M", "F", "I"]
+    # a format 6.0 stream cannot hold F: a reader refuses it rather than misread the map
+    old = MAGIC + frame("H", header_payload(version_byte=0x60)) + frame("M", b"\x08m") + frame("F", b"\x02f")
+    with pytest.raises(BitstreamError, match="needs 7.0"):
+        unpack(old)
 
 
 # ---------------------------------------------------------------- read_header sources

@@ -79,18 +79,31 @@ def test_a_scaled_map_decodes_to_the_encoders_map_reduced_and_its_tokens_exactly
         codec.pack(analysis, 0.0, 0.0, map_scale=8)
 
 
-def test_a_priority_gives_the_map_a_finer_scale(codec: Codec, analysis):
+def _class_iou(a: np.ndarray, b: np.ndarray, cid: int) -> float:
+    return float(((a == cid) & (b == cid)).sum() / max(((a == cid) | (b == cid)).sum(), 1))
+
+
+def test_a_priority_refines_the_map_where_its_class_is(codec: Codec, analysis):
     budget = budget_of(analysis, EncodeOptions(bpp=0.05))
     plain = decide.balanced_mode(codec, analysis, budget, 0)
+    assert "+" not in plain  # no priority: no chunk F
     ranked = codec._ranked(analysis, EncodeOptions(bpp=0.05, priority={"Pole": 4}))
     prioritised = decide.balanced_mode(codec, ranked, budget, 0)
-    scale = lambda mode: int(mode[6:].split("-")[0])  # noqa: E731
-    assert scale(prioritised) < scale(plain)
+    assert "+" in prioritised
     # a weight of 1 or below is no priority
     assert decide.balanced_mode(codec, codec._ranked(analysis, EncodeOptions(bpp=0.05, priority={"Sky": 0.5})),
                                 budget, 0) == plain
-    data = codec.encode(camvid_test_image(0), bpp=0.05, priority={"Pole": 4})
-    assert bitstream.unpack(data).chunks[bitstream.CHUNK_SEMANTIC_SCALED][0] == scale(prioritised)
+    pole = codec.vocabulary.class_id("Pole")
+    image = camvid_test_image(0)
+    maps = {}
+    for key, priority in (("plain", None), ("Pole", {"Pole": 4})):
+        data = codec.encode(image, bpp=0.05, priority=priority)
+        assert len(data) <= budget
+        maps[key] = codec.decode_with_map(data)[1]
+        assert (bitstream.CHUNK_MAP_DETAIL in bitstream.unpack(data).chunks) == (priority is not None)
+    # the decoded map keeps far more of the prioritised class (against the encoder's map)
+    truth = analysis.semantic_map
+    assert _class_iou(maps["Pole"], truth, pole) > _class_iou(maps["plain"], truth, pole) + 0.1
 
 
 def test_the_scaled_map_mode_fits_its_budget(codec: Codec, analysis):

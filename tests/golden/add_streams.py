@@ -42,7 +42,12 @@ def new_streams(codec: Codec) -> dict[str, bytes]:
                               budget, 0)
     scaled = decide.finalise(codec, analysis, decide.build(codec, analysis, budget, lambda: b"", 0, "scaled8-0"),
                              budget, 0)
+    car = codec._ranked(codec.analyse(rgb), EncodeOptions(bpp=0.05, priority={"Car": 4}))
+    detailed = decide.finalise(codec, car, decide.build(codec, car, budget, lambda: b"", 0,
+                                                        decide.balanced_mode(codec, car, budget, 0)), budget, 0)
     return {
+        # added with finer cells of the reduced exact map where a prioritised class is (format 7.0)
+        "v7_map_detail_car_0.05": detailed if bitstream.CHUNK_MAP_DETAIL in bitstream.unpack(detailed).chunks else None,
         # added with the semantic map coded exactly at a reduced scale (format 6.0)
         "v6_scaled_map_0.05": scaled,
         # added with patches of the coarse image over regions of interest (format 5.0)
@@ -66,7 +71,7 @@ def expected_for(codec: Codec, data: bytes) -> dict:
         return entry
     stream = bitstream.unpack(data)
     entry["version"] = ".".join(map(str, stream.header.version))
-    if bitstream.CHUNK_SEMANTIC_SCALED in stream.chunks:  # the exact map decodes bit-exactly
+    if bitstream.CHUNK_SEMANTIC_SCALED in stream.chunks:  # the exact map (and chunk F) decodes bit-exactly
         entry["map_sha256"] = hashlib.sha256(codec.decode_with_map(data)[1].tobytes()).hexdigest()
     if bitstream.CHUNK_COARSE in stream.chunks:
         small = coarse.decode_small(stream.chunks[bitstream.CHUNK_COARSE], stream.header.width,
