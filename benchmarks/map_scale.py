@@ -8,7 +8,7 @@ Each frame is coded at each target in each mode, built and finalised as the enco
 reduced map (map and tokens on 0.0125 bpp, 10-25 % of the budget), ``scaledF-N`` the map exact at
 1/F with image tokens on N % of the budget beyond it, ``balanced`` what ``decide.balanced_mode``
 picks. mIoU is pooled over the frames (bundled segmenter on the decodes against the ground truth);
-*map share*: the M chunk's bytes over the budget. Calibrate on ``val``; ``test`` is for reporting.
+*map share*: chunks M and F's bytes over the budget. Calibrate on ``val``; ``test`` is for reporting.
 """
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ def main() -> None:
             for name in modes:
                 mode = {"mixed": decide.mixed_mode(analysis.semantic_map.size, budget),
                         "balanced": decide.balanced_mode(codec, analysis, budget, 0)}.get(name, name)
+                if name.startswith("detail"):  # detail<base share %>-<map share %>: chunk F, no priority
+                    base_share, share = (int(v) / 100 for v in name[6:].split("-"))
+                    mode = decide.detail_mode(codec, analysis, budget, 0, decide.BALANCED_MAP_SCALES, base_share, share)
+                    if mode is None:
+                        continue
                 data = decide.build(codec, analysis, budget, lambda: b"", 0, mode)
                 if data is None:
                     continue
@@ -68,7 +73,8 @@ def main() -> None:
                 s["cm"] += confusion_matrix(truth, codec.segmenter.segment(decoded), n)
                 s["psnr"].append(psnr(rgb, decoded))
                 s["lpips"].append(lpips(rgb, decoded))
-                s["share"].append(len(bitstream.unpack(data).chunks.get(bitstream.CHUNK_SEMANTIC_SCALED, b"")) / budget)
+                s["share"].append(sum(len(bitstream.unpack(data).chunks.get(k, b"")) for k in (
+                    bitstream.CHUNK_SEMANTIC_SCALED, bitstream.CHUNK_MAP_DETAIL)) / budget)
                 s["fill"].append(len(data) / budget)
                 s["modes"][mode] = s["modes"].get(mode, 0) + 1
         print(path.name, flush=True)
@@ -77,7 +83,7 @@ def main() -> None:
              + (f" --modes {a.modes}" if a.modes != p.get_default("modes") else "") + "` "
              f"({len(paths)} CamVid {a.split} frames, 1 in {a.every}; equal size: every stream within its budget, "
              "at least 97 % of it; mIoU pooled, bundled segmenter on the decodes against the ground truth; "
-             f"thin: mean IoU of {', '.join(THIN)}; map share: chunk M's bytes over the budget).", "",
+             f"thin: mean IoU of {', '.join(THIN)}; map share: chunks M and F's bytes over the budget).", "",
              "| bpp | mode | mIoU | thin classes' IoU | PSNR | LPIPS-style | map share | fill (min) |",
              "|---|---|---|---|---|---|---|---|"]
     for (bpp, name), s in sorted(stats.items(), key=lambda kv: (kv[0][0], modes.index(kv[0][1]))):

@@ -409,22 +409,34 @@ def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: i
     if codec.lossless_tables is None:
         return mixed_mode(analysis.semantic_map.size, budget)
     prioritised = analysis.class_weights is not None and bool((analysis.class_weights > 1).any())
+    if prioritised:
+        mode = detail_mode(codec, analysis, budget, seg_id, PRIORITY_DETAIL_BASES, BALANCED_MAP_SHARE,
+                           PRIORITY_MAP_SHARE)
+    else:
+        mode = detail_mode(codec, analysis, budget, seg_id, BALANCED_MAP_SCALES, BALANCED_MAP_SHARE)
+    return mode or mixed_mode(analysis.semantic_map.size, budget)
+
+
+def detail_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, bases: tuple[int, ...],
+                base_share: float, share: float | None = None) -> str | None:
+    """``scaled<F>-0``: the map exact at the finest F of ``bases`` whose code takes at most
+    ``base_share`` of ``budget`` bytes; with ``share``, ``scaled<F>-0+<G>x<cells>``: as many cells
+    of :func:`detail_order` refined at 1/:data:`DETAIL_SCALE` as keep the map within ``share``.
+    None where no base fits."""
     map_size = lambda factor, detail=None: len(codec.pack(  # noqa: E731
         analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor, map_detail=detail))
     scale = None
-    for factor in (PRIORITY_DETAIL_BASES if prioritised else BALANCED_MAP_SCALES):  # coarse to fine
-        if map_size(factor) > BALANCED_MAP_SHARE * budget:
+    for factor in bases:  # coarse to fine: a finer map costs more
+        if map_size(factor) > base_share * budget:
             break
         scale = factor
-    if scale is None:
-        return mixed_mode(analysis.semantic_map.size, budget)
-    if not prioritised:
-        return f"scaled{scale}-0"
-    # the most cells whose refining keeps the map within PRIORITY_MAP_SHARE (bisection: sizes grow with the count)
+    if scale is None or share is None:
+        return None if scale is None else f"scaled{scale}-0"
+    # the most cells whose refining keeps the map within the share (bisection: sizes grow with the count)
     lo, hi = 0, len(detail_order(codec, analysis, scale, DETAIL_SCALE))
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if map_size(scale, map_detail(codec, analysis, scale, DETAIL_SCALE, mid)) <= PRIORITY_MAP_SHARE * budget:
+        if map_size(scale, map_detail(codec, analysis, scale, DETAIL_SCALE, mid)) <= share * budget:
             lo = mid
         else:
             hi = mid - 1
