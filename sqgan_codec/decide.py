@@ -286,6 +286,8 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         spec, _, refine = mode[6:].partition("+")
         factor, share = (int(v) for v in spec.split("-"))
         detail = map_detail(codec, analysis, factor, *(int(v) for v in refine.split("x"))) if refine else None
+        if detail is not None and analysis.detail_tokens is not None:  # the map carries the priorities
+            analysis = analysis.detail_tokens
         scales = tuple(s for s in scales or coarse.SCALES_OF[fmt] if s >= SCALED_FINEST_THUMBNAIL) or scales
         exact = codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor,
                            map_detail=detail)
@@ -356,7 +358,9 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
         sent = sent_payload(frame)
         patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
         room = budget - len(sent) - CHUNK_FRAMING - (len(patches) + CHUNK_FRAMING if patches else 0)
-        part = fit_rate(codec, analysis, room, seg_id, *map_coding(codec, stream))
+        coding = map_coding(codec, stream)
+        ranked = analysis.detail_tokens if coding[3] is not None and analysis.detail_tokens is not None else analysis
+        part = fit_rate(codec, ranked, room, seg_id, *coding)
         refitted = with_coarse(codec, analysis, part, sent, seg_id, patches)
         if len(out) < len(refitted) <= budget:
             out = refitted
