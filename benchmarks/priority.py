@@ -5,10 +5,10 @@ images that contain it, and the other classes' mean IoU, at equal size.
 
 For each class, the test images whose ground truth holds more than 200 of its pixels (every
 ``--every``-th of them), each coded at the same target with and without the priority; IoU from
-the bundled segmenter on the decodes against the ground truth, pooled over the images. A
-prioritised class weighs its pixels more where the map is sent exactly at a reduced scale (a block
-goes to it when its weighted count wins), ranks the tokens of its blocks higher, and its objects of at
-least 0.5 % of the image are also sent as finer patches of the coarse image (chunk P).
+the bundled segmenter on the decodes against the ground truth, pooled over the images. With a
+class prioritised, the reduced exact map is refined at 1/2 over the cells where the class is
+(chunk F, ``decide.balanced_mode``), and its objects of at least 0.5 % of the image are also sent
+as finer patches of the coarse image (chunk P).
 """
 from __future__ import annotations
 
