@@ -963,17 +963,14 @@ class Codec:
             out.padded_map = self.pad_to_grid(exact, gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))
         elif bitstream.CHUNK_SEMANTIC_SCALED in stream.chunks:
-            from .ssm_lossless import decode_label_map, enlarge_map, parse_scaled, reduced_shape
+            from .ssm_lossless import decode_reduced, enlarge_map
 
-            factor, code = parse_scaled(stream.chunks[bitstream.CHUNK_SEMANTIC_SCALED])
-            small = decode_label_map(code, reduced_shape(header.height, header.width, factor), self._lossless_tables())
+            factor, small, detail = decode_reduced(stream.chunks[bitstream.CHUNK_SEMANTIC_SCALED],
+                                                   stream.chunks.get(bitstream.CHUNK_MAP_DETAIL),
+                                                   header.height, header.width, self._lossless_tables())
             decoded = enlarge_map(small, factor, header.height, header.width)
-            if bitstream.CHUNK_MAP_DETAIL in stream.chunks:
-                from .ssm_lossless import decode_detail
-
-                scale, refined, out.detail_cells = decode_detail(
-                    stream.chunks[bitstream.CHUNK_MAP_DETAIL], small, factor, header.height, header.width,
-                    self._lossless_tables())
+            if detail is not None:
+                scale, refined, out.detail_cells = detail
                 decoded = enlarge_map(refined, scale, header.height, header.width)
             out.padded_map = self.pad_to_grid(decoded, gh, gw)
             context = block_majority(block_class_counts(out.padded_map, self.stride, self.num_classes))

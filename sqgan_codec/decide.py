@@ -98,10 +98,11 @@ PRIORITY_MAP_SHARE = 0.45
 # PRIORITY_DETAIL_BASES within BALANCED_MAP_SHARE of the budget, then its cells at 1/DETAIL_SCALE,
 # those whose refining adds most to the map's priority-weighted mean IoU first, until the map
 # takes PRIORITY_MAP_SHARE. A priority w weighs its class's errors w**DETAIL_PRIORITY_EXPONENT:
-# at 4, the refined cells are nearly all the class's. On CamVid test at 0.03 bpp (1 image in 6 or
-# 8 of those with the class; bundled segmenter / unseen CNN), against the finer map alone above:
-# Pedestrian 0.453 / 0.457 against 0.415 / 0.426, SignSymbol 0.369 / 0.382 against 0.328 / 0.348,
-# Pole 0.225 / 0.215 against 0.218 / 0.217, the other classes as high or higher.
+# at 4, the refined cells are nearly all the class's. On CamVid test at 0.03 bpp, priority 4
+# (benchmarks/priority.py --every 3; bundled / unseen segmenter), against the uniformly finer map
+# (down to 1/4 within 45 %) it replaced: Pedestrian +0.031 / +0.013 against +0.024 / +0.006,
+# SignSymbol -0.003 / +0.005 against -0.017 / +0.008, Pole +0.035 / +0.040 against +0.027 / +0.032,
+# Bicyclist +0.100 / +0.108 against +0.056 / +0.094; the other classes -0.002 to -0.019.
 PRIORITY_DETAIL_BASES = (16, 12, 8)
 DETAIL_SCALE = 2
 DETAIL_PRIORITY_EXPONENT = 2
@@ -317,12 +318,11 @@ def map_coding(codec: "Codec", stream: bitstream.Stream) -> tuple[str, float, in
     if scaled:
         factor, detail = scaled[0], None
         if bitstream.CHUNK_MAP_DETAIL in stream.chunks:
-            from .ssm_lossless import decode_detail, decode_label_map, parse_scaled, reduced_shape
+            from .ssm_lossless import decode_reduced
 
-            h, w = stream.header.height, stream.header.width
-            small = decode_label_map(parse_scaled(scaled)[1], reduced_shape(h, w, factor), codec.lossless_tables)
-            scale, _, cells = decode_detail(stream.chunks[bitstream.CHUNK_MAP_DETAIL], small, factor, h, w,
-                                            codec.lossless_tables)
+            factor, _, (scale, _, cells) = decode_reduced(scaled, stream.chunks[bitstream.CHUNK_MAP_DETAIL],
+                                                          stream.header.height, stream.header.width,
+                                                          codec.lossless_tables)
             detail = scale, cells
         return "lossless", 0.0, factor, detail
     return ("lossless" if bitstream.CHUNK_SEMANTIC_LOSSLESS in stream.chunks else "vq"), 0.0, 1, None

@@ -551,3 +551,13 @@ def decode_detail(payload: bytes, small: np.ndarray, factor: int, height: int, w
     if not decoder.maybe_exhausted():
         raise BitstreamError("map-detail stream has data after its last pixel")
     return detail, fine, cells
+
+
+def decode_reduced(m_payload: bytes, f_payload: bytes | None, height: int, width: int, tables: LabelMapTables
+                   ) -> tuple[int, np.ndarray, tuple[int, np.ndarray, np.ndarray] | None]:
+    """Chunk M (and F, where the stream has one) of a ``height``×``width`` image: (F, the map at
+    1/F, None or chunk F's (G, the map at 1/G, the refined cells)). Raises BitstreamError."""
+    factor, code = parse_scaled(m_payload)
+    small = decode_label_map(code, reduced_shape(height, width, factor), tables)
+    detail = None if f_payload is None else decode_detail(f_payload, small, factor, height, width, tables)
+    return factor, small, detail
