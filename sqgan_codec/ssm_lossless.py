@@ -217,6 +217,22 @@ class _Layout:
             shifts = np.array([dy * self.stride + dx for dy, dx in offsets], np.int64)
             self.neighbours.append(base[None, :] + shifts[:, None])
 
+    def visits(self, todo: np.ndarray | None = None):
+        """Coding order: (pass, flat neighbour indices [5, n], flat pixel indices [n]) of each row's
+        passes, the pixels limited to ``todo`` (flat bool over the padded map) where given."""
+        for y in range(self.h):
+            shift = y * self.stride
+            for p in range(len(_PASSES)):
+                if not self.columns[p].size:
+                    continue
+                neighbours, targets = self.neighbours[p] + shift, self.targets[p] + shift
+                if todo is not None:
+                    sel = todo[targets]
+                    if not sel.any():
+                        continue
+                    neighbours, targets = neighbours[:, sel], targets[sel]
+                yield p, neighbours, targets
+
     def padded(self, labels: np.ndarray | None = None) -> np.ndarray:
         buf = np.full((self.h + 2, self.stride), self.none, np.int64)
         if labels is not None:
@@ -271,26 +287,15 @@ def _encode_map(encoder, labels: np.ndarray, tables: LabelMapTables, known: np.n
     todo = None if known is None else ~layout.padded(np.asarray(known, bool)).ravel().astype(bool)
     copy_p, escape_p = tables.probabilities()
     context_of = a.neighbourhoods[0]
-    for y in range(layout.h):
-        shift = y * layout.stride
-        for p in range(len(_PASSES)):
-            if not layout.columns[p].size:
-                continue
-            neighbours, targets = layout.neighbours[p], layout.targets[p]
-            if todo is not None:
-                sel = todo[targets + shift]
-                if not sel.any():
-                    continue
-                neighbours, targets = neighbours[:, sel], targets[sel]
-            nb = flat[neighbours + shift]
-            truth = flat[targets + shift]
-            v = a.neighbourhood(nb)
-            sym = a.copy_symbols(nb, v, truth)
-            encoder.encode(sym.astype(np.int32), categorical, copy_p[p][context_of[v]])
-            esc = sym == _ESCAPE
-            if esc.any():
-                encoder.encode(truth[esc].astype(np.int32), categorical,
-                               escape_p[a.escape_contexts(nb[0, esc], p)])
+    for p, neighbours, targets in layout.visits(todo):
+        nb = flat[neighbours]
+        truth = flat[targets]
+        v = a.neighbourhood(nb)
+        sym = a.copy_symbols(nb, v, truth)
+        encoder.encode(sym.astype(np.int32), categorical, copy_p[p][context_of[v]])
+        esc = sym == _ESCAPE
+        if esc.any():
+            encoder.encode(truth[esc].astype(np.int32), categorical, escape_p[a.escape_contexts(nb[0, esc], p)])
 
 
 def decode_label_map(data: bytes, shape: tuple[int, int], tables: LabelMapTables) -> np.ndarray:
@@ -318,27 +323,18 @@ def _decode_map(decoder, shape: tuple[int, int], tables: LabelMapTables, prior: 
     todo = None if known is None else ~layout.padded(np.asarray(known, bool)).ravel().astype(bool)
     copy_p, escape_p = tables.probabilities()
     context_of, _, copied = a.neighbourhoods
-    passes = [(p, layout.neighbours[p], layout.targets[p], copy_p[p])
-              for p in range(len(_PASSES)) if layout.columns[p].size]
     try:
-        for y in range(h):
-            shift = y * layout.stride
-            for p, neighbours, targets, probs in passes:
-                if todo is not None:
-                    sel = todo[targets + shift]
-                    if not sel.any():
-                        continue
-                    neighbours, targets = neighbours[:, sel], targets[sel]
-                nb = flat[neighbours + shift]
-                v = a.neighbourhood(nb)
-                sym = decoder.decode(categorical, probs[context_of[v]])
-                values = copied[v, sym]
-                esc = values == _ESCAPED
-                if esc.any():
-                    values[esc] = decoder.decode(categorical, escape_p[a.escape_contexts(nb[0, esc], p)])
-                if values.max() >= a.num_classes:
-                    raise BitstreamError("label-map stream copies a neighbour that does not exist")
-                flat[targets + shift] = values
+        for p, neighbours, targets in layout.visits(todo):
+            nb = flat[neighbours]
+            v = a.neighbourhood(nb)
+            sym = decoder.decode(categorical, copy_p[p][context_of[v]])
+            values = copied[v, sym]
+            esc = values == _ESCAPED
+            if esc.any():
+                values[esc] = decoder.decode(categorical, escape_p[a.escape_contexts(nb[0, esc], p)])
+            if values.max() >= a.num_classes:
+                raise BitstreamError("label-map stream copies a neighbour that does not exist")
+            flat[targets] = values
     except entropy.CODER_ERRORS as exc:
         raise BitstreamError(f"label-map stream cannot be decoded ({exc})") from None
     return buf[2:, _PAD:_PAD + w].astype(np.uint8)
