@@ -6,8 +6,10 @@ exact map at a reduced scale (chunk M), at equal file size, on labelled CamVid f
 Each frame is coded at each target in each mode, built and finalised as the encoder sends it
 (``decide.build`` + ``decide.finalise``): ``mixed-N`` is the mode ``balanced`` sent before the
 reduced map (map and tokens on 0.0125 bpp, 10-25 % of the budget), ``scaledF-N`` the map exact at
-1/F with image tokens on N % of the budget beyond it, ``balanced`` what ``decide.balanced_mode``
-picks. mIoU is pooled over the frames (bundled segmenter on the decodes against the ground truth);
+1/F with image tokens on N % of the budget beyond it, ``detailB-S`` the map at the finest of 1/16
+.. 1/6 within B % of the budget refined at 1/2 over the cells that add most to its mean IoU until
+it takes S % (chunk F, what a priority sends, here without one), ``balanced`` what
+``decide.balanced_mode`` picks. mIoU is pooled over the frames (bundled segmenter on the decodes against the ground truth);
 *map share*: chunks M and F's bytes over the budget. Calibrate on ``val``; ``test`` is for reporting.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--every", type=int, default=4)
     p.add_argument("--targets", default="0.025,0.05,0.1")
-    p.add_argument("--modes", default="mixed,scaled16-0,scaled12-0,scaled8-0,scaled6-0,scaled4-0,balanced")
+    p.add_argument("--modes", default="mixed,scaled8-0,scaled6-0,scaled4-0,detail30-40,balanced")
     a = parse_run_args(p)
     codec = Codec(device="cpu")
     lpips = LpipsVggStyle(scale=2)

@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--bpp", type=float, default=0.03)
     p.add_argument("--weight", type=float, default=4.0)
+    p.add_argument("--grid", default=None, help="PNG: for each class, its frame with most of it, cropped "
+                   "around the class: original | no priority | priority (2x)")
     a = parse_run_args(p)
     root = Path(a.data)
     codec = Codec(device="cpu")
@@ -63,6 +65,7 @@ def main() -> None:
              "other classes' mIoU: none / no patches / priority |",
              "|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
+    best: dict = {}  # class -> (its pixels, frame, original, {key: decode}) for --grid
     for name in CLASSES:
         cid = codec.vocabulary.class_id(name)
         chosen = [q for q in paths if (truth[q.name] == cid).sum() > MIN_PIXELS][:: a.every]
@@ -78,6 +81,12 @@ def main() -> None:
                     bpp=a.bpp, priority=None if key == "plain" else {name: a.weight}))
                 patched += key == "priority" and bitstream.CHUNK_PATCHES in bitstream.unpack(data).chunks
                 decoded = np.asarray(codec.decode(data).convert("RGB"))
+                if a.grid and key != "tokens":
+                    pixels = int((truth[q.name] == cid).sum())
+                    if pixels > best.get(name, (0,))[0]:
+                        best[name] = (pixels, q.name, rgb, None)
+                    if best[name][1] == q.name:
+                        best[name] = (*best[name][:3], {**(best[name][3] or {}), key: decoded})
                 for reader, seg in readers.items():
                     cms[reader, key] += confusion_matrix(truth[q.name], seg.segment(decoded))
         for reader in readers:
@@ -87,7 +96,24 @@ def main() -> None:
                          f"{np.delete(before, cid).mean():.3f} / {np.delete(tokens, cid).mean():.3f} / "
                          f"**{np.delete(after, cid).mean():.3f}** |")
             print(lines[-1], flush=True)
+    if a.grid:
+        save_grid(best, truth, codec, a.grid)
+        lines += ["", f"Crops (`--grid {a.grid}`): for each class its test frame with most of it, around the "
+                  "class's pixels, 2x: original | no priority | priority."]
     emit(lines, a.out)
+
+
+def save_grid(best: dict, truth: dict, codec: Codec, path: str, size: tuple[int, int] = (160, 120)) -> None:
+    """original | no priority | priority, one row per class, cropped around the class's pixels."""
+    rows = []
+    for name, (_, frame, rgb, decodes) in best.items():
+        ys, xs = np.nonzero(truth[frame] == codec.vocabulary.class_id(name))
+        w, h = size
+        x0 = int(np.clip(np.median(xs) - w // 2, 0, rgb.shape[1] - w))
+        y0 = int(np.clip(np.median(ys) - h // 2, 0, rgb.shape[0] - h))
+        tiles = [im[y0:y0 + h, x0:x0 + w] for im in (rgb, decodes["plain"], decodes["priority"])]
+        rows.append(np.concatenate(tiles, 1).repeat(2, 0).repeat(2, 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
 if __name__ == "__main__":
