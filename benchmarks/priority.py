@@ -98,8 +98,8 @@ def main() -> None:
             print(lines[-1], flush=True)
     if a.grid:
         save_grid(best, truth, codec, a.grid)
-        lines += ["", f"Crops (`--grid {a.grid}`): for each class its test frame with most of it, around the "
-                  "class's pixels, 2x: original | no priority | priority."]
+        lines += ["", f"Crops (`--grid {a.grid}`, CamVid frames: not committed): for each class its test frame "
+                  "with most of it, around the class's pixels, 2x: original | no priority | priority."]
     emit(lines, a.out)
 
 
