@@ -27,7 +27,7 @@ from unseen_segmenter import CNN_ASSET, load_cnn  # noqa: E402
 
 from sqgan_codec import bitstream, decide  # noqa: E402
 from sqgan_codec.codec import Codec, EncodeOptions  # noqa: E402
-from sqgan_codec.evaluate.metrics import confusion_matrix  # noqa: E402
+from sqgan_codec.evaluate.metrics import confusion_matrix, psnr  # noqa: E402
 
 CLASSES = ("Pedestrian", "Bicyclist", "SignSymbol", "Pole")
 MIN_PIXELS = 200
@@ -62,8 +62,8 @@ def main() -> None:
              "unseen CNN of docs/bench/unseen.md). *no patches*: the priority with its patches switched off "
              "(`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
              "| class | read by | images | with patches | IoU: none / no patches / priority | change | "
-             "other classes' mIoU: none / no patches / priority |",
-             "|---|---|---|---|---|---|---|"]
+             "other classes' mIoU: none / no patches / priority | PSNR dB: none / priority |",
+             "|---|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
     best: dict = {}  # class -> (its pixels, frame, original, {key: decode}) for --grid
     for name in CLASSES:
@@ -72,6 +72,7 @@ def main() -> None:
         keys = ("plain", "tokens", "priority")
         cms = {(r, k): np.zeros((n, n), np.int64) for r in readers for k in keys}
         patched = 0
+        psnrs: dict = {k: [] for k in keys}
         for q in chosen:
             rgb = np.asarray(Image.open(q).convert("RGB"))
             analysis = codec.analyse(rgb)
@@ -81,6 +82,7 @@ def main() -> None:
                     bpp=a.bpp, priority=None if key == "plain" else {name: a.weight}))
                 patched += key == "priority" and bitstream.CHUNK_PATCHES in bitstream.unpack(data).chunks
                 decoded = np.asarray(codec.decode(data).convert("RGB"))
+                psnrs[key].append(psnr(rgb, decoded))
                 if a.grid and key != "tokens":
                     pixels = int((truth[q.name] == cid).sum())
                     if pixels > best.get(name, (0,))[0]:
@@ -94,7 +96,8 @@ def main() -> None:
             lines.append(f"| {name} | {reader} | {len(chosen)} | {patched} | {before[cid]:.3f} / {tokens[cid]:.3f} / "
                          f"**{after[cid]:.3f}** | {after[cid] - before[cid]:+.3f} | "
                          f"{np.delete(before, cid).mean():.3f} / {np.delete(tokens, cid).mean():.3f} / "
-                         f"**{np.delete(after, cid).mean():.3f}** |")
+                         f"**{np.delete(after, cid).mean():.3f}** | "
+                         f"{np.mean(psnrs['plain']):.2f} / {np.mean(psnrs['priority']):.2f} |")
             print(lines[-1], flush=True)
     if a.grid:
         save_grid(best, truth, codec, a.grid)

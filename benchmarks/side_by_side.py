@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--out", required=True)
     p.add_argument("--md", default=None, help="also write a markdown part that shows the grid")
+    p.add_argument("--priority", default=None, help="also a column of the default with this --priority "
+                   "(e.g. Pedestrian=4)")
     a = p.parse_args(argv)
     from sqgan_codec.codec import Codec
+    from sqgan_codec.options import parse_priority
 
     src = Path(a.images)
     paths = [src] if src.is_file() else sorted(q for q in src.iterdir() if q.suffix.lower() in (".png", ".jpg"))
@@ -75,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             dec = np.asarray(codec.decode(d.data).convert("RGB"))
             row.append(grid_cell(dec, size, f"{tune}: {d.mode} {8 * len(d.data) / (w * h):.3f} "
                                         f"{psnr(dec, rgb):.1f}dB"))
+        if a.priority:
+            d = codec.encode_with_decision(rgb, bpp=a.bpp, priority=parse_priority(a.priority, codec.vocabulary))
+            dec = np.asarray(codec.decode(d.data).convert("RGB"))
+            row.append(grid_cell(dec, size, f"{a.priority}: {8 * len(d.data) / (w * h):.3f} {psnr(dec, rgb):.1f}dB"))
         best = best_classical(rgb, a.bpp)
         if best is None:
             row.append(grid_cell(None, size, "no classical codec fits"))

@@ -766,7 +766,7 @@ class Codec:
                            ) -> tuple[list[tuple[str, bytes]], np.ndarray]:
         """Chunk M (and F with ``detail``) of an analysed image's map, and the class context of
         its image tokens (the map as decoded: the cells, refined where F says)."""
-        from .ssm_lossless import (cell_pixels, detail_base, encode_detail, encode_label_map, enlarge_map,
+        from .ssm_lossless import (cell_pixels, encode_detail, encode_label_map, enlarge_map,
                                    reduce_map, scaled_payload)
 
         labels = analysis.semantic_map
@@ -780,7 +780,7 @@ class Codec:
             chunks.append((bitstream.CHUNK_MAP_DETAIL,
                            encode_detail(small, fine, factor, scale, cells, self._lossless_tables())))
             refined = np.where(cell_pixels(cells, factor, scale, fine.shape), fine,
-                               detail_base(small, factor, scale, h, w))
+                               cell_pixels(small, factor, scale, fine.shape))
             decoded = enlarge_map(refined, scale, h, w)
         padded = self.pad_to_grid(decoded, *self.latent_grid(w, h))
         return chunks, block_majority(block_class_counts(padded, self.stride, self.num_classes))

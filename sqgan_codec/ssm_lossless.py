@@ -425,11 +425,6 @@ def check_detail(factor: int, detail: int) -> None:
         raise ValueError(f"a map at 1/{factor} cannot be refined at 1/{detail} (it takes a proper divisor)")
 
 
-def detail_base(small: np.ndarray, factor: int, detail: int, height: int, width: int) -> np.ndarray:
-    """The reduced map's cells at 1/``detail`` (what the decoder knows before chunk F)."""
-    return enlarge_map(small, factor // detail, *reduced_shape(height, width, detail))
-
-
 def cell_pixels(cells: np.ndarray, factor: int, detail: int, shape: tuple[int, int]) -> np.ndarray:
     """A per-cell array spread over the pixels of its cell at 1/``detail`` (``shape``)."""
     return enlarge_map(cells, factor // detail, *shape)
@@ -446,7 +441,7 @@ def detail_order(labels: np.ndarray, factor: int, detail: int, num_classes: int,
     h, w = arr.shape
     fine = arr.astype(np.uint8) if detail == 1 else reduce_map(arr, detail, num_classes)
     small = reduce_map(arr, factor, num_classes)
-    base = detail_base(small, factor, detail, h, w)
+    base = cell_pixels(small, factor, detail, fine.shape)
     wrong = fine != base
     union = np.bincount(fine.ravel(), minlength=num_classes) + np.bincount(base.ravel(), minlength=num_classes)
     union = union - np.bincount(fine[~wrong].ravel(), minlength=num_classes)  # |A ∪ B| = |A| + |B| - |A ∩ B|
@@ -506,9 +501,9 @@ def encode_detail(small: np.ndarray, fine: np.ndarray, factor: int, detail: int,
     encoder = entropy.range_encoder()
     encoder.encode(cells.ravel().astype(np.int32), entropy.categorical(), probs)
     if cells.any():
-        composite = np.where(cell_pixels(cells, factor, detail, fine.shape),
-                             fine, cell_pixels(small, factor, detail, fine.shape))
-        _encode_map(encoder, composite, tables, known=~cell_pixels(cells, factor, detail, fine.shape))
+        inside = cell_pixels(cells, factor, detail, fine.shape)
+        _encode_map(encoder, np.where(inside, fine, cell_pixels(small, factor, detail, fine.shape)), tables,
+                    known=~inside)
     return bytes([detail]) + entropy.finish(encoder)
 
 

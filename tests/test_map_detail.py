@@ -9,7 +9,7 @@ from sqgan_codec.codec import Codec, EncodeOptions
 from sqgan_codec.errors import BitstreamError
 from sqgan_codec.rate import budget_of
 from sqgan_codec.ssm_lossless import (
-    cell_pixels, check_detail, decode_detail, detail_base, detail_order, encode_detail, enlarge_map, reduce_map,
+    cell_pixels, check_detail, decode_detail, detail_order, encode_detail, enlarge_map, reduce_map,
     reduced_shape,
 )
 
@@ -26,7 +26,7 @@ def _composite(labels, factor, scale, cells, num_classes):
     fine = labels.astype(np.uint8) if scale == 1 else reduce_map(labels, scale, num_classes)
     small = reduce_map(labels, factor, num_classes)
     return small, fine, np.where(cell_pixels(cells, factor, scale, fine.shape), fine,
-                                 detail_base(small, factor, scale, h, w))
+                                 cell_pixels(small, factor, scale, fine.shape))
 
 
 @pytest.mark.parametrize("factor,scale", [(8, 2), (12, 1), (6, 3), (16, 4)])
