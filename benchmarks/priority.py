@@ -116,6 +116,7 @@ def save_grid(best: dict, truth: dict, codec: Codec, path: str, size: tuple[int,
         y0 = int(np.clip(np.median(ys) - h // 2, 0, rgb.shape[0] - h))
         tiles = [im[y0:y0 + h, x0:x0 + w] for im in (rgb, decodes["plain"], decodes["priority"])]
         rows.append(np.concatenate(tiles, 1).repeat(2, 0).repeat(2, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
