@@ -287,8 +287,7 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
         spec, _, refine = mode[6:].partition("+")
         factor, share = (int(v) for v in spec.split("-"))
         detail = map_detail(codec, analysis, factor, *(int(v) for v in refine.split("x"))) if refine else None
-        if detail is not None and analysis.detail_tokens is not None:  # the map carries the priorities
-            analysis = analysis.detail_tokens
+        analysis = token_ranking(analysis, detail)
         scales = tuple(s for s in scales or coarse.SCALES_OF[fmt] if s >= SCALED_FINEST_THUMBNAIL) or scales
         exact = codec.pack(analysis, 0.0, 0.0, segmenter_id=seg_id, ssm="lossless", map_scale=factor,
                            map_detail=detail)
@@ -310,6 +309,13 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     data = with_coarse(codec, analysis, part, thumb.encode(quality, render, tag if learned else b""), seg_id,
                        patches)
     return data if len(data) <= budget else None
+
+
+def token_ranking(analysis: "Analysis", detail: tuple[int, np.ndarray] | None) -> "Analysis":
+    """The analysis whose token ranking a stream with this ``map_detail`` sends: beside a map
+    refined for the priorities (chunk F) the tokens are ranked without them
+    (``Analysis.detail_tokens``, see ``Codec._ranked``)."""
+    return analysis.detail_tokens if detail is not None and analysis.detail_tokens is not None else analysis
 
 
 def map_coding(codec: "Codec", stream: bitstream.Stream) -> tuple[str, float, int, tuple[int, np.ndarray] | None]:
@@ -359,8 +365,7 @@ def finalise(codec: "Codec", analysis: "Analysis", data: bytes, budget: float, s
         patches = stream.chunks.get(bitstream.CHUNK_PATCHES)
         room = budget - len(sent) - CHUNK_FRAMING - (len(patches) + CHUNK_FRAMING if patches else 0)
         coding = map_coding(codec, stream)
-        ranked = analysis.detail_tokens if coding[3] is not None and analysis.detail_tokens is not None else analysis
-        part = fit_rate(codec, ranked, room, seg_id, *coding)
+        part = fit_rate(codec, token_ranking(analysis, coding[3]), room, seg_id, *coding)
         refitted = with_coarse(codec, analysis, part, sent, seg_id, patches)
         if len(out) < len(refitted) <= budget:
             out = refitted

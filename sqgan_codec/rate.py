@@ -145,7 +145,8 @@ def refinement_within(codec: "Codec", analysis: "Analysis", tokens: bytes, room:
 
 
 def fit_rate(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, ssm: str = "vq",
-             ssm_bias: float = 0.0, map_scale: int = 1, map_detail=None) -> bytes:
+             ssm_bias: float = 0.0, map_scale: int = 1,
+             map_detail: tuple[int, np.ndarray] | None = None) -> bytes:
     """Largest stream not above ``budget`` bytes along the rate knob (bisection; ``map_scale``,
     ``map_detail``: an exact map at that reduced scale, refined over chosen cells, see
     :meth:`Codec.pack`)."""
