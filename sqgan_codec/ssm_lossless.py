@@ -438,7 +438,6 @@ def detail_order(labels: np.ndarray, factor: int, detail: int, num_classes: int,
     ``class_weights`` (priorities; default 1); cells where the cells' map is already exact are left out."""
     check_detail(factor, detail)
     arr = np.asarray(labels)
-    h, w = arr.shape
     fine = arr.astype(np.uint8) if detail == 1 else reduce_map(arr, detail, num_classes)
     small = reduce_map(arr, factor, num_classes)
     base = cell_pixels(small, factor, detail, fine.shape)
