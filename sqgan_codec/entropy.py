@@ -94,29 +94,36 @@ class TableCounter:
         np.add.at(self.index_counts, (ctx[keep], np.asarray(indices)[keep]), 1)
 
 
-class _KeepModel:
-    """Adaptive binary counts per (context, neighbour pattern), integer-only state.
+class AdaptiveBits:
+    """Adaptive binary counts, one (0, 1) pair per context, halved when a pair's total passes
+    ``max_total``: the keep bits of the token streams and the cell flags of chunk F.
 
-    Plain Python ints (not numpy) because the coder walks one position at a time: per-element
+    Plain Python ints (not numpy) because the coders walk one position at a time: per-element
     numpy calls cost more than the arithmetic. ``c / total`` of two exact ints is the same
     correctly rounded float64 that numpy gives, so streams are unchanged.
     """
 
-    def __init__(self, tables: StreamTables):
-        prior = tables.mask_counts.astype(np.int64) + 1
-        scaled = np.maximum((prior * _PRIOR_MASS) // prior.sum(axis=2, keepdims=True), 1)
-        self.counts: list[list[list[int]]] = scaled.tolist()
+    def __init__(self, counts: list[list[int]], max_total: int):
+        self.counts, self.max_total = counts, max_total
 
-    def probability(self, ctx: int, pattern: int) -> tuple[float, float]:
-        drop, keep = self.counts[ctx][pattern]
-        total = drop + keep
-        return drop / total, keep / total
+    def probability(self, ctx: int) -> tuple[float, float]:
+        off, on = self.counts[ctx]
+        total = off + on
+        return off / total, on / total
 
-    def update(self, ctx: int, pattern: int, bit: int) -> None:
-        c = self.counts[ctx][pattern]
+    def update(self, ctx: int, bit: int) -> None:
+        c = self.counts[ctx]
         c[bit] += 1
-        if c[0] + c[1] > _MAX_TOTAL:
+        if c[0] + c[1] > self.max_total:
             c[0], c[1] = max(c[0] // 2, 1), max(c[1] // 2, 1)
+
+
+def _keep_model(tables: StreamTables) -> AdaptiveBits:
+    """The keep bits' counts, context ``4 × class context + neighbour pattern``, started from
+    the tables' counts scaled to :data:`_PRIOR_MASS`."""
+    prior = tables.mask_counts.astype(np.int64) + 1
+    scaled = np.maximum((prior * _PRIOR_MASS) // prior.sum(axis=2, keepdims=True), 1)
+    return AdaptiveBits(scaled.reshape(-1, 2).tolist(), _MAX_TOTAL)
 
 
 def _check_contexts(class_context: np.ndarray, shape: tuple[int, int], tables: StreamTables) -> np.ndarray:
@@ -171,16 +178,16 @@ def _encode_grid(encoder, categorical, keep: np.ndarray, indices: np.ndarray, cl
     keep = np.asarray(keep, dtype=bool)
     h, w = keep.shape
     ctx = _check_contexts(class_context, (h, w), tables)
-    model = _KeepModel(tables)
+    model = _keep_model(tables)
     bits = keep.astype(np.int32).tolist()
     contexts = ctx.tolist()
     probs = []
     for y in range(h):
         row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
         for x in range(w):
-            pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
-            probs.append(model.probability(row_ctx[x], pattern))
-            model.update(row_ctx[x], pattern, row[x])
+            i = 4 * row_ctx[x] + (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
+            probs.append(model.probability(i))
+            model.update(i, row[x])
     encoder.encode(keep.reshape(-1).astype(np.int32), categorical, np.array(probs, np.float64).reshape(-1, 2))
     kept = np.asarray(indices).reshape(-1)[keep.reshape(-1)].astype(np.int32)
     if kept.size:
@@ -240,18 +247,18 @@ class TokenDecoder:
         ctx = _check_contexts(class_context, (h, w), tables)
         categorical, decoder = self._categorical, self._decoder
         try:
-            model = _KeepModel(tables)
+            model = _keep_model(tables)
             bits = [[0] * w for _ in range(h)]
             contexts = ctx.tolist()
             prob = np.empty((1, 2), np.float64)
             for y in range(h):
                 row, above, row_ctx = bits[y], bits[y - 1] if y else None, contexts[y]
                 for x in range(w):
-                    pattern = (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
-                    prob[0] = model.probability(row_ctx[x], pattern)
+                    i = 4 * row_ctx[x] + (row[x - 1] if x else 0) + 2 * (above[x] if y else 0)
+                    prob[0] = model.probability(i)
                     bit = int(decoder.decode(categorical, prob)[0])
                     row[x] = bit
-                    model.update(row_ctx[x], pattern, bit)
+                    model.update(i, bit)
             keep = np.array(bits, dtype=bool).reshape(h, w)
             indices = np.zeros(h * w, np.int64)
             if keep.any():

@@ -412,7 +412,7 @@ def parse_scaled(payload: bytes) -> tuple[int, bytes]:
 # Chunk F: over chosen cells of a chunk-M map (1/F), the exact map at a finer scale 1/G (G divides
 # F). A cell's majority erases thin objects (poles, people, signs); refining the cells where that
 # costs the most keeps their shape at a fraction of a finer map's bits. The payload: G (one byte),
-# then one range-coded message: a flag per cell (adaptive binary counts, :class:`_FlagModel`), then
+# then one range-coded message: a flag per cell (adaptive binary counts, :class:`entropy.AdaptiveBits`), then
 # the flagged cells' pixels at 1/G by the lossless coder above, every other pixel known from the
 # cells (and a context like a decoded one).
 _FLAG_PRIOR = (7, 1)  # initial (not flagged, flagged) counts of every flag context
@@ -428,6 +428,13 @@ def check_detail(factor: int, detail: int) -> None:
 def cell_pixels(cells: np.ndarray, factor: int, detail: int, shape: tuple[int, int]) -> np.ndarray:
     """A per-cell array spread over the pixels of its cell at 1/``detail`` (``shape``)."""
     return enlarge_map(cells, factor // detail, *shape)
+
+
+def refine_cells(small: np.ndarray, fine: np.ndarray, factor: int, detail: int, cells: np.ndarray) -> np.ndarray:
+    """The map at 1/``detail`` chunk F decodes: ``fine`` over the flagged ``cells`` (bool, on the
+    grid of ``small``, the map at 1/``factor``), ``small``'s cells elsewhere."""
+    inside = cell_pixels(np.asarray(cells, bool), factor, detail, fine.shape)
+    return np.where(inside, fine, cell_pixels(small, factor, detail, fine.shape)).astype(np.uint8)
 
 
 def detail_order(labels: np.ndarray, factor: int, detail: int, num_classes: int,
@@ -456,30 +463,19 @@ def detail_order(labels: np.ndarray, factor: int, detail: int, num_classes: int,
     return fine, order[score[order] > 0]
 
 
-class _FlagModel:
-    """Adaptive binary counts of the cell flags (plain ints: the same float64 ratios everywhere).
-    Context: the flags left and above, and whether the cell's 3×3 neighbourhood of cells holds
-    more than one class."""
+class _FlagModel(entropy.AdaptiveBits):
+    """Adaptive binary counts of the cell flags. Context: the flags left and above, and whether
+    the cell's 3×3 neighbourhood of cells holds more than one class."""
 
     def __init__(self, small: np.ndarray):
+        super().__init__([list(_FLAG_PRIOR) for _ in range(8)], _FLAG_MAX_TOTAL)
         pad = np.pad(small, 1, mode="edge")
         rows, cols = small.shape
         windows = np.stack([pad[dy:dy + rows, dx:dx + cols] for dy in range(3) for dx in range(3)])
         self.mixed = (windows != small[None]).any(0).astype(np.int64).tolist()
-        self.counts = [list(_FLAG_PRIOR) for _ in range(8)]
 
     def context(self, flags: list[list[int]], y: int, x: int) -> int:
         return (flags[y][x - 1] if x else 0) + 2 * (flags[y - 1][x] if y else 0) + 4 * self.mixed[y][x]
-
-    def probability(self, ctx: int) -> tuple[float, float]:
-        off, on = self.counts[ctx]
-        return off / (off + on), on / (off + on)
-
-    def update(self, ctx: int, bit: int) -> None:
-        c = self.counts[ctx]
-        c[bit] += 1
-        if c[0] + c[1] > _FLAG_MAX_TOTAL:
-            c[0], c[1] = max(c[0] // 2, 1), max(c[1] // 2, 1)
 
 
 def encode_detail(small: np.ndarray, fine: np.ndarray, factor: int, detail: int, cells: np.ndarray,
@@ -500,9 +496,8 @@ def encode_detail(small: np.ndarray, fine: np.ndarray, factor: int, detail: int,
     encoder = entropy.range_encoder()
     encoder.encode(cells.ravel().astype(np.int32), entropy.categorical(), probs)
     if cells.any():
-        inside = cell_pixels(cells, factor, detail, fine.shape)
-        _encode_map(encoder, np.where(inside, fine, cell_pixels(small, factor, detail, fine.shape)), tables,
-                    known=~inside)
+        _encode_map(encoder, refine_cells(small, fine, factor, detail, cells), tables,
+                    known=~cell_pixels(cells, factor, detail, fine.shape))
     return bytes([detail]) + entropy.finish(encoder)
 
 

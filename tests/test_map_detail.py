@@ -123,3 +123,31 @@ def test_a_prioritised_stream_fits_its_budget_and_its_map_share(codec: Codec, an
         map_bytes = sum(len(chunks.get(k, b"")) + decide.CHUNK_FRAMING
                         for k in (bitstream.CHUNK_SEMANTIC_SCALED, bitstream.CHUNK_MAP_DETAIL))
         assert bitstream.CHUNK_MAP_DETAIL in chunks and map_bytes <= decide.PRIORITY_MAP_SHARE * budget + 16
+
+
+def test_the_coarse_decoder_trains_on_the_maps_chunk_f_decodes(codec: Codec, analysis):
+    """Training's refined maps (``train coarse --detail-maps``) are what a chunk-F stream gives the
+    networks: each cell of the 1/F map either kept as sent (blocks, not smoothed) or refined at 1/2."""
+    torch = pytest.importorskip("torch")
+    from sqgan_codec.nets.blocks import one_hot_map
+    from sqgan_codec.train.coarse import TRAINED_DETAIL_SCALE, TRAINED_DETAIL_SCALES, detail_map
+
+    n, scale = codec.num_classes, TRAINED_DETAIL_SCALE
+    labels = analysis.semantic_map[:224, :224]
+    onehot = one_hot_map(torch.from_numpy(labels.astype(np.int64))[None], n)
+    rng = np.random.default_rng(0)
+    for factor in TRAINED_DETAIL_SCALES:
+        base = enlarge_map(reduce_map(labels, factor, n), factor, 224, 224)
+        refined = enlarge_map(reduce_map(labels, scale, n), scale, 224, 224)
+        drawn = [detail_map(onehot, factor, rng).argmax(1)[0].numpy() for _ in range(4)]
+        for out in drawn:
+            changed = 0
+            for y in range(0, 224, factor):
+                for x in range(0, 224, factor):
+                    cell = (slice(y, y + factor), slice(x, x + factor))
+                    if not np.array_equal(out[cell], base[cell]):
+                        np.testing.assert_array_equal(out[cell], refined[cell])
+                        changed += 1
+            assert changed > 0  # some cells refined, and they are nearer the labels than the blocks
+            assert (out == labels).mean() > (base == labels).mean()
+        assert len({d.tobytes() for d in drawn}) > 1  # a random share of the cells worth refining

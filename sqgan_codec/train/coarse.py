@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import coarse as coarse_coding
+from .. import decide
 from ..nets.blocks import one_hot_map, pixels_to_unit, smooth_block_map, unit_to_pixels
 from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
@@ -66,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recolour", type=float, default=0.3, help="share of recoloured crops")
     p.add_argument("--scaled-maps", type=float, default=0.0,
                    help="share of crops decoded on the exact map at a scale the encoder sends (1/16 … 1/4, chunk M) instead of G_s's")
+    p.add_argument("--detail-maps", type=float, default=0.0,
+                   help="share of crops decoded on such a map refined at 1/2 over some cells (chunk F, "
+                        "as a priority sends it), drawn as decoded")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -119,13 +123,49 @@ def scaled_map(onehot: torch.Tensor, factor: int) -> torch.Tensor:
     return one_hot_map(smooth_block_map(small, factor, h, w, onehot.shape[1]), onehot.shape[1]).to(onehot.dtype)
 
 
-def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
-                     scaled: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+# chunk F as a prioritised stream sends it: the map at 1/16 … 1/8 refined at 1/2 over its best cells,
+# ranked for a class prioritised =4
+TRAINED_DETAIL_SCALES = decide.PRIORITY_DETAIL_BASES
+TRAINED_DETAIL_SCALE = decide.DETAIL_SCALE
+TRAINED_DETAIL_WEIGHT = 4.0 ** decide.DETAIL_PRIORITY_EXPONENT
+
+
+@torch.no_grad()
+def detail_map(onehot: torch.Tensor, factor: int, rng: np.random.Generator) -> torch.Tensor:
+    """The one-hot map as the decoder renders chunk M refined by chunk F (drawn as decoded, not
+    smoothed): per crop, the cells :func:`ssm_lossless.detail_order` ranks first refined at
+    1/2, a random share of those worth refining, ranked for one class present (weighted as a
+    priority of 4) or, in a third of the crops, for none."""
+    from ..ssm_lossless import detail_order, enlarge_map, reduce_map, refine_cells
+
+    classes = onehot.shape[1]
+    h, w = onehot.shape[-2:]
+    labels = onehot.argmax(1).cpu().numpy()
+    out = []
+    for lab in labels:
+        weights = None
+        present = np.flatnonzero(np.bincount(lab.ravel(), minlength=classes))
+        if rng.random() > 1 / 3 and len(present):
+            weights = np.ones(classes)
+            weights[rng.choice(present)] = TRAINED_DETAIL_WEIGHT
+        fine, order = detail_order(lab, factor, TRAINED_DETAIL_SCALE, classes, weights)
+        small = reduce_map(lab, factor, classes)
+        cells = np.zeros(small.shape, bool)
+        cells.flat[order[:int(np.ceil(rng.uniform(0.1, 1.0) * len(order)))]] = True
+        refined = refine_cells(small, fine, factor, TRAINED_DETAIL_SCALE, cells)
+        out.append(enlarge_map(refined, TRAINED_DETAIL_SCALE, h, w))
+    return one_hot_map(torch.from_numpy(np.stack(out).astype(np.int64)), classes).to(onehot)
+
+
+def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor, scaled: float = 0.0,
+                     detail: float = 0.0, rng: np.random.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen model's decode of a batch at random keep ratios: (image, the decoder's one-hot
     map). The map is G_s's, or for a ``scaled`` share of the crops the exact map at one of the
     scales the encoder sends (:data:`TRAINED_MAP_SCALES`)
     (chunk M; image tokens then at random keep ratios, none in half of them, as the encoder
-    sends them)."""
+    sends them); for a ``detail`` share, such a map refined over some of its cells (chunk F,
+    :func:`detail_map`)."""
     n = rgb.shape[0]
     keep_s = torch.empty(n).uniform_(0.1, 1.0)
     keep_x = torch.empty(n).uniform_(0.0, 1.0) * (torch.rand(n) > 0.2)
@@ -135,6 +175,13 @@ def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor,
         factor = TRAINED_MAP_SCALES[int(torch.randint(len(TRAINED_MAP_SCALES), ()))]
         dec_map = torch.where(pick.to(dec_map.device)[:, None, None, None], scaled_map(onehot, factor).to(dec_map),
                               dec_map)
+        keep_x = torch.where(pick & (torch.rand(n) < 0.5), torch.zeros(n), keep_x)
+    pick = (torch.rand(n) < detail) & ~pick
+    if pick.any():
+        factor = TRAINED_DETAIL_SCALES[int(torch.randint(len(TRAINED_DETAIL_SCALES), ()))]
+        refined = detail_map(onehot[pick], factor, rng or np.random.default_rng())
+        dec_map = dec_map.clone()
+        dec_map[pick.to(dec_map.device)] = refined.to(dec_map)
         keep_x = torch.where(pick & (torch.rand(n) < 0.5), torch.zeros(n), keep_x)
     return sqgan.image(rgb, onehot, keep_x, dec_map)["rgb"].clamp(-1, 1), dec_map
 
@@ -220,7 +267,8 @@ def run(args: argparse.Namespace) -> Path:
         lab = torch.from_numpy(y).to(device).long()
         onehot = one_hot_map(lab, classes)
         with autocast(device, args.amp):
-            generated, dec_map = frozen_generator(sqgan, rgb, onehot, args.scaled_maps)
+            generated, dec_map = frozen_generator(sqgan, rgb, onehot, args.scaled_maps,
+                                                 getattr(args, "detail_maps", 0.0), rng)
             only = torch.from_numpy(only).to(device)[:, None, None, None]
             generated = torch.where(only, coarse, generated.to(coarse.dtype))
             dec_map = dec_map * (~only)

@@ -517,7 +517,7 @@ def run(args: argparse.Namespace) -> Path:
             "--batch", str(batch),
             "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", str(args.coarse_semantic),
             "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
-            "--scaled-maps", str(args.coarse_scaled_maps),
+            "--scaled-maps", str(args.coarse_scaled_maps), "--detail-maps", str(args.coarse_detail_maps),
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
         coarse_ckpt = coarse.run(coarse_args)
@@ -693,6 +693,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--coarse-semantic", type=float, default=0.5, help="as the shipped decoder's last CPU run")
     p.add_argument("--coarse-scaled-maps", type=float, default=0.5,
                    help="share of crops decoded on reduced exact maps (chunk M, what balanced sends)")
+    p.add_argument("--coarse-detail-maps", type=float, default=0.0,
+                   help="share of crops decoded on such maps refined over some cells (chunk F, what a "
+                        "priority sends; the cells are chosen on the CPU, per crop)")
     p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
     p.add_argument("--loader-threads", type=int, default=12)
     p.add_argument("--check-images", type=int, default=4)
