@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--bpp", type=float, default=0.03)
     p.add_argument("--weight", type=float, default=4.0)
+    p.add_argument("--split", default="test", help="test, or val to try a setting without looking at test")
+    p.add_argument("--classes", default=",".join(CLASSES))
     p.add_argument("--grid", default=None, help="PNG: for each class, its frame with most of it, cropped "
                    "around the class: original | no priority | priority (2x)")
     a = parse_run_args(p)
@@ -52,12 +54,15 @@ def main() -> None:
     unseen, _ = load_cnn(CNN_ASSET)  # a segmenter sqgan's training never saw (docs/bench/unseen.md)
     readers = {"bundled": codec.segmenter, **({"unseen CNN": unseen} if unseen is not None else {})}
     n = codec.num_classes
-    paths = sorted((root / "test").glob("*.png"))
-    truth = {q.name: np.asarray(Image.open(root / "testannot" / q.name)) for q in paths}
+    paths = sorted((root / a.split).glob("*.png"))
+    truth = {q.name: np.asarray(Image.open(root / f"{a.split}annot" / q.name)) for q in paths}
+    classes = [c.strip() for c in a.classes.split(",") if c.strip()]
+    split_args = (f" --split {a.split}" if a.split != "test" else "") + (
+        f" --classes {','.join(classes)}" if tuple(classes) != CLASSES else "")
     lines = ["# Class priorities with the default options", "",
-             f"Command: `python benchmarks/priority.py --data {a.data} --every {a.every} --bpp {a.bpp}` "
+             f"Command: `python benchmarks/priority.py --data {a.data} --every {a.every} --bpp {a.bpp}{split_args}` "
              f"(`--priority CLASS={a.weight:g}` against no priority at {a.bpp} bpp, default `--tune balanced`; "
-             f"CamVid test images with more than {MIN_PIXELS} pixels of the class, 1 in {a.every}; "
+             f"CamVid {a.split} images with more than {MIN_PIXELS} pixels of the class, 1 in {a.every}; "
              "IoU on the decodes against the ground truth, pooled, read by the bundled segmenter and by the "
              "unseen CNN of docs/bench/unseen.md). *no patches*: the priority with its patches switched off "
              "(`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
@@ -66,7 +71,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
     best: dict = {}  # class -> (its pixels, frame, original, {key: decode}) for --grid
-    for name in CLASSES:
+    for name in classes:
         cid = codec.vocabulary.class_id(name)
         chosen = [q for q in paths if (truth[q.name] == cid).sum() > MIN_PIXELS][:: a.every]
         keys = ("plain", "tokens", "priority")
