@@ -179,7 +179,7 @@ def frozen_generator(sqgan, rgb: torch.Tensor, onehot: torch.Tensor, scaled: flo
     pick = (torch.rand(n) < detail) & ~pick
     if pick.any():
         factor = TRAINED_DETAIL_SCALES[int(torch.randint(len(TRAINED_DETAIL_SCALES), ()))]
-        refined = detail_map(onehot[pick], factor, rng or np.random.default_rng())
+        refined = detail_map(onehot[pick.to(onehot.device)], factor, rng or np.random.default_rng())
         dec_map = dec_map.clone()
         dec_map[pick.to(dec_map.device)] = refined.to(dec_map)
         keep_x = torch.where(pick & (torch.rand(n) < 0.5), torch.zeros(n), keep_x)
