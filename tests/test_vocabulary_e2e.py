@@ -66,7 +66,8 @@ def camvid5_weights(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv(registry.WEIGHTS_ENV, str(weights))
     registry.reload()
-    train_main(["coarse", *COMMON, "--model", "sqgan-camvid5", "--out", str(tmp / "coarse"), "--max-steps", "1"])
+    train_main(["coarse", *COMMON, "--model", "sqgan-camvid5", "--out", str(tmp / "coarse"), "--max-steps", "2",
+                "--scaled-maps", "0.4", "--detail-maps", "0.5", "--copy-paste", "0.5"])  # every kind of crop
     train_main(["export-coarse", "--checkpoint", str(tmp / "coarse" / "last.pt"), "--weights", str(weights)])
     yield tmp, weights
     mp.undo()

@@ -28,11 +28,11 @@ from ..nets.coarse import CoarseDecoder, CoarseDecoderConfig
 from ..devices import resolve_device
 from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, resume,
                      save_checkpoint)
-from .data import BatchPrefetcher, CropSampler, load_training_set
+from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
 from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
-from .sqgan import _sample_grid, add_speed_arguments, frozen_segmenter
+from .sqgan import PASTE_RELEVANCE, _sample_grid, add_speed_arguments, frozen_segmenter, paste_classes
 
 MAX_TRAIN_SCALE = 12  # coarser thumbnails are rare picks at this codec's rates
 
@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detail-maps", type=float, default=0.0,
                    help="share of crops decoded on such a map refined at 1/2 over some cells (chunk F, "
                         "as a priority sends it), drawn as decoded")
+    p.add_argument("--copy-paste", type=float, default=0.0,
+                   help="chance per crop of pasting 1-3 small objects of the most relevant classes "
+                        f"(relevance >= {PASTE_RELEVANCE}) cut from other training images, before the "
+                        "crop is coded: more of what priorities ask the decoder to draw")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -232,8 +236,10 @@ def run(args: argparse.Namespace) -> Path:
         args.previous_steps = int(state["step"]) + int((state.get("args") or {}).get("previous_steps", 0))
         print(f"initialised from {args.init_from} ({args.previous_steps} steps before)")
     args.sqgan = sqgan_name
+    bank = ObjectBank(images, labels, paste_classes(vocab)) if args.copy_paste > 0 else None
     samplers = [CropSampler(images, labels, (args.crop, args.crop), scale=(0.5, 1.1), jitter=0.1,
-                            seed=args.seed + step if t == 0 else [args.seed + step, t])
+                            seed=args.seed + step if t == 0 else [args.seed + step, t],
+                            bank=bank, paste=args.copy_paste)
                 for t in range(max(1, args.loader_threads))]
     if args.loader_threads > 0:
         rngs = [np.random.default_rng([args.seed + step, t, 1]) for t in range(len(samplers))]
@@ -267,8 +273,7 @@ def run(args: argparse.Namespace) -> Path:
         lab = torch.from_numpy(y).to(device).long()
         onehot = one_hot_map(lab, classes)
         with autocast(device, args.amp):
-            generated, dec_map = frozen_generator(sqgan, rgb, onehot, args.scaled_maps,
-                                                 getattr(args, "detail_maps", 0.0), rng)
+            generated, dec_map = frozen_generator(sqgan, rgb, onehot, args.scaled_maps, args.detail_maps, rng)
             only = torch.from_numpy(only).to(device)[:, None, None, None]
             generated = torch.where(only, coarse, generated.to(coarse.dtype))
             dec_map = dec_map * (~only)

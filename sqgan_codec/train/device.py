@@ -518,6 +518,7 @@ def run(args: argparse.Namespace) -> Path:
             "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", str(args.coarse_semantic),
             "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
             "--scaled-maps", str(args.coarse_scaled_maps), "--detail-maps", str(args.coarse_detail_maps),
+            "--copy-paste", str(args.coarse_copy_paste),
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
         coarse_ckpt = coarse.run(coarse_args)
@@ -696,6 +697,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--coarse-detail-maps", type=float, default=0.0,
                    help="share of crops decoded on such maps refined over some cells (chunk F, what a "
                         "priority sends; the cells are chosen on the CPU, per crop)")
+    p.add_argument("--coarse-copy-paste", type=float, default=0.0,
+                   help="chance per crop of pasting small objects of the most relevant classes")
     p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
     p.add_argument("--loader-threads", type=int, default=12)
     p.add_argument("--check-images", type=int, default=4)
