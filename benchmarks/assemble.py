@@ -29,7 +29,7 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("sbs.md", "Whole pictures side by side"),
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
-         ("roi.md", "Region of interest"), ("priority.md", "Class priorities with the default options"),
+         ("roi.md", "Region of interest"), ("priority.md", "Class priorities with the default options"), ("priority_together.md", "Several class priorities at once"),
          ("importance.md", "Token importance: SAMM against the segmenter's gradient"),
          ("crops.md", "Visual comparison"),
          ("unseen.md", "Checked with a segmenter training never saw"),

@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=4.0)
     p.add_argument("--split", default="test", help="test, or val to try a setting without looking at test")
     p.add_argument("--classes", default=",".join(CLASSES))
+    p.add_argument("--together", action="store_true",
+                   help="prioritise all --classes at once in every stream (each class still read on its images)")
     p.add_argument("--grid", default=None, help="PNG: for each class, its frame with most of it, cropped "
                    "around the class: original | no priority | priority (2x)")
     a = parse_run_args(p)
@@ -58,10 +60,11 @@ def main() -> None:
     truth = {q.name: np.asarray(Image.open(root / f"{a.split}annot" / q.name)) for q in paths}
     classes = [c.strip() for c in a.classes.split(",") if c.strip()]
     split_args = (f" --split {a.split}" if a.split != "test" else "") + (
-        f" --classes {','.join(classes)}" if tuple(classes) != CLASSES else "")
-    lines = ["# Class priorities with the default options", "",
+        f" --classes {','.join(classes)}" if tuple(classes) != CLASSES else "") + (" --together" if a.together else "")
+    lines = ["# Several class priorities at once" if a.together else "# Class priorities with the default options", "",
              f"Command: `python benchmarks/priority.py --data {a.data} --every {a.every} --bpp {a.bpp}{split_args}` "
-             f"(`--priority CLASS={a.weight:g}` against no priority at {a.bpp} bpp, default `--tune balanced`; "
+             f"(`--priority {','.join(f'{c}={a.weight:g}' for c in classes) if a.together else f'CLASS={a.weight:g}'}` "
+             f"against no priority at {a.bpp} bpp, default `--tune balanced`; "
              f"CamVid {a.split} images with more than {MIN_PIXELS} pixels of the class, 1 in {a.every}; "
              "IoU on the decodes against the ground truth, pooled, read by the bundled segmenter and by the "
              "unseen CNN of docs/bench/unseen.md). *no patches*: the priority with its patches switched off "
@@ -84,7 +87,8 @@ def main() -> None:
             for key in keys:
                 decide.PRIORITY_MIN_AREA = 1.0 if key == "tokens" else min_area
                 data = codec.encode_analysis(analysis, EncodeOptions(
-                    bpp=a.bpp, priority=None if key == "plain" else {name: a.weight}))
+                    bpp=a.bpp, priority=None if key == "plain" else
+                    {c: a.weight for c in (classes if a.together else [name])}))
                 patched += key == "priority" and bitstream.CHUNK_PATCHES in bitstream.unpack(data).chunks
                 decoded = np.asarray(codec.decode(data).convert("RGB"))
                 psnrs[key].append(psnr(rgb, decoded))
