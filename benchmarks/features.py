@@ -122,39 +122,47 @@ def main() -> None:
         pixels = rgb.shape[0] * rgb.shape[1]
         analysis = codec.analyse(rgb)
         smallest = len(codec.pack(analysis, 0.0, 0.0))
+        coded: dict[str, bytes] = {}
+
+        def code(**kw) -> bytes:
+            """The stream of these options, coded once per image (rows share some: the default
+            options at the A/B rate, the token codec at the high one)."""
+            key = repr(sorted(kw.items()))
+            if key not in coded:
+                coded[key] = codec.encode_analysis(analysis, _opts(**kw))
+            return coded[key]
+
         for target in targets:
-            data = codec.encode_analysis(analysis, _opts(bpp=target))
+            data = code(bpp=target)
             rate_err[target].append(8 * len(data) / pixels / target - 1)
             floor_hits[target] += len(data) == smallest and 8 * smallest / pixels > target
             under_hits[target] += 8 * len(data) / pixels < 0.97 * target
         for target in refine_targets:
-            by_rate[target, "auto"].add(codec, codec.encode_analysis(analysis, _opts(bpp=target, tune="semantic")),
+            by_rate[target, "auto"].add(codec, code(bpp=target, tune="semantic"),
                                         rgb, gt)
-            by_rate[target, "on"].add(codec, codec.encode_analysis(
-                analysis, _opts(bpp=target, refine="on", tune="semantic")), rgb, gt)
-        fixed = codec.encode_analysis(analysis, _opts(bpp=t, **TOKENS_ONLY))
+            by_rate[target, "on"].add(codec, code(bpp=target, refine="on", tune="semantic"), rgb, gt)
+        fixed = code(bpp=t, **TOKENS_ONLY)
         variants["fixed"].add(codec, fixed, rgb, gt)
-        variants["refine"].add(codec, codec.encode_analysis(analysis, _opts(bpp=t, **{**TOKENS_ONLY, "refine": "on"})),
+        variants["refine"].add(codec, code(bpp=t, **{**TOKENS_ONLY, "refine": "on"}),
                                rgb, gt)
         variants["full"].add(codec, fixed, rgb, gt)
         variants["base"].add(codec, _base_only(fixed), rgb, gt, layers="base")
-        variants["search"].add(codec, codec.encode_analysis(
-            analysis, _opts(bpp=t, split="search", **TOKENS_ONLY)), rgb, gt)
-        prio = codec.encode_analysis(analysis, _opts(bpp=t, priority=PRIORITY, **TOKENS_ONLY))
+        variants["search"].add(codec, code(bpp=t, split="search", **TOKENS_ONLY), rgb, gt)
+        prio = code(bpp=t, priority=PRIORITY, **TOKENS_ONLY)
         variants["priority"].add(codec, prio, rgb, gt)
-        variants["balanced"].add(codec, codec.encode_analysis(analysis, _opts(bpp=t)), rgb, gt)
-        variants["balanced priority"].add(codec, codec.encode_analysis(analysis, _opts(bpp=t, priority=PRIORITY)),
+        variants["balanced"].add(codec, code(bpp=t), rgb, gt)
+        variants["balanced priority"].add(codec, code(bpp=t, priority=PRIORITY),
                                           rgb, gt)
         if codec.lossless_tables is not None:
-            lossless = codec.encode_analysis(analysis, _opts(bpp=t, **{**TOKENS_ONLY, "ssm": "lossless"}))
+            lossless = code(bpp=t, **{**TOKENS_ONLY, "ssm": "lossless"})
             variants["lossless"].add(codec, lossless, rgb, gt)
             ssm_bits["lossless"].append(8 * len(bitstream.unpack(lossless).chunks["L"]))
         th = a.compare_high
-        high["tokens"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th, **TOKENS_ONLY)), rgb, gt)
-        high["lossless"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th, **{**TOKENS_ONLY, "ssm": "auto"})),
+        high["tokens"].add(codec, code(bpp=th, **TOKENS_ONLY), rgb, gt)
+        high["lossless"].add(codec, code(bpp=th, **{**TOKENS_ONLY, "ssm": "auto"}),
                              rgb, gt)
-        high["default"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th, tune="semantic")), rgb, gt)
-        high["balanced"].add(codec, codec.encode_analysis(analysis, _opts(bpp=th)), rgb, gt)
+        high["default"].add(codec, code(bpp=th, tune="semantic"), rgb, gt)
+        high["balanced"].add(codec, code(bpp=th), rgb, gt)
         ssm_bits["vq"].append(8 * len(bitstream.unpack(fixed).chunks["S"]))
         print(f"[{i + 1}/{len(paths)}] {path.name} {time.perf_counter() - t_start:.0f}s", file=sys.stderr)
 
