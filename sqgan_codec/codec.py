@@ -810,20 +810,29 @@ class Codec:
         up = self.pad_to_grid(up, gh, gw)
         return pixels_to_unit(torch.from_numpy(up).to(self.device)[None])
 
-    def coarse_tag(self) -> bytes:
-        """The 2-byte hash prefix that names this model's coarse decoder in a stream (b"" if none)."""
+    def coarse_decoder_name(self, priority: bool = False) -> str | None:
+        """The registry name of the coarse decoder this encoder renders for: the model config's
+        ``coarse_decoder``; for a stream sent with a class priority, ``coarse_decoder_priority``
+        where the model has one (trained to draw the objects a refined map outlines, at some
+        cost in closeness to the image elsewhere; docs/model_card.md)."""
         name = self.entry.config.get("coarse_decoder")
+        return (self.entry.config.get("coarse_decoder_priority") or name) if priority else name
+
+    def coarse_tag(self, priority: bool = False) -> bytes:
+        """The 2-byte hash prefix that names the coarse decoder of :meth:`coarse_decoder_name`
+        in a stream (b"" if none)."""
+        name = self.coarse_decoder_name(priority)
         return bytes.fromhex(registry.get(name).sha256)[: coarse.TAG_BYTES] if name else b""
 
-    def thumbnail_format(self, render: int) -> int:
+    def thumbnail_format(self, render: int, priority: bool = False) -> int:
         """The codec (coarse.FORMAT_*) of the thumbnails this encoder sends for ``render``:
-        AV1 for the upsampled render; for the learned one, the format the current coarse
-        decoder is sent (its config's ``thumbnail_format``: the one it was trained on, or
-        measured better; VP8 for entries without the key). VP8 where this Pillow has no AVIF
-        support."""
+        AV1 for the upsampled render; for the learned one, the format the coarse decoder of
+        :meth:`coarse_decoder_name` is sent (its config's ``thumbnail_format``: the one it was
+        trained on, or measured better; VP8 for entries without the key). VP8 where this Pillow
+        has no AVIF support."""
         wanted = coarse.FORMAT_AV1
         if render == coarse.RENDER_LEARNED:
-            name = self.entry.config.get("coarse_decoder")
+            name = self.coarse_decoder_name(priority)
             trained = registry.get(name).config.get("thumbnail_format", "vp8") if name else "vp8"
             if trained not in coarse.FORMAT_IDS:
                 raise ModelMismatchError(f"coarse decoder {name!r} names an unknown thumbnail format {trained!r}")
@@ -832,14 +841,14 @@ class Codec:
 
     def coarse_entries(self) -> dict[bytes, registry.ModelEntry]:
         """Every coarse decoder shipped for this model, by the tag streams name it with: the
-        current one (``coarse_decoder`` in the model's config), which the encoder uses, and
-        earlier ones kept so that the streams made for them still decode."""
+        current ones (:meth:`coarse_decoder_name`), which the encoder uses, and earlier ones
+        kept so that the streams made for them still decode."""
         found = {bytes.fromhex(e.sha256)[: coarse.TAG_BYTES]: e for e in registry.entries().values()
                  if e.kind == "coarse" and e.config.get("sqgan") == self.entry.name}
-        name = self.entry.config.get("coarse_decoder")
-        if name:
-            current = registry.get(name)
-            found[bytes.fromhex(current.sha256)[: coarse.TAG_BYTES]] = current
+        for name in dict.fromkeys((self.coarse_decoder_name(), self.coarse_decoder_name(priority=True))):
+            if name:
+                current = registry.get(name)
+                found[bytes.fromhex(current.sha256)[: coarse.TAG_BYTES]] = current
         return found
 
     def coarse_decoder(self, tag: bytes | None = None):

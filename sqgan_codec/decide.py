@@ -273,12 +273,12 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     if mode == "tokens":
         return tokens()
     rgb = analysis.loaded.rgb
-    tag = codec.coarse_tag()
+    tag = codec.coarse_tag(prioritised(analysis))
     learned = mode != "coarse"
     if learned and not tag:
         return None
     render = coarse.RENDER_LEARNED if learned else coarse.RENDER_UPSAMPLE
-    fmt = codec.thumbnail_format(render)
+    fmt = codec.thumbnail_format(render, prioritised(analysis))
     part = None
     if mode.startswith("mixed-"):
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)
@@ -406,6 +406,12 @@ def modes_for(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int, 
     return tuple(dict.fromkeys((*MODES, balanced)))
 
 
+def prioritised(analysis: "Analysis") -> bool:
+    """Whether the options gave a class a priority above 1: the map is refined where it is and
+    the model's priority coarse decoder (if any, ``Codec.coarse_decoder_name``) renders."""
+    return analysis.class_weights is not None and bool((np.asarray(analysis.class_weights) > 1).any())
+
+
 def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: int) -> str:
     """The mode ``balanced`` sends on a familiar image within ``budget`` bytes: the semantic map
     coded exactly at the finest of :data:`BALANCED_MAP_SCALES` whose code takes at most
@@ -417,8 +423,7 @@ def balanced_mode(codec: "Codec", analysis: "Analysis", budget: float, seg_id: i
     :data:`BALANCED_TOKEN_BPP` (within :data:`BALANCED_SHARES`; ``mixed-<N>``)."""
     if codec.lossless_tables is None:
         return mixed_mode(analysis.semantic_map.size, budget)
-    prioritised = analysis.class_weights is not None and bool((analysis.class_weights > 1).any())
-    if prioritised:
+    if prioritised(analysis):
         mode = detail_mode(codec, analysis, budget, seg_id, PRIORITY_DETAIL_BASES, BALANCED_MAP_SHARE,
                            PRIORITY_MAP_SHARE)
     else:

@@ -390,6 +390,71 @@ def test_a_retrained_coarse_decoder_keeps_old_streams_decodable(tmp_path, monkey
         registry.reload()
 
 
+def test_streams_sent_with_a_priority_name_the_priority_coarse_decoder(tmp_path, monkeypatch):
+    """``export-coarse --priority`` ships a second coarse decoder beside the current one: streams
+    sent with a class priority name it and decode with it, the others keep the current one, and
+    a later export of the current decoder keeps the priority one named."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from sqgan_codec import registry
+    from sqgan_codec.train import export
+
+    src = registry.weights_dir()
+    for p in src.iterdir():
+        if p.suffix in (".json", ".safetensors"):
+            shutil.copy(p, tmp_path / p.name)
+    state = {k: v.float() for k, v in load_file(str(src / "coarse-camvid11.safetensors")).items()}
+    head = [k for k in state if k.endswith("weight")][-1]
+    state[head] = state[head] * 1.5  # another decoder: other weights, another tag
+    config = json.loads((src / "registry.json").read_text())["models"]["coarse-camvid11"]["config"]
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": state, "step": 1, "elapsed": 60.0, "config": {k: v for k, v in config.items() if k != "sqgan"},
+                "args": {"sqgan": "sqgan-camvid11", "thumbnail_format": config.get("thumbnail_format", "vp8")}}, ckpt)
+    monkeypatch.setenv(registry.WEIGHTS_ENV, str(tmp_path))
+    registry.reload()
+    try:
+        plain_codec = Codec(device="cpu")
+        default_tag = plain_codec.coarse_tag()
+        assert plain_codec.coarse_tag(priority=True) == default_tag  # none shipped: the current one
+        export.export_coarse(argparse.Namespace(checkpoint=str(ckpt), weights=str(tmp_path), priority=True))
+        reg = json.loads((tmp_path / "registry.json").read_text())["models"]
+        assert reg["sqgan-camvid11"]["config"]["coarse_decoder"] == "coarse-camvid11"
+        assert reg["sqgan-camvid11"]["config"]["coarse_decoder_priority"] == "coarse-camvid11-priority"
+        codec = Codec(device="cpu")
+        priority_tag = codec.coarse_tag(priority=True)
+        assert codec.coarse_tag() == default_tag != priority_tag and priority_tag in codec.coarse_entries()
+        street = camvid_test_image(0)
+        tags = {}
+        for key, priority in (("plain", None), ("priority", {"Pedestrian": 4})):
+            data = codec.encode(street, bpp=0.03, priority=priority)
+            chunk = coarse.parse(bitstream.unpack(data).chunks["C"], 480, 360)
+            assert chunk.render == coarse.RENDER_LEARNED
+            tags[key] = chunk.tag
+            if priority:  # decoded by the decoder it names: another picture than the current one gives
+                decoded = np.asarray(codec.decode(data)).astype(int)
+                swapped = codec.coarse_decoder(priority_tag)
+                codec._coarse_nets[priority_tag] = codec.coarse_decoder(default_tag)
+                try:
+                    assert np.abs(np.asarray(codec.decode(data)).astype(int) - decoded).mean() > 0.5
+                finally:
+                    codec._coarse_nets[priority_tag] = swapped
+        assert tags == {"plain": default_tag, "priority": priority_tag}
+        # shipping the current decoder again keeps the priority one named beside it
+        state[head] = state[head] * 0.5
+        torch.save({"model": state, "step": 2, "elapsed": 60.0, "config": {k: v for k, v in config.items() if k != "sqgan"},
+                    "args": {"sqgan": "sqgan-camvid11"}}, ckpt)
+        export.export_coarse(argparse.Namespace(checkpoint=str(ckpt), weights=str(tmp_path)))
+        assert json.loads((tmp_path / "registry.json").read_text())["models"]["sqgan-camvid11"]["config"][
+            "coarse_decoder_priority"] == "coarse-camvid11-priority"
+    finally:
+        monkeypatch.delenv(registry.WEIGHTS_ENV)
+        registry.reload()
+
+
 def test_an_unfamiliar_image_runs_the_token_networks_only_when_a_token_is_sent(codec: Codec):
     """The domain check comes from the segmenter's pass; on an image it flags, G_s and G_x wait
     until a stream needs tokens (the coarse image alone needs none), and the streams are the

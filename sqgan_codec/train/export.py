@@ -42,7 +42,7 @@ COARSE_NAME = "coarse-camvid11"
 ERASURE_NAME = "erasure-camvid11"
 MODEL_IDS = {SQGAN_NAME: 1, SEGMENTER_NAME: 2, COARSE_NAME: 3, ERASURE_NAME: 4}  # stable ids: never reuse a number
 # what an SQ-GAN model's registry config names beside it: kept when the model is exported again
-COMPANIONS = ("coarse_decoder", "erasure_adapter")
+COMPANIONS = ("coarse_decoder", "coarse_decoder_priority", "erasure_adapter")
 
 
 def default_names(vocab: Vocabulary) -> dict[str, str]:
@@ -70,6 +70,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="runs/coarse/last.pt")
     p.add_argument("--weights", default=None)
     p.add_argument("--name", default=None, help=name_help.format(COARSE_NAME))
+    p.add_argument("--priority", action="store_true",
+                   help="ship it as the decoder of streams sent with a class priority (the model's "
+                        "coarse_decoder_priority; default name coarse-<vocabulary>-priority); the "
+                        "other streams keep the current coarse decoder")
     p = sub.add_parser("export-erasure", help="ship the erasure adapter beside its SQ-GAN model")
     p.add_argument("--checkpoint", default="runs/erasure/last.pt")
     p.add_argument("--weights", default=None)
@@ -322,7 +326,8 @@ def export_coarse(args: argparse.Namespace) -> Path:
     # runs from before the option trained on VP8 thumbnails
     thumbnail_format = (state.get("args") or {}).get("thumbnail_format", "vp8")
     out_dir = Path(args.weights) if args.weights else weights_dir()
-    name = getattr(args, "name", None) or default_names(vocab)["coarse"]
+    priority = bool(getattr(args, "priority", False))
+    name = getattr(args, "name", None) or default_names(vocab)["coarse"] + ("-priority" if priority else "")
     meta = {"config": json.dumps(config.to_dict()), **_class_meta(vocab, out_dir),
             "sqgan": sqgan_name, "thumbnail_format": thumbnail_format,
             "provenance": json.dumps(_provenance(state))}
@@ -330,8 +335,9 @@ def export_coarse(args: argparse.Namespace) -> Path:
     path = _write(out_dir, name, "coarse", _fp16(state["model"]), meta,
                   {**config.to_dict(), "sqgan": sqgan_name, "thumbnail_format": thumbnail_format},
                   f"Coarse decoder for {sqgan_name}: upsampled thumbnail + learned residual "
-                  "from the generator's image and the semantic map")
-    _name_companion(out_dir, sqgan_name, "coarse_decoder", name)
+                  "from the generator's image and the semantic map"
+                  + ("; renders the streams sent with a class priority" if priority else ""))
+    _name_companion(out_dir, sqgan_name, "coarse_decoder_priority" if priority else "coarse_decoder", name)
     return path
 
 
