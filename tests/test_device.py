@@ -167,6 +167,16 @@ def test_coarse_only_run_continues_a_given_decoder_and_leaves_the_sqgan_model(tm
     assert file_sha256(unpacked / "weights" / "sqgan-camvid11.safetensors") == \
         file_sha256(ROOT / "weights" / "sqgan-camvid11.safetensors")
     assert file_sha256(unpacked / "weights" / "coarse-camvid11.safetensors") != file_sha256(start)
+    # --coarse-priority: the same stage ships the decoder of prioritised streams, the current one stays
+    out2, unpacked2 = tmp_path / "out2", tmp_path / "unpacked2"
+    device("run", "--pack", str(pack), "--out", str(out2), "--dry-run", "--sqgan-share", "0",
+           "--no-checks", "--no-throughput", "--coarse-priority")
+    device("unpack", str(out2), "--out", str(unpacked2))
+    config = json.loads((unpacked2 / "weights" / "registry.json").read_text())["models"]["sqgan-camvid11"]["config"]
+    assert config["coarse_decoder_priority"] == "coarse-camvid11-priority"
+    assert file_sha256(unpacked2 / "weights" / "coarse-camvid11.safetensors") == \
+        file_sha256(ROOT / "weights" / "coarse-camvid11.safetensors")
+    assert file_sha256(unpacked2 / "weights" / "coarse-camvid11-priority.safetensors") != file_sha256(start)
 
 
 def test_leave_behind_keeps_unneeded_tracked_files_here_and_undo_restores_them(tmp_path) -> None:

@@ -507,13 +507,18 @@ def run(args: argparse.Namespace) -> Path:
 
     # 3. the coarse decoder, on the SQ-GAN model in the weights folder (the one just exported;
     # the shipped one if that failed), from the shipped coarse decoder
+    # (--coarse-priority: the decoder of prioritised streams, from the shipped one where there is one)
+    shipped_coarse = weights / "coarse-camvid11.safetensors"
+    if args.coarse_priority and (weights / "coarse-camvid11-priority.safetensors").exists():
+        shipped_coarse = weights / "coarse-camvid11-priority.safetensors"
+
     def train_coarse(batch: int) -> None:
         coarse_minutes = budget(minutes * (1 - args.sqgan_share))
         t_coarse = time.monotonic()
         coarse_args = _train_args("coarse", [
             "--data", str(data), "--out", str(work / "coarse"), "--minutes", f"{coarse_minutes:.3f}",
             "--init-from", str(pack_dir / COARSE_START if (pack_dir / COARSE_START).exists()
-                               else weights / "coarse-camvid11.safetensors"),
+                               else shipped_coarse),
             "--batch", str(batch),
             "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", str(args.coarse_semantic),
             "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
@@ -528,7 +533,8 @@ def run(args: argparse.Namespace) -> Path:
                              "steps_per_s": round(cstate["step"] / max(1e-6, time.monotonic() - t_coarse), 3),
                              **_log_summary(work / "coarse" / "log.jsonl")}
         shutil.copy(work / "coarse" / "log.jsonl", result / "train-coarse.jsonl")
-        export.export_coarse(argparse.Namespace(checkpoint=str(coarse_ckpt), weights=str(weights)))
+        export.export_coarse(argparse.Namespace(checkpoint=str(coarse_ckpt), weights=str(weights),
+                                                priority=args.coarse_priority))
 
     phase("train-coarse", lambda: halving_on_oom(train_coarse, 2 if args.dry_run else args.coarse_batch))
     (result / "weights").mkdir(exist_ok=True)
@@ -700,6 +706,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--coarse-copy-paste", type=float, default=0.0,
                    help="chance per crop of pasting small objects of the most relevant classes")
     p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
+    p.add_argument("--coarse-priority", action="store_true",
+                   help="train and ship the decoder of streams sent with a class priority "
+                        "(export-coarse --priority) instead of the current one")
     p.add_argument("--loader-threads", type=int, default=12)
     p.add_argument("--check-images", type=int, default=4)
     p.add_argument("--no-throughput", action="store_true")
