@@ -421,6 +421,12 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
                 tw, th = coarse.small_size(header.width, header.height, chunk.scale)
                 thumbnail = {"format": coarse.FORMATS[chunk.format], "scale": chunk.scale, "width": tw,
                              "height": th, "render": coarse.RENDERS[chunk.render], "bytes": len(chunk.frame)}
+                if chunk.render == coarse.RENDER_LEARNED:  # the coarse decoder it names, by its tag
+                    from . import registry
+
+                    thumbnail["decoder"] = next((e.name for e in registry.entries().values() if e.kind == "coarse"
+                                                 and bytes.fromhex(e.sha256)[: len(chunk.tag)] == chunk.tag),
+                                                f"{chunk.tag.hex()} (not installed)")
                 if bitstream.CHUNK_PATCHES in stream.chunks:
                     thumbnail["patches"] = [
                         {"x": q.x, "y": q.y, "width": q.width, "height": q.height, "scale": q.scale,
@@ -456,7 +462,8 @@ def info(files: tuple[str, ...], models: bool, as_json: bool) -> None:
             if thumbnail is not None:
                 click.echo(f"  coarse image: {thumbnail['format'].upper()} {thumbnail['width']}x{thumbnail['height']} "
                            f"(1/{thumbnail['scale']}), {thumbnail['bytes']:,} bytes, rendered "
-                           + ("by the coarse decoder" if thumbnail["render"] == "learned" else "upsampled"))
+                           + (f"by the coarse decoder {thumbnail['decoder']}" if thumbnail["render"] == "learned"
+                              else "upsampled"))
                 for q in thumbnail.get("patches", []):
                     click.echo(f"  patch: {q['width']}x{q['height']} at {q['x']},{q['y']} (1/{q['scale']}), "
                                f"{q['bytes']:,} bytes")

@@ -98,6 +98,7 @@ def test_roi_patch_makes_the_box_more_faithful_at_the_same_size(codec: Codec, fr
     assert out.exit_code == 0, out.output
     [row] = json.loads(out.output)["coarse"]["patches"]
     assert (row["x"], row["y"], row["width"], row["height"]) == BOX
+    assert json.loads(out.output)["coarse"]["decoder"] == codec.coarse_decoder_name()  # the one it names
 
 
 def test_boxes_too_small_or_outside_the_image_send_no_patch(codec: Codec, frames):
