@@ -49,7 +49,8 @@ def main() -> None:
     p.add_argument("--together", action="store_true",
                    help="prioritise all --classes at once in every stream (each class still read on its images)")
     p.add_argument("--grid", default=None, help="PNG: for each class, its frame with most of it, cropped "
-                   "around the class: original | no priority | priority (2x)")
+                   "around the class (2x): original | no priority | the priority's stream rendered by the "
+                   "current coarse decoder | by the decoder it names | the best classical codec at the same size")
     a = parse_run_args(p)
     root = Path(a.data)
     codec = Codec(device="cpu")
@@ -109,22 +110,37 @@ def main() -> None:
                          f"{np.mean(psnrs['plain']):.2f} / {np.mean(psnrs['priority']):.2f} |")
             print(lines[-1], flush=True)
     if a.grid:
-        save_grid(best, truth, codec, a.grid)
+        save_grid(best, truth, codec, a.grid, a.bpp, a.weight)
         lines += ["", f"Crops (`--grid {a.grid}`, CamVid frames: not committed): for each class its test frame "
-                  "with most of it, around the class's pixels, 2x: original | no priority | priority."]
+                  "with most of it, around the class's pixels, 2x: original | no priority | the priority's "
+                  "stream rendered by the current coarse decoder | by the decoder it names (the priority "
+                  "decoder where the model has one) | the best classical codec at the same size."]
     emit(lines, a.out)
 
 
-def save_grid(best: dict, truth: dict, codec: Codec, path: str, size: tuple[int, int] = (160, 120)) -> None:
-    """original | no priority | priority, one row per class, cropped around the class's pixels."""
+def save_grid(best: dict, truth: dict, codec: Codec, path: str, bpp: float, weight: float,
+              size: tuple[int, int] = (160, 120)) -> None:
+    """One row per class, cropped around the class's pixels (see ``--grid``)."""
+    from side_by_side import best_classical
+
     rows = []
     for name, (_, frame, rgb, decodes) in best.items():
+        data = codec.encode(rgb, bpp=bpp, priority={name: weight})  # the priority's stream again (deterministic)
+        tag = codec.coarse_tag(priority=True)
+        own = codec.coarse_decoder(tag)
+        codec._coarse_nets[tag] = codec.coarse_decoder(codec.coarse_tag())
+        try:
+            current = np.asarray(codec.decode(data).convert("RGB"))
+        finally:
+            codec._coarse_nets[tag] = own
+        classical = best_classical(rgb, bpp)
         ys, xs = np.nonzero(truth[frame] == codec.vocabulary.class_id(name))
         w, h = size
         x0 = int(np.clip(np.median(xs) - w // 2, 0, rgb.shape[1] - w))
         y0 = int(np.clip(np.median(ys) - h // 2, 0, rgb.shape[0] - h))
-        tiles = [im[y0:y0 + h, x0:x0 + w] for im in (rgb, decodes["plain"], decodes["priority"])]
-        rows.append(np.concatenate(tiles, 1).repeat(2, 0).repeat(2, 1))
+        images = (rgb, decodes["plain"], current, decodes["priority"],
+                  np.zeros_like(rgb) if classical is None else classical[1].rgb)
+        rows.append(np.concatenate([im[y0:y0 + h, x0:x0 + w] for im in images], 1).repeat(2, 0).repeat(2, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 
