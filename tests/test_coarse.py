@@ -375,8 +375,9 @@ def test_a_retrained_coarse_decoder_keeps_old_streams_decodable(tmp_path, monkey
         assert set(reg) - before_names == {kept} and (tmp_path / f"{kept}.safetensors").exists()
         codec = Codec(device="cpu")
         old_tag = bytes.fromhex(shipped_tag)
-        archived = {bytes.fromhex(n[-4:]) for n in reg if n.startswith("coarse-camvid11-")}
-        assert codec.coarse_tag() not in archived and set(codec.coarse_entries()) == archived | {codec.coarse_tag()}
+        archived = {bytes.fromhex(n[-4:]) for n in reg if n.startswith("coarse-camvid11-") and n != "coarse-camvid11-priority"}
+        assert codec.coarse_tag() not in archived
+        assert set(codec.coarse_entries()) == archived | {codec.coarse_tag(), codec.coarse_tag(priority=True)}
         assert not torch.equal(codec.coarse_decoder().state_dict()[head],
                                codec.coarse_decoder(old_tag).state_dict()[head])
         assert np.array_equal(np.asarray(codec.decode(old_stream)), before)  # the old decoder, found by tag
@@ -407,6 +408,10 @@ def test_streams_sent_with_a_priority_name_the_priority_coarse_decoder(tmp_path,
     for p in src.iterdir():
         if p.suffix in (".json", ".safetensors"):
             shutil.copy(p, tmp_path / p.name)
+    reg_path = tmp_path / "registry.json"
+    reg = json.loads(reg_path.read_text())
+    reg["models"]["sqgan-camvid11"]["config"].pop("coarse_decoder_priority", None)  # start from none named
+    reg_path.write_text(json.dumps(reg))
     state = {k: v.float() for k, v in load_file(str(src / "coarse-camvid11.safetensors")).items()}
     head = [k for k in state if k.endswith("weight")][-1]
     state[head] = state[head] * 1.5  # another decoder: other weights, another tag
