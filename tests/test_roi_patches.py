@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqgan_codec import bitstream, coarse
 from sqgan_codec.cli import main as cli
 from sqgan_codec.codec import Codec, EncodeOptions
-from sqgan_codec.errors import BitstreamError, UnfamiliarImageWarning
+from sqgan_codec.errors import BitstreamError
 
 from conftest import camvid_test_image
 
@@ -140,7 +140,7 @@ def test_prioritised_classes_send_their_large_objects_as_patches(codec: Codec):
     smap[100:160, 100:140] = ped           # 2,400 px: 1.4 % of the image
     smap[300:305, 10:15] = ped             # 25 px: too small for a patch
     smap[200:300, 300:460] = car
-    analysis = SimpleNamespace(semantic_map=smap, cache={"confidence": 0.99})  # a familiar image
+    analysis = SimpleNamespace(semantic_map=smap)
     boxes = decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
     assert boxes == ((84, 84, 72, 92),)    # grown by 16 pixels each way
     # a box first, then the objects; weights of 1 or less patch nothing
@@ -148,33 +148,16 @@ def test_prioritised_classes_send_their_large_objects_as_patches(codec: Codec):
     assert decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, roi=(roi,), priority={"Car": 4, "all": 2})) \
         == (roi, (284, 184, 192, 132))
     assert decide.patch_boxes(codec, analysis, EncodeOptions(bpp=0.03, priority={"Pedestrian": 1, "Car": 0.5})) == ()
-    # on an image the domain check flags the map is not trusted: the boxes alone
-    unsure = SimpleNamespace(semantic_map=smap, cache={"confidence": decide.UNFAMILIAR_CONFIDENCE - 0.01})
-    assert decide.patch_boxes(codec, unsure, EncodeOptions(bpp=0.03, roi=(roi,), priority={"Car": 4})) == (roi,)
     # at most MAX_PATCHES in all, the largest objects first
     many = np.zeros((360, 480), np.uint8)
     for i in range(10):
         many[10 + 34 * i: 40 + 34 * i, 10: 40 + 10 * i] = ped
-    boxes = decide.patch_boxes(codec, SimpleNamespace(semantic_map=many, cache={"confidence": None}), EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
+    boxes = decide.patch_boxes(codec, SimpleNamespace(semantic_map=many), EncodeOptions(bpp=0.03, priority={"Pedestrian": 4}))
     assert len(boxes) == coarse.MAX_PATCHES and boxes[0][2] > boxes[-1][2]
 
 
-def test_priorities_change_nothing_on_an_image_the_domain_check_flags(codec: Codec):
-    """The bundled sample is unlike CamVid (the segmenter reads its cars as signs): a priority
-    there would patch the wrong objects and coarsen the thumbnail; the stream is the plain one."""
-    from PIL import Image
-
-    from sqgan_codec.demo import sample_path
-
-    rgb = np.asarray(Image.open(sample_path()).convert("RGB"))
-    with pytest.warns(UnfamiliarImageWarning):
-        plain = codec.encode(rgb, bpp=0.03)
-        prioritised = codec.encode_with_decision(rgb, bpp=0.03, priority={"Pedestrian": 4, "SignSymbol": 4, "Pole": 4})
-    assert prioritised.unfamiliar and prioritised.data == plain
-
-
 def test_a_damaged_patch_frame_is_a_clear_error(codec: Codec):
-    from sqgan_codec.errors import BitstreamError, UnfamiliarImageWarning
+    from sqgan_codec.errors import BitstreamError
 
     data = (Path(__file__).resolve().parent / "golden" / "v5_coarse_roi_0.05.sqg").read_bytes()
     stream = bitstream.unpack(data)
