@@ -126,13 +126,8 @@ def save_grid(best: dict, truth: dict, codec: Codec, path: str, bpp: float, weig
     rows = []
     for name, (_, frame, rgb, decodes) in best.items():
         data = codec.encode(rgb, bpp=bpp, priority={name: weight})  # the priority's stream again (deterministic)
-        tag = codec.coarse_tag(priority=True)
-        own = codec.coarse_decoder(tag)
-        codec._coarse_nets[tag] = codec.coarse_decoder(codec.coarse_tag())
-        try:
+        with codec.coarse_decoder_swapped(codec.coarse_tag(priority=True), codec.coarse_tag()):
             current = np.asarray(codec.decode(data).convert("RGB"))
-        finally:
-            codec._coarse_nets[tag] = own
         classical = best_classical(rgb, bpp)
         ys, xs = np.nonzero(truth[frame] == codec.vocabulary.class_id(name))
         w, h = size

@@ -10,8 +10,9 @@ import hashlib
 import json
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -878,6 +879,17 @@ class Codec:
                 raise ModelMismatchError(f"weights of {name!r} do not fit the coarse decoder") from None
             self._coarse_nets[tag] = for_inference(net, self.device)
         return self._coarse_nets[tag]
+
+    @contextmanager
+    def coarse_decoder_swapped(self, named: bytes, used: bytes) -> Iterator[None]:
+        """Within the block, streams that name coarse decoder ``named`` are rendered by ``used``
+        (both tags): one stream through two decoders, for comparisons."""
+        own = self.coarse_decoder(named)
+        self._coarse_nets[named] = self.coarse_decoder(used)
+        try:
+            yield
+        finally:
+            self._coarse_nets[named] = own
 
     def erasure_image_net(self):
         """G_x with the model's erasure adapter applied (nets/adapter.py: the de-masker tuned to

@@ -277,12 +277,13 @@ def build(codec: "Codec", analysis: "Analysis", budget: float, tokens: Callable[
     if mode == "tokens":
         return tokens()
     rgb = analysis.loaded.rgb
-    tag = codec.coarse_tag(prioritised(analysis))
+    priority = prioritised(analysis)
+    tag = codec.coarse_tag(priority)
     learned = mode != "coarse"
     if learned and not tag:
         return None
     render = coarse.RENDER_LEARNED if learned else coarse.RENDER_UPSAMPLE
-    fmt = codec.thumbnail_format(render, prioritised(analysis))
+    fmt = codec.thumbnail_format(render, priority)
     part = None
     if mode.startswith("mixed-"):
         part = fit_rate(codec, analysis, int(mode[6:]) / 100 * budget, seg_id)

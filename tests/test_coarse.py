@@ -441,12 +441,9 @@ def test_streams_sent_with_a_priority_name_the_priority_coarse_decoder(tmp_path,
             tags[key] = chunk.tag
             if priority:  # decoded by the decoder it names: another picture than the current one gives
                 decoded = np.asarray(codec.decode(data)).astype(int)
-                swapped = codec.coarse_decoder(priority_tag)
-                codec._coarse_nets[priority_tag] = codec.coarse_decoder(default_tag)
-                try:
+                with codec.coarse_decoder_swapped(priority_tag, default_tag):
                     assert np.abs(np.asarray(codec.decode(data)).astype(int) - decoded).mean() > 0.5
-                finally:
-                    codec._coarse_nets[priority_tag] = swapped
+                assert np.array_equal(np.asarray(codec.decode(data)).astype(int), decoded)  # its own again
         assert tags == {"plain": default_tag, "priority": priority_tag}
         # shipping the current decoder again keeps the priority one named beside it
         state[head] = state[head] * 0.5
