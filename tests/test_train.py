@@ -319,3 +319,30 @@ def test_batch_prefetcher_hands_out_batches_reraises_and_closes_its_threads() ->
     with pytest.raises(RuntimeError, match="augmentation failed"):
         failing.get()
     assert not any(t.is_alive() for t in failing.threads)
+
+
+@needs_camvid
+def test_object_colour_loss_sees_the_objects_colours_only() -> None:
+    """The coarse decoder's object-colour term on a CamVid test frame: zero for the original, it
+    counts a colour cast on the prioritised objects in full, ignores what happens outside them and
+    gives no gradient there."""
+    from PIL import Image
+
+    from sqgan_codec.train.losses import object_colour_l1
+
+    name = sorted((CAMVID / "test").glob("*.png"))[40].name
+    img = torch.from_numpy(np.asarray(Image.open(CAMVID / "test" / name).convert("RGB"))).permute(2, 0, 1)
+    lab = torch.from_numpy(np.asarray(Image.open(CAMVID / "testannot" / name))).long()
+    rgb = (img.float()[None] / 127.5 - 1)[..., :352, :480]
+    mask = torch.isin(lab[None, :352, :480], torch.tensor([5, 6, 9, 10]))  # sign, pole, pedestrian, bicyclist
+    assert 0.002 < mask.float().mean() < 0.5
+    assert float(object_colour_l1(rgb, rgb, mask)) == 0.0
+    bluer = rgb + torch.tensor([0.0, 0.0, 0.3])[:, None, None]  # a blue cast: 0.3 on one channel of three
+    inside = torch.where(mask[:, None], bluer, rgb)
+    outside = torch.where(mask[:, None], rgb, bluer)
+    assert float(object_colour_l1(inside, rgb, mask)) == pytest.approx(0.1, rel=1e-4)
+    assert float(object_colour_l1(outside, rgb, mask)) == 0.0
+    recon = outside.clone().requires_grad_(True)
+    object_colour_l1(recon, rgb + 0.1, mask).backward()
+    assert recon.grad[:, :, ~mask[0]].abs().max() == 0 and recon.grad[:, :, mask[0]].abs().max() > 0
+    assert float(object_colour_l1(rgb, rgb, torch.zeros_like(mask))) == 0.0

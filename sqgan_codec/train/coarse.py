@@ -29,7 +29,7 @@ from ..devices import resolve_device
 from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, resume,
                      save_checkpoint)
 from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
-from .losses import PerceptualLoss, relevance_pixel_weights, weighted_l1
+from .losses import PerceptualLoss, object_colour_l1, relevance_pixel_weights, weighted_l1
 from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
 from .sqgan import PASTE_RELEVANCE, _sample_grid, add_speed_arguments, frozen_segmenter, paste_classes
@@ -74,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="chance per crop of pasting 1-3 small objects of the most relevant classes "
                         f"(relevance >= {PASTE_RELEVANCE}) cut from other training images, before the "
                         "crop is coded: more of what priorities ask the decoder to draw")
+    p.add_argument("--object-colour", type=float, default=0.0,
+                   help="weight of an L1 between local mean colours (4x4 cells) of the decoded and the "
+                        f"original crop inside the most relevant classes' pixels (relevance >= "
+                        f"{PASTE_RELEVANCE}): keeps prioritised objects in their own colours under a "
+                        "heavy --semantic")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -218,6 +223,7 @@ def run(args: argparse.Namespace) -> Path:
     opt = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
     perceptual = PerceptualLoss(imagenet_trunk_state()).to(device) if args.perceptual > 0 else None
     segnet = frozen_segmenter(device, vocab) if args.semantic > 0 else None
+    colour_classes = torch.tensor(paste_classes(vocab), device=device)
     step, already = 0, 0.0
     if args.resume and ckpt_path.exists():
         step, already = resume(ckpt_path, net, opt, device)
@@ -292,7 +298,9 @@ def run(args: argparse.Namespace) -> Path:
                 else:
                     sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem],
                                           weight=ce_weights, ignore_index=vocab.void)
-            loss = l1 + args.perceptual * perc + args.semantic * sem
+            colour = (object_colour_l1(recon, rgb, torch.isin(lab, colour_classes))
+                      if args.object_colour > 0 else zero)
+            loss = l1 + args.perceptual * perc + args.semantic * sem + args.object_colour * colour
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -302,7 +310,7 @@ def run(args: argparse.Namespace) -> Path:
             with torch.no_grad():
                 base_l1 = weighted_l1(coarse, rgb, relevance_pixel_weights(lab, relevance=relevance)).item()
             rec = dict(step=step, loss=loss.item(), l1=l1.item(), l1_thumbnail=base_l1, perc=perc.item(),
-                       sem=sem.item(), lr=lr, minutes=round(budget.elapsed / 60, 2))
+                       sem=sem.item(), colour=colour.item(), lr=lr, minutes=round(budget.elapsed / 60, 2))
             log.write(**rec)
             print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()),
                   flush=True)

@@ -523,7 +523,7 @@ def run(args: argparse.Namespace) -> Path:
             "--crop", str(64 if args.dry_run else args.coarse_crop), "--semantic", str(args.coarse_semantic),
             "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
             "--scaled-maps", str(args.coarse_scaled_maps), "--detail-maps", str(args.coarse_detail_maps),
-            "--copy-paste", str(args.coarse_copy_paste),
+            "--copy-paste", str(args.coarse_copy_paste), "--object-colour", str(args.coarse_object_colour),
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
         coarse_ckpt = coarse.run(coarse_args)
@@ -705,6 +705,8 @@ def main(argv: list[str] | None = None) -> None:
                         "priority sends; the cells are chosen on the CPU, per crop)")
     p.add_argument("--coarse-copy-paste", type=float, default=0.0,
                    help="chance per crop of pasting small objects of the most relevant classes")
+    p.add_argument("--coarse-object-colour", type=float, default=0.0,
+                   help="weight of the local-colour L1 inside the most relevant classes' pixels")
     p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
     p.add_argument("--coarse-priority", action="store_true",
                    help="train and ship the decoder of streams sent with a class priority "

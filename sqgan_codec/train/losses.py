@@ -23,6 +23,21 @@ def weighted_l1(recon: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     return ((recon - target).abs().mean(1) * weights).sum() / weights.sum()
 
 
+def object_colour_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """L1 between the mean colours of ``recon`` and ``target`` inside ``mask`` (B×H×W, the
+    pixels of the classes a priority asks for) over ``cell``×``cell`` cells, weighted by how much
+    of each cell the mask covers. Local colour, not texture: a decoder pushed by a semantic loss
+    may sharpen an object's edges but not paint it in its class's typical colours."""
+    m = mask[:, None].to(recon.dtype)
+    cover = F.avg_pool2d(m, cell)
+    if float(cover.sum()) == 0.0:
+        return recon.sum() * 0.0
+    denom = cover.clamp(min=1e-6)
+    mean_recon = F.avg_pool2d(recon * m, cell) / denom
+    mean_target = F.avg_pool2d(target * m, cell) / denom
+    return ((mean_recon - mean_target).abs().mean(1, keepdim=True) * cover).sum() / cover.sum()
+
+
 def perceptual_keys(trunk: EfficientNetLite, state: dict[str, torch.Tensor]) -> list[str]:
     """The keys of a trunk state the perceptual loss uses: the stem and the blocks up to
     stride 16 (a fifth of the trunk's weights: what the GPU pack carries)."""
