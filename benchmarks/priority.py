@@ -33,9 +33,28 @@ CLASSES = ("Pedestrian", "Bicyclist", "SignSymbol", "Pole")
 MIN_PIXELS = 200
 
 
-def iou(cm: np.ndarray) -> np.ndarray:
+def colour_error(decoded: np.ndarray, rgb: np.ndarray, mask: np.ndarray, cell: int = 4) -> tuple[float, float]:
+    """How far the decode's colours are from the original's inside ``mask`` (the class's pixels):
+    mean colours over ``cell``x``cell`` cells, absolute difference averaged over channels, weighted
+    by the mask's cover. Returns (weighted sum, cover) to pool over images. Colour casts count in
+    full; texture inside a cell does not."""
+    h, w = (mask.shape[0] // cell) * cell, (mask.shape[1] // cell) * cell
+    m = mask[:h, :w].astype(np.float64)[..., None]
+
+    def cells(a: np.ndarray) -> np.ndarray:
+        return a.reshape(h // cell, cell, w // cell, cell, -1).sum((1, 3))
+
+    cover = cells(m)[..., 0]
+    keep = cover > 0
+    diff = np.abs(cells(decoded[:h, :w] * m) - cells(rgb[:h, :w] * m))[keep] / cover[keep][:, None]
+    return float((diff.mean(1) * cover[keep]).sum()), float(cover.sum())
+
+
+def iou(cm: np.ndarray, unmapped: np.ndarray | None = None) -> np.ndarray:
+    """Per-class IoU of a confusion matrix; ``unmapped``: per class, ground-truth pixels of
+    images with no prediction at all (a stream that sends no map), counted as missed."""
     tp = np.diag(cm).astype(np.float64)
-    return tp / np.maximum(cm.sum(0) + cm.sum(1) - tp, 1)
+    return tp / np.maximum(cm.sum(0) + cm.sum(1) + (0 if unmapped is None else unmapped) - tp, 1)
 
 
 def main() -> None:
@@ -70,9 +89,16 @@ def main() -> None:
              "IoU on the decodes against the ground truth, pooled, read by the bundled segmenter and by the "
              "unseen CNN of docs/bench/unseen.md). *no patches*: the priority with its patches switched off "
              "(`decide.PRIORITY_MIN_AREA` = 1), to tell the two apart.", "",
+             "*Colour error*: how far the decode's local colours are from the original's on the class's "
+             "pixels (mean colours of 4x4 cells, absolute difference, 0-255; `colour_error`), the number "
+             "that shows a decoder painting objects in their class's typical colours. *Decoded map*: "
+             "the class's IoU in the semantic map the stream itself carries (`decode --ssm-out`; a stream "
+             "with no map counts as missing the class), against the bundled segmenter on the originals: "
+             "what a priority puts in the map, before the renderer draws it.", "",
              "| class | read by | images | with patches | IoU: none / no patches / priority | change | "
-             "other classes' mIoU: none / no patches / priority | PSNR dB: none / priority |",
-             "|---|---|---|---|---|---|---|---|"]
+             "other classes' mIoU: none / no patches / priority | PSNR dB: none / priority | "
+             "colour error: none / priority | decoded map: none / priority (originals) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     min_area = decide.PRIORITY_MIN_AREA
     best: dict = {}  # class -> (its pixels, frame, original, {key: decode}) for --grid
     for name in classes:
@@ -82,17 +108,27 @@ def main() -> None:
         cms = {(r, k): np.zeros((n, n), np.int64) for r in readers for k in keys}
         patched = 0
         psnrs: dict = {k: [] for k in keys}
+        colour = {k: np.zeros(2) for k in keys}
+        maps = {k: np.zeros((n, n), np.int64) for k in ("original", *keys)}
+        unmapped = {k: np.zeros(n, np.int64) for k in keys}
         for q in chosen:
             rgb = np.asarray(Image.open(q).convert("RGB"))
             analysis = codec.analyse(rgb)
+            maps["original"] += confusion_matrix(truth[q.name], analysis.semantic_map)
             for key in keys:
                 decide.PRIORITY_MIN_AREA = 1.0 if key == "tokens" else min_area
                 data = codec.encode_analysis(analysis, EncodeOptions(
                     bpp=a.bpp, priority=None if key == "plain" else
                     {c: a.weight for c in (classes if a.together else [name])}))
                 patched += key == "priority" and bitstream.CHUNK_PATCHES in bitstream.unpack(data).chunks
-                decoded = np.asarray(codec.decode(data).convert("RGB"))
+                image, smap = codec.decode_with_map(data)
+                decoded = np.asarray(image.convert("RGB"))
+                if smap is None:
+                    unmapped[key] += np.bincount(truth[q.name].ravel(), minlength=256)[:n]
+                else:
+                    maps[key] += confusion_matrix(truth[q.name], smap)
                 psnrs[key].append(psnr(rgb, decoded))
+                colour[key] += colour_error(decoded.astype(np.float64), rgb.astype(np.float64), truth[q.name] == cid)
                 if a.grid and key != "tokens":
                     pixels = int((truth[q.name] == cid).sum())
                     if pixels > best.get(name, (0,))[0]:
@@ -107,7 +143,12 @@ def main() -> None:
                          f"**{after[cid]:.3f}** | {after[cid] - before[cid]:+.3f} | "
                          f"{np.delete(before, cid).mean():.3f} / {np.delete(tokens, cid).mean():.3f} / "
                          f"**{np.delete(after, cid).mean():.3f}** | "
-                         f"{np.mean(psnrs['plain']):.2f} / {np.mean(psnrs['priority']):.2f} |")
+                         f"{np.mean(psnrs['plain']):.2f} / {np.mean(psnrs['priority']):.2f} | "
+                         f"{colour['plain'][0] / colour['plain'][1]:.2f} / "
+                         f"{colour['priority'][0] / colour['priority'][1]:.2f} | "
+                         f"{iou(maps['plain'], unmapped['plain'])[cid]:.3f} / "
+                         f"{iou(maps['priority'], unmapped['priority'])[cid]:.3f} "
+                         f"({iou(maps['original'])[cid]:.3f}) |")
             print(lines[-1], flush=True)
     if a.grid:
         save_grid(best, truth, codec, a.grid, a.bpp, a.weight)
