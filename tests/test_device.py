@@ -170,7 +170,8 @@ def test_coarse_only_run_continues_a_given_decoder_and_leaves_the_sqgan_model(tm
     # --coarse-priority: the same stage ships the decoder of prioritised streams, the current one stays
     out2, unpacked2 = tmp_path / "out2", tmp_path / "unpacked2"
     device("run", "--pack", str(pack), "--out", str(out2), "--dry-run", "--sqgan-share", "0",
-           "--no-checks", "--no-throughput", "--coarse-priority", "--coarse-object-colour", "2")
+           "--no-checks", "--no-throughput", "--coarse-priority", "--coarse-object-colour", "2",
+           "--coarse-semantic-luma")
     device("unpack", str(out2), "--out", str(unpacked2))
     config = json.loads((unpacked2 / "weights" / "registry.json").read_text())["models"]["sqgan-camvid11"]["config"]
     assert config["coarse_decoder_priority"] == "coarse-camvid11-priority"
@@ -180,7 +181,8 @@ def test_coarse_only_run_continues_a_given_decoder_and_leaves_the_sqgan_model(tm
     from safetensors import safe_open
 
     with safe_open(str(unpacked2 / "weights" / "coarse-camvid11-priority.safetensors"), framework="pt") as f:
-        assert json.loads(f.metadata()["provenance"])["args"]["object_colour"] == 2.0  # the recipe passes it on
+        args = json.loads(f.metadata()["provenance"])["args"]
+    assert args["object_colour"] == 2.0 and args["semantic_luma"] is True  # the recipe passes them on
 
 
 def test_leave_behind_keeps_unneeded_tracked_files_here_and_undo_restores_them(tmp_path) -> None:

@@ -346,3 +346,31 @@ def test_object_colour_loss_sees_the_objects_colours_only() -> None:
     object_colour_l1(recon, rgb + 0.1, mask).backward()
     assert recon.grad[:, :, ~mask[0]].abs().max() == 0 and recon.grad[:, :, mask[0]].abs().max() > 0
     assert float(object_colour_l1(rgb, rgb, torch.zeros_like(mask))) == 0.0
+
+
+@needs_camvid
+def test_a_luma_only_semantic_loss_can_shape_objects_but_not_recolour_them() -> None:
+    """``--semantic-luma``: the bundled segmenter's loss on a CamVid test frame through
+    ``luma_gradient_only`` sees the same pixels, but its gradient moves every pixel's three
+    channels alike (brighter or darker, never another hue); without it the gradient has chroma."""
+    from PIL import Image
+
+    from sqgan_codec.train.losses import luma_gradient_only
+    from sqgan_codec.train.sqgan import frozen_segmenter
+    from sqgan_codec.classes import VOCABULARY as CAMVID11
+
+    name = sorted((CAMVID / "test").glob("*.png"))[40].name
+    img = torch.from_numpy(np.asarray(Image.open(CAMVID / "test" / name).convert("RGB"))).permute(2, 0, 1)
+    lab = torch.from_numpy(np.asarray(Image.open(CAMVID / "testannot" / name))).long()[None, :160, :224]
+    rgb = (img.float()[None] / 127.5 - 1)[..., :160, :224]
+    segnet = frozen_segmenter(torch.device("cpu"), CAMVID11)
+    grads = {}
+    for luma in (False, True):
+        recon = rgb.clone().requires_grad_(True)
+        seen = luma_gradient_only(recon) if luma else recon
+        assert torch.equal(seen, recon) or (seen - recon).abs().max() < 1e-6
+        torch.nn.functional.cross_entropy(segnet((seen + 1) * 127.5), lab, ignore_index=CAMVID11.void).backward()
+        grads[luma] = recon.grad[0]
+    chroma = lambda g: (g - g.mean(0, keepdim=True)).abs().max()  # noqa: E731
+    assert grads[True].abs().max() > 0 and chroma(grads[True]) < 1e-6 * grads[True].abs().max()
+    assert chroma(grads[False]) > 0.1 * grads[False].abs().max()

@@ -29,7 +29,8 @@ from ..devices import resolve_device
 from .common import (Budget, JsonlLog, StopFlag, autocast, cosine_lr, hardware, resume,
                      save_checkpoint)
 from .data import BatchPrefetcher, CropSampler, ObjectBank, load_training_set
-from .losses import PerceptualLoss, object_colour_l1, relevance_pixel_weights, weighted_l1
+from .losses import (PerceptualLoss, luma_gradient_only, object_colour_l1, relevance_pixel_weights,
+                     weighted_l1)
 from .pseudo import fill_pseudo_labels
 from .segmenter import balanced_class_weights, imagenet_trunk_state
 from .sqgan import PASTE_RELEVANCE, _sample_grid, add_speed_arguments, frozen_segmenter, paste_classes
@@ -79,6 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"original crop inside the most relevant classes' pixels (relevance >= "
                         f"{PASTE_RELEVANCE}): keeps prioritised objects in their own colours under a "
                         "heavy --semantic")
+    p.add_argument("--semantic-luma", action="store_true",
+                   help="the semantic loss reaches the decode's brightness only (its chroma is detached): "
+                        "the segmenter's gradient may shape and sharpen objects but not paint them in "
+                        "their class's typical colours")
     p.add_argument("--max-quality", type=int, default=85)
     p.add_argument("--thumbnail-format", choices=sorted(coarse_coding.FORMATS.values()), default="av1",
                    help="the thumbnail codec the decoder learns to render (recorded in the exported "
@@ -289,14 +294,15 @@ def run(args: argparse.Namespace) -> Path:
             perc = perceptual(recon, rgb) if perceptual is not None else zero
             sem = zero
             keep_sem = torch.from_numpy(~recoloured).to(device)
+            seen = luma_gradient_only(recon) if args.semantic_luma else recon
             if segnet is not None and keep_sem.any():
                 if recon.is_cuda:  # the same loss on the whole batch, recoloured crops' labels void:
                     # one shape throughout, so cuDNN's autotuner runs once, not per number of crops kept
-                    sem = F.cross_entropy(segnet(unit_to_pixels(recon)),
+                    sem = F.cross_entropy(segnet(unit_to_pixels(seen)),
                                           torch.where(keep_sem[:, None, None], lab, vocab.void),
                                           weight=ce_weights, ignore_index=vocab.void)
                 else:
-                    sem = F.cross_entropy(segnet(unit_to_pixels(recon[keep_sem])), lab[keep_sem],
+                    sem = F.cross_entropy(segnet(unit_to_pixels(seen[keep_sem])), lab[keep_sem],
                                           weight=ce_weights, ignore_index=vocab.void)
             colour = (object_colour_l1(recon, rgb, torch.isin(lab, colour_classes))
                       if args.object_colour > 0 else zero)

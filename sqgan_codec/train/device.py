@@ -524,6 +524,7 @@ def run(args: argparse.Namespace) -> Path:
             "--lr", str(args.coarse_lr), "--recolour", str(args.coarse_recolour),
             "--scaled-maps", str(args.coarse_scaled_maps), "--detail-maps", str(args.coarse_detail_maps),
             "--copy-paste", str(args.coarse_copy_paste), "--object-colour", str(args.coarse_object_colour),
+            *(["--semantic-luma"] if args.coarse_semantic_luma else []),
             "--device", device, "--checkpoint-minutes", checkpoint_minutes,
             *(["--limit", "2"] if args.dry_run else []), *steps, *speed])
         coarse_ckpt = coarse.run(coarse_args)
@@ -707,6 +708,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="chance per crop of pasting small objects of the most relevant classes")
     p.add_argument("--coarse-object-colour", type=float, default=0.0,
                    help="weight of the local-colour L1 inside the most relevant classes' pixels")
+    p.add_argument("--coarse-semantic-luma", action="store_true",
+                   help="the semantic loss reaches the decode's brightness only (train coarse --semantic-luma)")
     p.add_argument("--coarse-recolour", type=float, default=0.45, help="share of recoloured crops (as on CPU)")
     p.add_argument("--coarse-priority", action="store_true",
                    help="train and ship the decoder of streams sent with a class priority "

@@ -36,6 +36,14 @@ def object_colour_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     return ((mean_recon - mean_target).abs().mean(1, keepdim=True) * cover).sum() / cover.sum().clamp(min=1e-6)
 
 
+def luma_gradient_only(rgb: torch.Tensor) -> torch.Tensor:
+    """``rgb`` (B×3×H×W) unchanged, with a gradient only along the grey axis: each pixel's
+    chroma (its colour minus its channel mean) is detached. A loss on the result can make a pixel
+    brighter or darker, never bluer: the semantic loss shapes objects without recolouring them."""
+    grey = rgb.mean(1, keepdim=True)
+    return grey + (rgb - grey).detach()
+
+
 def perceptual_keys(trunk: EfficientNetLite, state: dict[str, torch.Tensor]) -> list[str]:
     """The keys of a trunk state the perceptual loss uses: the stem and the blocks up to
     stride 16 (a fifth of the trunk's weights: what the GPU pack carries)."""
