@@ -68,6 +68,7 @@ bench-chain-b: venv
 	$(ONE_THREAD) $(PY) benchmarks/roi.py --data $(CAMVID) --every 8 --threads 1 --out docs/bench/roi.md --grid docs/bench/roi_sample.png
 	$(ONE_THREAD) $(PY) benchmarks/priority.py --data $(CAMVID) --every 3 --threads 1 --out docs/bench/priority.md --grid out/bench/priority_crops.png
 	$(ONE_THREAD) $(PY) benchmarks/priority.py --data $(CAMVID) --every 3 --threads 1 --together --out docs/bench/priority_together.md
+	$(ONE_THREAD) $(PY) benchmarks/render_probes.py --data $(CAMVID) --split val --every 3 --threads 1 --out docs/bench/render_probes.md
 	$(ONE_THREAD) $(PY) benchmarks/unseen_segmenter.py --data $(CAMVID) --every 6 --threads 1 --out docs/bench/unseen.md
 	$(ONE_THREAD) $(PY) benchmarks/ssm_lossless.py --data $(CAMVID) > docs/bench/ssm_lossless.md
 	$(ONE_THREAD) $(PY) benchmarks/crop_grid.py --image sqgan_codec/samples/street.png --out docs/bench/crops_sample.png --md docs/bench/crops.md

@@ -30,6 +30,7 @@ PARTS = (("segmenter.md", "Bundled segmenter"), ("rq/report.md", "Rate and quali
          ("entropy.md", "Entropy coding against fixed-length accounting"),
          ("features.md", "Encode controls (rate control, bit split, priorities, layers)"),
          ("roi.md", "Region of interest"), ("priority.md", "Class priorities with the default options"), ("priority_together.md", "Several class priorities at once"),
+         ("render_probes.md", "Decode-side probes on prioritised classes"),
          ("importance.md", "Token importance: SAMM against the segmenter's gradient"),
          ("crops.md", "Visual comparison"),
          ("unseen.md", "Checked with a segmenter training never saw"),
