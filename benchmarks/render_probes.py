@@ -7,6 +7,8 @@ prioritised the map holds it at the originals' level, the decodes do not.)
 Each frame is coded once with ``--priority CLASS=4`` at 0.03 bpp and decoded; each probe changes
 only the decoded pixels:
 
+* *G_x alone*: the SPADE generator's render of the image tokens on the decoded map, without the
+  coarse decoder that adds it to the thumbnail (the same map the coarse decoder sees);
 * *unmixed colours*: the thumbnail's colours unmixed under the decoded map (per thumbnail pixel,
   a least-squares colour per class over a 5x5 window of cover fractions), the difference from the
   bicubic thumbnail added to the decode on the class's pixels (dilated 2 px): the map's shapes
@@ -44,8 +46,9 @@ from unseen_segmenter import CNN_ASSET, load_cnn  # noqa: E402
 from sqgan_codec import bitstream, coarse  # noqa: E402
 from sqgan_codec.codec import Codec  # noqa: E402
 from sqgan_codec.evaluate.metrics import confusion_matrix, psnr  # noqa: E402
+from sqgan_codec.nets.blocks import one_hot_map, unit_to_pixels  # noqa: E402
 
-PROBES = ("decode", "unmixed colours", "raw patches", "object colours", "segmenter steps")
+PROBES = ("decode", "G_x alone", "unmixed colours", "raw patches", "object colours", "segmenter steps")
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -106,10 +109,28 @@ def segmenter_steps(net: torch.nn.Module, decoded: np.ndarray, labels: np.ndarra
     return x.detach()[0].permute(1, 2, 0).numpy()
 
 
+def generator_alone(codec: Codec, data: bytes) -> np.ndarray | None:
+    """G_x's render of a stream's image tokens on its decoded map (the input the coarse decoder
+    gets besides the thumbnail), or None for a stream without image tokens."""
+    parsed = codec._decode_tokens(data, "all")
+    codec._render_maps([parsed])
+    if parsed.padded_map is None or parsed.image_indices is None:
+        return None
+    onehot = one_hot_map(torch.from_numpy(codec._network_map(parsed)[None]).long(), codec.num_classes)
+    with torch.no_grad():
+        rgb = codec.net.image.decode_indices(torch.from_numpy(parsed.image_indices)[None],
+                                             torch.from_numpy(parsed.image_keep)[None, None], onehot)
+    h, w = parsed.header.height, parsed.header.width
+    return unit_to_pixels(rgb[0].clamp(-1, 1)).permute(1, 2, 0).numpy()[:h, :w].astype(np.float64)
+
+
 def probes(codec: Codec, net: torch.nn.Module, rgb: np.ndarray, data: bytes, cid: int) -> dict[str, np.ndarray]:
     image, labels = codec.decode_with_map(data)
     decoded = np.asarray(image.convert("RGB"))
     out = {p: decoded.astype(np.float64) for p in PROBES}
+    generated = generator_alone(codec, data)
+    if generated is not None:
+        out["G_x alone"] = generated
     stream = bitstream.unpack(data)
     hd, thumbnail, patches = (stream.header, stream.chunks.get(bitstream.CHUNK_COARSE),
                               stream.chunks.get(bitstream.CHUNK_PATCHES))
