@@ -78,6 +78,8 @@ def unmixed(small: np.ndarray, labels: np.ndarray, n: int, r: int = 2, ridge: fl
 
 
 def object_colours(decoded: np.ndarray, rgb: np.ndarray, labels: np.ndarray, cid: int, bits: int = 5) -> np.ndarray:
+    """The decode with each object of class ``cid`` in ``labels`` shifted to the original's mean
+    colour there, quantised to ``bits`` a channel (what 3 × ``bits`` bits of side information give)."""
     out = decoded.astype(np.float64)
     count, objects = cv2.connectedComponents((labels == cid).astype(np.uint8), connectivity=8)
     step = 256 / 2 ** bits
@@ -90,6 +92,8 @@ def object_colours(decoded: np.ndarray, rgb: np.ndarray, labels: np.ndarray, cid
 
 def segmenter_steps(net: torch.nn.Module, decoded: np.ndarray, labels: np.ndarray, steps: int = 8,
                     lr: float = 3.0, keep_colour: float = 1.0) -> np.ndarray:
+    """``steps`` Adam steps on the decoded pixels (0-255) lowering the segmenter ``net``'s
+    cross-entropy against ``labels``, with ``keep_colour`` × the change of 8x8 mean colours."""
     x0 = torch.from_numpy(decoded.astype(np.float32)).permute(2, 0, 1)[None]
     h, w = labels.shape
     pad = (0, (-w) % 32, 0, (-h) % 32)
@@ -111,7 +115,8 @@ def segmenter_steps(net: torch.nn.Module, decoded: np.ndarray, labels: np.ndarra
 
 def generator_alone(codec: Codec, data: bytes) -> np.ndarray | None:
     """G_x's render of a stream's image tokens on its decoded map (the input the coarse decoder
-    gets besides the thumbnail), or None for a stream without image tokens."""
+    gets besides the thumbnail), or None for a stream without image tokens. A probe, so it
+    reads the codec's internals rather than adding a public entry point for one experiment."""
     parsed = codec._decode_tokens(data, "all")
     codec._render_maps([parsed])
     if parsed.padded_map is None or parsed.image_indices is None:
@@ -164,7 +169,7 @@ def main() -> None:
     a = parse_run_args(p)
     root = Path(a.data)
     codec = Codec(device="cpu")
-    net = codec.segmenter.net.float().eval().requires_grad_(False)
+    net = codec.segmenter.net.float().eval().requires_grad_(False)  # the bundled segmenter, to differentiate
     unseen, _ = load_cnn(CNN_ASSET)
     readers = {"bundled": codec.segmenter, **({"unseen CNN": unseen} if unseen is not None else {})}
     n = codec.num_classes
