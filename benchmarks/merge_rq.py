@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     summary["merged"] = (f"rows and summary groups of {sorted(take)} from a later run of those codecs alone "
                          f"({fresh['config'].get('lpips_dtype')} LPIPS-style), the rest from the earlier full run "
                          f"({summary['config'].get('lpips_dtype')} LPIPS-style); originals' metrics from the earlier run")
+    def commands(s: dict) -> list[str]:
+        return [s["command"]] if isinstance(s.get("command"), str) else list(s.get("command") or [])
+
+    # the earlier full run's command, the new run's, this merge's
+    summary["command"] = (commands(summary)[:1] + commands(fresh)
+                          + [shlex.join(["python", "benchmarks/merge_rq.py", *(sys.argv[1:] if argv is None else argv)])])
     written = write_all(BenchResult(rows, summary), a.out)
     for name, path in written.items():
         print(f"{name}: {path}")

@@ -174,7 +174,16 @@ def test_harness_end_to_end(tmp_path):
     summary = json.loads(paths["json"].read_text())
     assert summary["original"]["miou"] is not None
     assert "bpp_vs_miou" in paths and paths["bpp_vs_miou"].is_file()
-    assert "| jpeg | 1/4 |" in paths["markdown"].read_text()
+    text = paths["markdown"].read_text()
+    assert "| jpeg | 1/4 |" in text
+    # each class's IoU on the originals and on the learned codec's decodes at every target
+    toy = {g["target_bpp"]: g for g in summary["groups"] if g["codec"] == "toy"}
+    sky = f"| Sky | {summary['original']['per_class_iou']['Sky']:.3f} | {toy[0.05]['per_class_iou']['Sky']:.3f} | " \
+          f"{toy[0.1]['per_class_iou']['Sky']:.3f} |"
+    assert "| class | originals | toy ≤ 0.05 | toy ≤ 0.1 |" in text and sky in text
+    # the report quotes what produced it: one command, or a run merged into an earlier one
+    assert "Command: `python x.py --a`." in W.markdown(dict(summary, command="python x.py --a"))
+    assert "Commands: `a`, then `b`." in W.markdown(dict(summary, command=["a", "b"]))
 
 
 def test_missing_plugins_are_skipped_with_message():

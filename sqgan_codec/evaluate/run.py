@@ -10,6 +10,7 @@ summary.json, bpp_vs_*.png and report.md to --out. Needs the [eval] extra.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from . import classical
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                       lpips_scale=a.lpips_scale, lpips_dtype=lpips_dtype_for(a.lpips_dtype), fid=not a.no_fid, workers=a.workers,
                       cache_dir=a.cache, cache_tag=_segmenter_tag(a.segmenter))
     result = run_benchmark(pairs, cfg, learned, segment, log=eprint, notes=notes)
+    # the report quotes the command that produced it (argv as given; defaults are in "config")
+    result.summary["command"] = shlex.join([prog or "python benchmarks/rate_quality.py",
+                                            *(sys.argv[1:] if argv is None else argv)])
     written = write_all(result, a.out, a.all_scales)
     for name, path in written.items():
         print(f"{name}: {path}")

@@ -122,6 +122,22 @@ def _cell(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def per_class_table(summary: dict) -> list[str]:
+    """Each class's IoU on the originals and on the learned codecs' decodes at every target
+    (pooled over the images, bundled segmenter against the labels): where thin classes stand."""
+    orig = (summary.get("original") or {}).get("per_class_iou")
+    learned = [g for g in summary["groups"] if g["kind"] == "learned" and g.get("per_class_iou")]
+    if not orig or not learned:
+        return []
+    learned.sort(key=lambda g: (g["codec"], g["target_bpp"]))
+    head = " | ".join(f"{g['codec']} ≤ {g['target_bpp']}" for g in learned)
+    lines = ["### IoU per class", "", f"| class | originals | {head} |", "|---|---|" + "---|" * len(learned)]
+    for name, iou in orig.items():
+        lines.append(f"| {name} | {_cell(iou, 3)} | "
+                     + " | ".join(_cell(g["per_class_iou"].get(name), 3) for g in learned) + " |")
+    return lines + [""]
+
+
 def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/quality benchmark") -> str:
     """A markdown section: per target, each codec at its best scale (by mIoU, else MS-SSIM)."""
     has_miou = any(g.get("miou") is not None for g in summary["groups"])
@@ -135,6 +151,11 @@ def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/
     if orig.get("miou") is not None:
         lines.append(f"Segmenter mIoU on the original images: **{orig['miou']:.3f}** "
                      f"(pixel accuracy {orig['pixel_acc']:.3f}).")
+    commands = summary.get("command")
+    if commands:  # one command, or a list (a run merged into an earlier one: benchmarks/merge_rq.py)
+        commands = [commands] if isinstance(commands, str) else commands
+        lines.append(("Command: " if len(commands) == 1 else "Commands: ")
+                     + ", then ".join(f"`{c}`" for c in commands) + ".")
     lines.append("")
     for t in cfg["targets"]:
         lines += [f"### ≤ {t} bpp", "",
@@ -157,6 +178,7 @@ def markdown(summary: dict, plots: list[Path] | None = None, title: str = "Rate/
                          f"| {_cell(g.get('ms_ssim_mean'), 4)} | {_cell(g.get('lpips_vgg_style_mean'), 4)} "
                          f"| {_cell(g.get('fid_effnet_style'), 2)} | {_cell(g.get('miou'), 3)} | {cov} |")
         lines.append("")
+    lines += per_class_table(summary)
     lines.append(f"Best scale per codec chosen by {rank_name} among scales that reached the target on every "
                  "image; coverage counts images where the codec could get at or below the target at all "
                  "(means are over those). Every codec × scale is in `summary.json` and `results.csv`.")
